@@ -1,0 +1,16 @@
+# Third-party libraries, all from Debian 12 packages (deploy/setup-debian.sh).
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+pkg_check_modules(ZMQ REQUIRED IMPORTED_TARGET libzmq)
+pkg_check_modules(CZMQ REQUIRED IMPORTED_TARGET libczmq)
+pkg_check_modules(MSGPACK REQUIRED IMPORTED_TARGET msgpack)
+pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
+pkg_check_modules(PQ REQUIRED IMPORTED_TARGET libpq)
+
+# Debian's civetweb ships no pkg-config file and a broken CMake package
+# (it names /usr/bin/civetweb from another package), so find it by hand.
+find_path(CIVETWEB_INCLUDE_DIR civetweb.h REQUIRED)
+find_library(CIVETWEB_LIBRARY civetweb REQUIRED)
+add_library(ain_civetweb INTERFACE)
+target_include_directories(ain_civetweb SYSTEM INTERFACE ${CIVETWEB_INCLUDE_DIR})
+target_link_libraries(ain_civetweb INTERFACE ${CIVETWEB_LIBRARY} Threads::Threads)
