@@ -1,0 +1,109 @@
+/* actor.h: the one skeleton every actor runs on.
+ *
+ * An actor is a service: a table of handlers by message type, optional
+ * start/stop hooks and a bus-event hook. The skeleton owns everything else:
+ * the MDP worker registration (runtime/worker.h) with heartbeats and
+ * re-registration after a broker restart; strict decoding of each request
+ * (malformed -> INVALID, past its deadline -> TIMEOUT, unknown type ->
+ * INVALID, all counted); the built-in PING and STATS answers; a metrics
+ * registry published on the bus every AINBOX_METRICS_INTERVAL_MS; timers;
+ * logging with request context; and an orderly stop (credit 0, finish what
+ * is in flight within AINBOX_SHUTDOWN_TIMEOUT_MS, DISCONNECT).
+ *
+ * Lifetime of a request: the skeleton creates it and hands it to the
+ * handler. The handler answers it now or later (deferred, e.g. after a
+ * timer or a database reply) with exactly one ain_request_reply* call, which
+ * frees it. A request nobody answers is answered TIMEOUT by the skeleton
+ * once its deadline is well past, and logged as a bug.
+ *
+ * A handler returning -1 means the actor is broken: the skeleton answers
+ * what it holds with UNAVAILABLE, leaves the broker and returns -1 from
+ * ain_actor_run (in the bundle, the supervisor then restarts it).
+ */
+#ifndef AIN_RUNTIME_ACTOR_H
+#define AIN_RUNTIME_ACTOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <czmq.h>
+#include <msgpack.h>
+
+#include "proto/envelope.h"
+#include "runtime/bus.h"
+#include "runtime/log.h"
+#include "runtime/metrics.h"
+#include "runtime/proc.h"
+
+typedef struct _ain_actor_t ain_actor_t;
+typedef struct _ain_request_t ain_request_t;
+
+/* Handles one request. Returns 0, or -1 if the actor cannot go on. */
+typedef int(ain_handler_fn)(ain_actor_t *actor, ain_request_t *req);
+
+typedef struct {
+    uint16_t type;
+    ain_handler_fn *fn;
+} ain_handler_t;
+
+typedef struct {
+    const char *service;           /* the service name it registers */
+    const ain_handler_t *handlers; /* ends with {0, NULL} */
+    /* Called once sockets exist, before READY. Sets up state with
+     * ain_actor_set_state. Returns 0, or -1 to refuse to start. */
+    int (*start)(ain_actor_t *actor);
+    /* Called once after the last request was answered; frees state. */
+    void (*stop)(ain_actor_t *actor);
+    /* A bus message on a subscribed topic. Returns 0, or -1 (broken). */
+    int (*on_event)(ain_actor_t *actor, const ain_bus_msg_t *msg);
+    unsigned credit; /* requests held at once; 0 = AINBOX_WORKER_CREDIT */
+} ain_actor_def_t;
+
+/* Runs the actor in the calling thread until it is stopped: by "$TERM" on
+ * `pipe` (in the bundle) or, without a pipe, by SIGTERM or SIGINT. On
+ * `pipe` it signals 0 once registered; if it cannot start it returns -1
+ * without signalling. Returns 0 after an orderly stop, -1 if it failed to
+ * start or broke. */
+int ain_actor_run(const ain_actor_def_t *def, const ain_proc_t *proc, zsock_t *pipe);
+
+/* Accessors. Everything returned is borrowed from the actor. */
+void *ain_actor_state(const ain_actor_t *self);
+void ain_actor_set_state(ain_actor_t *self, void *state);
+ain_log_t *ain_actor_log(const ain_actor_t *self);
+ain_metrics_t *ain_actor_metrics(const ain_actor_t *self);
+const ain_proc_t *ain_actor_proc(const ain_actor_t *self);
+const char *ain_actor_service(const ain_actor_t *self);
+
+/* Subscribes to bus topics starting with `prefix`; events arrive at
+ * def->on_event. Returns 0 or -1. */
+int ain_actor_subscribe(ain_actor_t *self, const char *prefix);
+
+/* Publishes an event on the bus. Returns 0, or -1 if dropped (counted). */
+int ain_actor_publish(ain_actor_t *self, const char *topic, const ain_envelope_t *env);
+
+/* Calls fn(actor, arg) after `delay_ms`, and every `delay_ms` after that if
+ * `repeat`. Returns a timer id (> 0) for ain_actor_timer_cancel. */
+typedef void(ain_timer_fn)(ain_actor_t *actor, void *arg);
+int ain_actor_timer(ain_actor_t *self, int delay_ms, bool repeat, ain_timer_fn *fn, void *arg);
+void ain_actor_timer_cancel(ain_actor_t *self, int timer_id);
+
+/* A packer over the actor's reply-body buffer, emptied by this call. Pack
+ * one value, then answer with ain_request_reply_packed. */
+msgpack_packer *ain_actor_body(ain_actor_t *self);
+
+/* The request's envelope. Borrowed; valid until the request is answered. */
+const ain_envelope_t *ain_request_envelope(const ain_request_t *req);
+
+/* The request's context for log lines (corr, user, trace). */
+ain_log_ctx_t ain_request_log_ctx(const ain_request_t *req);
+
+/* Answers and frees `req`. `body` is copied. */
+void ain_request_reply(ain_request_t *req, ain_status_t status, const void *body, size_t len);
+
+/* Answers with what was packed into ain_actor_body. */
+void ain_request_reply_packed(ain_request_t *req, ain_status_t status);
+
+/* Answers with a body {message} and logs nothing (the caller decides). */
+void ain_request_fail(ain_request_t *req, ain_status_t status, const char *message);
+
+#endif

@@ -1,0 +1,539 @@
+/* config.c: loading, validating and printing the settings of settings.def.
+ *
+ * Order of precedence: default < file < environment < derived (derived
+ * values only fill settings left empty). Validation happens once, after all
+ * sources are applied, so the message names the variable and its value.
+ */
+#include "runtime/config.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "runtime/alloc.h"
+#include "runtime/endpoint.h"
+#include "runtime/envfile.h"
+
+typedef enum { S_STR, S_INT, S_BOOL, S_ENUM, S_ENDPOINT, S_ENDPOINTS, S_LIST, S_URL } s_kind_t;
+typedef enum { S_DEFAULT, S_FILE, S_ENV, S_DERIVED } s_source_t;
+
+typedef struct {
+    const char *name;
+    s_kind_t kind;
+    const char *def;
+    long min, max;
+    unsigned flags;
+    const char *help;
+} s_setting_t;
+
+static const s_setting_t s_settings[AIN_CFG_COUNT] = {
+#define AIN_SETTING(ID, KIND, DEF, MIN, MAX, FLAGS, HELP)                                          \
+    {#ID, S_##KIND, DEF, MIN, MAX, FLAGS, HELP},
+#include "runtime/settings.def"
+#undef AIN_SETTING
+};
+
+static const char *s_source_names[] = {"default", "file", "env", "derived"};
+
+struct _ain_config_t {
+    char *text[AIN_CFG_COUNT]; /* as given; NULL = unset */
+    long num[AIN_CFG_COUNT];   /* INT value, BOOL as 0/1 */
+    char **items[AIN_CFG_COUNT];
+    size_t nitems[AIN_CFG_COUNT];
+    s_source_t source[AIN_CFG_COUNT];
+};
+
+static int s_find(const char *name)
+{
+    for (int i = 0; i < AIN_CFG_COUNT; i++)
+        if (strcmp(s_settings[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static void s_set_text(ain_config_t *self, int id, const char *value, s_source_t source)
+{
+    free(self->text[id]);
+    self->text[id] = value ? ain_strdup(value) : NULL;
+    self->source[id] = source;
+}
+
+static ain_config_t *s_new_defaults(void)
+{
+    ain_config_t *self = AIN_NEW(ain_config_t);
+    for (int i = 0; i < AIN_CFG_COUNT; i++)
+        s_set_text(self, i, s_settings[i].def, S_DEFAULT);
+    return self;
+}
+
+/* ------------------------------------------------------------ parsing values */
+
+static int s_parse_int(const s_setting_t *s, const char *text, long *out, char **error)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end != '\0' || !isdigit((unsigned char)text[text[0] == '-']) ||
+        v < s->min || v > s->max) {
+        *error =
+            ain_sprintf("%s='%s' is not an integer in %ld..%ld", s->name, text, s->min, s->max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int s_parse_bool(const s_setting_t *s, const char *text, long *out, char **error)
+{
+    static const char *yes[] = {"true", "1", "yes", "on"}, *no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(text, yes[i]) == 0 || strcasecmp(text, no[i]) == 0) {
+            *out = strcasecmp(text, yes[i]) == 0;
+            return 0;
+        }
+    }
+    *error = ain_sprintf("%s='%s' is not a boolean (true/false)", s->name, text);
+    return -1;
+}
+
+static int s_parse_enum(const s_setting_t *s, const char *text, char **error)
+{
+    const char *colon = strchr(s->help, ':');
+    size_t len = colon ? (size_t)(colon - s->help) : strlen(s->help);
+    const char *p = s->help, *end = s->help + len;
+    while (p < end) {
+        const char *bar = memchr(p, '|', (size_t)(end - p));
+        size_t n = (size_t)((bar ? bar : end) - p);
+        if (strlen(text) == n && memcmp(text, p, n) == 0)
+            return 0;
+        p = bar ? bar + 1 : end;
+    }
+    *error = ain_sprintf("%s='%s' must be one of %.*s", s->name, text, (int)len, s->help);
+    return -1;
+}
+
+/* A comma list into items; each item is checked by `ok`. */
+static int s_parse_list(ain_config_t *self, int id, bool (*ok)(const char *), const char *what,
+                        char **error)
+{
+    const char *text = self->text[id];
+    char *copy = ain_strdup(text), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*tok))
+            tok++;
+        size_t n = strlen(tok);
+        while (n && isspace((unsigned char)tok[n - 1]))
+            tok[--n] = '\0';
+        if (n == 0)
+            continue;
+        if (!ok(tok)) {
+            *error = ain_sprintf("%s='%s': '%s' is not %s", s_settings[id].name, text, tok, what);
+            free(copy);
+            return -1;
+        }
+        self->items[id] = ain_realloc(self->items[id], (self->nitems[id] + 1) * sizeof(char *));
+        self->items[id][self->nitems[id]++] = ain_strdup(tok);
+    }
+    free(copy);
+    return 0;
+}
+
+static bool s_name_ok(const char *s)
+{
+    for (; *s; s++)
+        if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || strchr("._-", *s)))
+            return false;
+    return true;
+}
+
+static int s_parse_url(const s_setting_t *s, const char *text, char **error)
+{
+    if (strcmp(s->name, "REDIS_URL") == 0) {
+        if (strncmp(text, "redis://", 8) == 0 || strncmp(text, "unix://", 7) == 0)
+            return 0;
+        *error = ain_sprintf("REDIS_URL must start with redis:// or unix:// (TLS, rediss://, "
+                             "is not supported by hiredis 0.14)");
+        return -1;
+    }
+    const char *scheme = strstr(text, "://");
+    if (scheme && strncmp(text, "postgres://", 11) != 0 &&
+        strncmp(text, "postgresql://", 13) != 0) {
+        *error = ain_sprintf("%s must be a postgres:// or postgresql:// URI (or a libpq "
+                             "conninfo string)",
+                             s->name);
+        return -1;
+    }
+    char *pqerr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(text, &pqerr);
+    if (!opts) {
+        *error = ain_sprintf("%s is not a valid PostgreSQL URI or conninfo: %s", s->name,
+                             pqerr ? pqerr : "out of memory");
+        PQfreemem(pqerr);
+        return -1;
+    }
+    PQconninfoFree(opts);
+    return 0;
+}
+
+static int s_validate_one(ain_config_t *self, int id, char **error)
+{
+    const s_setting_t *s = &s_settings[id];
+    const char *text = self->text[id];
+    if (!text || (text[0] == '\0' && s->kind != S_STR && s->kind != S_LIST))
+        return 0; /* unset optional, or an empty derived setting */
+    switch (s->kind) {
+    case S_STR:
+        return 0;
+    case S_INT:
+        return s_parse_int(s, text, &self->num[id], error);
+    case S_BOOL:
+        return s_parse_bool(s, text, &self->num[id], error);
+    case S_ENUM:
+        return s_parse_enum(s, text, error);
+    case S_ENDPOINT:
+        if (ain_endpoint_valid(text))
+            return 0;
+        *error = ain_sprintf("%s='%s' is not an endpoint (tcp://host:port, inproc://name, "
+                             "ipc://path)",
+                             s->name, text);
+        return -1;
+    case S_ENDPOINTS:
+        return s_parse_list(self, id, ain_endpoint_valid, "an endpoint", error);
+    case S_LIST:
+        return s_parse_list(self, id, s_name_ok, "a name (a-z 0-9 . _ -)", error);
+    case S_URL:
+        return s_parse_url(s, text, error);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- sources */
+
+typedef struct {
+    ain_config_t *self;
+    char **error;
+} s_file_ctx_t;
+
+static int s_from_file(const char *key, const char *value, int line, void *arg)
+{
+    s_file_ctx_t *ctx = arg;
+    int id = s_find(key);
+    if (id >= 0) {
+        s_set_text(ctx->self, id, value, S_FILE);
+        return 0;
+    }
+    if (strncmp(key, "AINBOX_", 7) == 0 && strcmp(key, "AINBOX_CONFIG") != 0) {
+        *ctx->error = ain_sprintf("line %d: unknown setting %s (misspelt?)", line, key);
+        return -1;
+    }
+    return 0; /* somebody else's setting: an existing .env has many */
+}
+
+static void s_from_env(ain_config_t *self, char *const *envp, FILE *warn)
+{
+    for (char *const *e = envp; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        char *key = ain_strndup(*e, (size_t)(eq - *e));
+        int id = s_find(key);
+        if (id >= 0)
+            s_set_text(self, id, eq + 1, S_ENV);
+        else if (warn && strncmp(key, "AINBOX_", 7) == 0 && strcmp(key, "AINBOX_CONFIG") != 0)
+            fprintf(warn, "config: warning: %s is not a setting (misspelt?); ignored\n", key);
+        free(key);
+    }
+}
+
+static const char *s_env_lookup(char *const *envp, const char *key)
+{
+    size_t n = strlen(key);
+    for (char *const *e = envp; e && *e; e++)
+        if (strncmp(*e, key, n) == 0 && (*e)[n] == '=')
+            return *e + n + 1;
+    return NULL;
+}
+
+/* Fills derived settings left empty. Runs after validation of the rest. */
+static int s_derive(ain_config_t *self, char **error)
+{
+    if (!self->text[AIN_CFG_AINBOX_HOST] || !self->text[AIN_CFG_AINBOX_HOST][0]) {
+        char host[256] = "localhost";
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = '\0';
+        s_set_text(self, AIN_CFG_AINBOX_HOST, host, S_DERIVED);
+    }
+    struct {
+        int target, from, offset;
+        const char *suffix;
+    } rules[] = {
+        {AIN_CFG_AINBOX_BUS_IN, AIN_CFG_AINBOX_BROKER, 1, "-bus-in"},
+        {AIN_CFG_AINBOX_BUS_OUT, AIN_CFG_AINBOX_BROKER, 2, "-bus-out"},
+        {AIN_CFG_AINBOX_BUS_IN_BIND, AIN_CFG_AINBOX_BROKER_BIND, 1, "-bus-in"},
+        {AIN_CFG_AINBOX_BUS_OUT_BIND, AIN_CFG_AINBOX_BROKER_BIND, 2, "-bus-out"},
+    };
+    for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) {
+        int t = rules[r].target, f = rules[r].from;
+        if (self->text[t] && self->text[t][0])
+            continue;
+        size_t count = s_settings[f].kind == S_ENDPOINTS ? self->nitems[f] : 1;
+        char *joined = ain_strdup("");
+        for (size_t i = 0; i < count; i++) {
+            const char *src = s_settings[f].kind == S_ENDPOINTS ? self->items[f][i] : self->text[f];
+            char *d = ain_endpoint_derive(src, rules[r].offset, rules[r].suffix);
+            if (!d) {
+                *error = ain_sprintf("cannot derive %s from %s='%s'; set it explicitly",
+                                     s_settings[t].name, s_settings[f].name, self->text[f]);
+                free(joined);
+                return -1;
+            }
+            char *next = ain_sprintf("%s%s%s", joined, i ? "," : "", d);
+            free(d);
+            free(joined);
+            joined = next;
+        }
+        s_set_text(self, t, joined, S_DERIVED);
+        free(joined);
+        if (s_validate_one(self, t, error) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int s_cross_check(const ain_config_t *self, char **error)
+{
+    bool production = strcmp(self->text[AIN_CFG_NODE_ENV], "production") == 0;
+    if (production && self->text[AIN_CFG_AINBOX_DEV_TOKEN]) {
+        *error = ain_sprintf("AINBOX_DEV_TOKEN is a development shortcut and is refused with "
+                             "NODE_ENV=production");
+        return -1;
+    }
+    return 0;
+}
+
+ain_config_t *ain_config_load(char *const *envp, const char *file, FILE *warn, char **error)
+{
+    ain_config_t *self = s_new_defaults();
+    char *err = NULL;
+    if (!file)
+        file = s_env_lookup(envp, "AINBOX_CONFIG");
+    if (file && file[0]) {
+        s_file_ctx_t ctx = {self, &err};
+        if (ain_envfile_load(file, s_from_file, &ctx, &err) < 0)
+            goto fail;
+    }
+    s_from_env(self, envp, warn);
+    for (int i = 0; i < AIN_CFG_COUNT; i++)
+        if (s_validate_one(self, i, &err) < 0)
+            goto fail;
+    if (s_derive(self, &err) < 0 || s_cross_check(self, &err) < 0)
+        goto fail;
+    return self;
+fail:
+    *error = err ? err : ain_strdup("invalid configuration");
+    ain_config_destroy(&self);
+    return NULL;
+}
+
+ain_config_t *ain_config_defaults(void)
+{
+    char *err = NULL;
+    char *const empty[] = {NULL};
+    ain_config_t *self = ain_config_load(empty, "", NULL, &err);
+    assert(self); /* the built-in defaults are valid, or settings.def is wrong */
+    free(err);
+    return self;
+}
+
+void ain_config_destroy(ain_config_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ain_config_t *self = *self_p;
+    for (int i = 0; i < AIN_CFG_COUNT; i++) {
+        free(self->text[i]);
+        for (size_t k = 0; k < self->nitems[i]; k++)
+            free(self->items[i][k]);
+        free(self->items[i]);
+    }
+    free(self);
+    *self_p = NULL;
+}
+
+/* ---------------------------------------------------------------- getters */
+
+const char *ain_config_str(const ain_config_t *self, ain_cfg_id_t id)
+{
+    return self->text[id];
+}
+
+long ain_config_int(const ain_config_t *self, ain_cfg_id_t id)
+{
+    assert(s_settings[id].kind == S_INT);
+    return self->num[id];
+}
+
+bool ain_config_bool(const ain_config_t *self, ain_cfg_id_t id)
+{
+    assert(s_settings[id].kind == S_BOOL);
+    return self->num[id] != 0;
+}
+
+size_t ain_config_count(const ain_config_t *self, ain_cfg_id_t id)
+{
+    assert(s_settings[id].kind == S_LIST || s_settings[id].kind == S_ENDPOINTS);
+    return self->nitems[id];
+}
+
+const char *ain_config_item(const ain_config_t *self, ain_cfg_id_t id, size_t index)
+{
+    return index < ain_config_count(self, id) ? self->items[id][index] : NULL;
+}
+
+bool ain_config_contains(const ain_config_t *self, ain_cfg_id_t id, const char *item)
+{
+    for (size_t i = 0; i < ain_config_count(self, id); i++)
+        if (strcmp(self->items[id][i], item) == 0)
+            return true;
+    return false;
+}
+
+const char *ain_config_name(ain_cfg_id_t id)
+{
+    return s_settings[id].name;
+}
+
+/* ---------------------------------------------------------------- printing */
+
+/* The value as it may be shown: secrets masked, URL passwords hidden. */
+static char *s_shown(const ain_config_t *self, int id)
+{
+    const char *text = self->text[id];
+    if (!text)
+        return ain_strdup("(unset)");
+    if (s_settings[id].kind == S_URL) {
+        const char *scheme = strstr(text, "://");
+        const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+        const char *colon = at ? memchr(scheme + 3, ':', (size_t)(at - scheme - 3)) : NULL;
+        if (colon)
+            return ain_sprintf("%.*s:****%s", (int)(colon - text), text, at);
+        if (!scheme && strstr(text, "password"))
+            return ain_strdup("(conninfo with password, hidden)");
+        return ain_strdup(text);
+    }
+    if (s_settings[id].flags & AIN_CFGF_SECRET)
+        return ain_sprintf("(set, %zu characters)", strlen(text));
+    return ain_strdup(text);
+}
+
+static void s_json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fprintf(out, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(out, "\\u%04x", (unsigned char)*s);
+        else
+            fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
+void ain_config_print(const ain_config_t *self, FILE *out, bool json)
+{
+    if (json)
+        fputs("{", out);
+    for (int i = 0; i < AIN_CFG_COUNT; i++) {
+        char *shown = s_shown(self, i);
+        if (json) {
+            fprintf(out, "%s\n  ", i ? "," : "");
+            s_json_string(out, s_settings[i].name);
+            fputs(": {\"value\": ", out);
+            s_json_string(out, shown);
+            fprintf(out, ", \"source\": \"%s\", \"secret\": %s}", s_source_names[self->source[i]],
+                    s_settings[i].flags & AIN_CFGF_SECRET ? "true" : "false");
+        } else {
+            fprintf(out, "%-28s %-40s %s\n", s_settings[i].name, shown,
+                    s_source_names[self->source[i]]);
+        }
+        free(shown);
+    }
+    if (json)
+        fputs("\n}\n", out);
+}
+
+/* ---------------------------------------------------------------- selftest */
+
+static int s_expect_error(char *const *envp, const char *needle)
+{
+    char *err = NULL;
+    ain_config_t *cfg = ain_config_load(envp, "", NULL, &err);
+    int rc = cfg || !err || !strstr(err, needle) ? -1 : 0;
+    if (rc)
+        fprintf(stderr, "config: expected error with '%s', got '%s'\n", needle, err ? err : "none");
+    ain_config_destroy(&cfg);
+    free(err);
+    return rc;
+}
+
+int ain_config_test(bool verbose)
+{
+    ain_config_t *cfg = ain_config_defaults();
+    int rc = ain_config_int(cfg, AIN_CFG_HTTP_PORT) != 3000 ||
+             !ain_config_bool(cfg, AIN_CFG_ENABLE_MONITORING) ||
+             strcmp(ain_config_str(cfg, AIN_CFG_AINBOX_BUS_OUT), "tcp://127.0.0.1:5557") != 0 ||
+             strcmp(ain_config_item(cfg, AIN_CFG_AINBOX_BUS_IN_BIND, 0), "tcp://*:5556") != 0 ||
+             !ain_config_contains(cfg, AIN_CFG_AINBOX_ACTORS, "monitor") ||
+             ain_config_str(cfg, AIN_CFG_DATABASE_URL) != NULL;
+    ain_config_destroy(&cfg);
+
+    char *const env[] = {"HTTP_PORT=8080",
+                         "AINBOX_BROKER=tcp://10.1.2.3:7000",
+                         "DATABASE_URL=postgres://u:sekrit@db/ainbox",
+                         "ENABLE_MONITORING=no",
+                         "AINBOX_ACTORS= echo , monitor ",
+                         NULL};
+    char *err = NULL;
+    cfg = ain_config_load(env, "", NULL, &err);
+    rc |= !cfg;
+    if (cfg) {
+        char *shown = s_shown(cfg, AIN_CFG_DATABASE_URL);
+        rc |= ain_config_int(cfg, AIN_CFG_HTTP_PORT) != 8080 ||
+              ain_config_bool(cfg, AIN_CFG_ENABLE_MONITORING) ||
+              strcmp(ain_config_str(cfg, AIN_CFG_AINBOX_BUS_IN), "tcp://10.1.2.3:7001") != 0 ||
+              ain_config_count(cfg, AIN_CFG_AINBOX_ACTORS) != 2 ||
+              strcmp(ain_config_item(cfg, AIN_CFG_AINBOX_ACTORS, 0), "echo") != 0 ||
+              strstr(shown, "sekrit") != NULL;
+        free(shown);
+    }
+    ain_config_destroy(&cfg);
+    free(err);
+    if (rc)
+        return -1;
+
+    char *const bad_port[] = {"HTTP_PORT=80a", NULL};
+    char *const big_port[] = {"HTTP_PORT=70000", NULL};
+    char *const bad_bool[] = {"ENABLE_MONITORING=maybe", NULL};
+    char *const bad_enum[] = {"LOG_LEVEL=loud", NULL};
+    char *const bad_ep[] = {"AINBOX_BROKER=udp://x:1", NULL};
+    char *const bad_db[] = {"DATABASE_URL=mysql://u@h/db", NULL};
+    char *const bad_kv[] = {"DATABASE_URL=host=h nonsense=1", NULL};
+    char *const dev_prod[] = {"NODE_ENV=production", "AINBOX_DEV_TOKEN=x", NULL};
+    char *const no_derive[] = {"AINBOX_BROKER=tcp://h:65535", NULL};
+    if (s_expect_error(bad_port, "HTTP_PORT='80a'") || s_expect_error(big_port, "HTTP_PORT") ||
+        s_expect_error(bad_bool, "ENABLE_MONITORING") || s_expect_error(bad_enum, "LOG_LEVEL") ||
+        s_expect_error(bad_ep, "AINBOX_BROKER") || s_expect_error(bad_db, "DATABASE_URL") ||
+        s_expect_error(bad_kv, "DATABASE_URL") || s_expect_error(dev_prod, "AINBOX_DEV_TOKEN") ||
+        s_expect_error(no_derive, "AINBOX_BUS_IN"))
+        return -1;
+    if (verbose)
+        printf("config: defaults, environment, derivation and refusals\n");
+    return 0;
+}
