@@ -1,0 +1,215 @@
+/* internal.h: the broker's data structures, shared by the files of broker/
+ * and by nothing outside it (names use the ain__ internal tier).
+ *
+ *   requests.c  the request table: every request the broker holds, queued
+ *               or in flight, in a slot named by an 8-byte token
+ *   services.c  services, their bounded queues, their workers and the
+ *               round-robin choice of a worker with credit left
+ *   broker.c    sockets and the poll loop: MDP client and worker frames
+ *   liveness.c  heartbeats, expiry, and the socket monitor that catches a
+ *               dead worker process in milliseconds
+ *   admin.c     the broker's own service, MMI, metrics
+ *   bus.c       the XSUB/XPUB event bus
+ */
+#ifndef AIN_BROKER_INTERNAL_H
+#define AIN_BROKER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <czmq.h>
+#include <zmq.h>
+
+#include "broker/broker.h"
+#include "proto/mdp.h"
+#include "runtime/log.h"
+#include "runtime/metrics.h"
+
+typedef struct ain__service ain__service_t;
+typedef struct ain__worker ain__worker_t;
+
+/* ------------------------------------------------------------ requests */
+
+enum { AIN__REQ_FREE = 0, AIN__REQ_QUEUED, AIN__REQ_INFLIGHT };
+
+typedef struct {
+    uint32_t gen; /* bumped on every free: stale tokens stop matching */
+    uint8_t state;
+    uint8_t dispatches; /* times sent to a worker */
+    bool idempotent;
+    bool has_envelope; /* the body decoded as our envelope */
+    uint16_t type;
+    uint32_t next_free;
+    uint32_t wprev, wnext; /* the worker's in-flight list, while in flight */
+    uint64_t corr, user, trace;
+    int64_t deadline_ms; /* wall clock */
+    size_t bytes;        /* body bytes held, for the memory budget */
+    ain__service_t *service;
+    ain__worker_t *worker; /* while in flight */
+    zmq_msg_t client;      /* the client's routing id */
+    zmq_msg_t header;      /* a compact client's header, echoed in the reply;
+                              empty for an MDP client */
+    int nbody;
+    zmq_msg_t body;   /* the first (usually only) body frame */
+    zmq_msg_t *extra; /* body frames 2.. (plain MDP clients only) */
+} ain__request_t;
+
+typedef struct {
+    ain__request_t **chunks;
+    uint32_t nchunks, capacity, max;
+    uint32_t used;
+    uint32_t free_head; /* UINT32_MAX = none */
+} ain__requests_t;
+
+#define AIN__NO_SLOT UINT32_MAX
+
+void ain__requests_init(ain__requests_t *t, uint32_t max);
+void ain__requests_fini(ain__requests_t *t);
+/* A free slot (zeroed, messages initialised) and its index, or NULL when
+ * `max` slots are in use. */
+ain__request_t *ain__requests_alloc(ain__requests_t *t, uint32_t *index);
+/* Closes the slot's messages and returns it to the free list. */
+void ain__requests_free(ain__requests_t *t, uint32_t index);
+ain__request_t *ain__requests_get(const ain__requests_t *t, uint32_t index);
+/* The token that names slot `index` in its current generation. */
+void ain__requests_token(const ain__requests_t *t, uint32_t index,
+                         uint8_t token[AIN_MDP_TOKEN_BYTES]);
+/* The in-flight slot a token names, or NULL if it names none (garbage,
+ * freed, or reused since). */
+ain__request_t *ain__requests_by_token(const ain__requests_t *t, const void *token, size_t len,
+                                       uint32_t *index);
+
+/* ------------------------------------------------------------ services */
+
+enum { AIN__KIND_UNKNOWN = 0, AIN__KIND_NATIVE, AIN__KIND_PLAIN };
+
+struct ain__worker {
+    char key[2 * 255 + 1]; /* routing id in hex: the registry key */
+    uint8_t id[255];
+    uint8_t id_len;
+    ain__service_t *service;
+    bool native;
+    uint32_t credit, inflight;
+    uint32_t inflight_head;                         /* first slot of its in-flight list */
+    int fd;                                         /* tcp peer fd (ZMQ_SRCFD), -1 if unknown */
+    char peer[48];                                  /* peer address for admin tables */
+    uint64_t instance;                              /* the worker process's instance id (native) */
+    int64_t since_ms, expiry_ms, next_heartbeat_ms; /* monotonic */
+    int64_t suspect_until_ms;                       /* probing after a socket-monitor disconnect */
+    uint64_t requests, replies;
+    ain__worker_t *prev, *next; /* all workers of the service */
+    bool available;
+    ain__worker_t *aprev, *anext; /* workers with credit left */
+};
+
+struct ain__service {
+    char name[AIN_SERVICE_NAME_MAX + 1];
+    int kind;
+    uint32_t *queue; /* ring of request slot indexes */
+    uint32_t qcap, qhead, qlen, qmax;
+    ain__worker_t *workers;
+    uint32_t nworkers;
+    ain__worker_t *ahead, *atail;
+    int64_t idle_since_ms;
+    uint64_t requests, replies, busy, expired, redispatched, lost, invalid;
+};
+
+typedef struct {
+    zhashx_t *services; /* name -> ain__service_t */
+    zhashx_t *workers;  /* hex routing id -> ain__worker_t */
+    uint32_t max_services, queue_max;
+} ain__services_t;
+
+void ain__services_init(ain__services_t *s, uint32_t max_services, uint32_t queue_max);
+void ain__services_fini(ain__services_t *s);
+/* The service named by `name` (`len` bytes); created if `create` and the
+ * service limit allows. NULL otherwise. */
+ain__service_t *ain__services_get(ain__services_t *s, const void *name, size_t len, bool create);
+/* Drops services that have had no workers and no queue for `idle_ms`. */
+void ain__services_gc(ain__services_t *s, int64_t now_ms, int64_t idle_ms);
+
+/* Queue: returns 0, or -1 if the service's queue is full. */
+int ain__queue_push(ain__service_t *svc, uint32_t index);
+int ain__queue_push_front(ain__service_t *svc, uint32_t index);
+uint32_t ain__queue_pop(ain__service_t *svc); /* AIN__NO_SLOT if empty */
+/* Keeps only the entries for which keep(index, arg) is true. */
+void ain__queue_filter(ain__service_t *svc, bool (*keep)(uint32_t index, void *arg), void *arg);
+
+ain__worker_t *ain__workers_find(ain__services_t *s, const void *id, size_t len);
+/* Registers a worker of `svc`; NULL if that routing id is registered. */
+ain__worker_t *ain__workers_add(ain__services_t *s, ain__service_t *svc, const void *id, size_t len,
+                                bool native, uint32_t credit, int64_t now_ms);
+/* Unregisters and frees `w` (its requests must be dealt with first). */
+void ain__workers_remove(ain__services_t *s, ain__worker_t *w, int64_t now_ms);
+/* Call after credit or inflight changed: keeps the available ring true. */
+void ain__worker_update(ain__worker_t *w);
+/* The next worker of `svc` with credit left (round robin), or NULL. */
+ain__worker_t *ain__service_pick(ain__service_t *svc);
+
+/* ------------------------------------------------------------ broker */
+
+typedef struct {
+    ain_metric_t *msgs_in, *msgs_out, *requests, *replies, *busy, *expired, *invalid;
+    ain_metric_t *dropped, *redispatched, *lost, *late_replies, *mmi, *admin;
+    ain_metric_t *workers_joined, *workers_left, *workers_dead_fast, *workers_expired;
+    ain_metric_t *send_failed, *too_large;
+    ain_metric_t *services, *workers, *queued, *inflight, *held_bytes;
+    ain_metric_t *bus_in, *bus_out, *bus_dropped, *bus_subscriptions;
+} ain__broker_metrics_t;
+
+struct _ain_broker_t {
+    const ain_proc_t *proc;
+    ain_log_t *log;
+    ain_metrics_t *metrics;
+    ain__broker_metrics_t m;
+    void *router, *monitor, *xsub, *xpub;
+    char monitor_endpoint[64];
+    ain__requests_t requests;
+    ain__services_t services;
+    int64_t heartbeat_ms;
+    int liveness;
+    int64_t default_timeout_ms;
+    size_t max_bytes, memory_max, held_bytes;
+    int64_t next_tick_ms, next_report_ms, report_interval_ms, next_gc_ms;
+    bool monitoring;
+    msgpack_sbuffer sbuf, body;
+    bool stopping;
+    int64_t now_ms, wall_ms; /* clocks read once per batch of messages */
+};
+
+/* broker.c */
+/* Sends a reply to a client in its own framing: with `header` (a compact
+ * client's, moved) as [client][header][body], else as MDP
+ * [client][""][MDPC01][service][body...]. Moves the client and body frames;
+ * a client that is gone is counted, not an error. */
+void ain__broker_send_client(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header,
+                             const char *service, zmq_msg_t *body, int nbody);
+void ain__broker_dispatch(ain_broker_t *self, ain__service_t *svc);
+void ain__broker_reply_status(ain_broker_t *self, uint32_t index, int status, const char *why);
+void ain__broker_send_command(ain_broker_t *self, ain__worker_t *w, int command);
+/* Removes a dead or departed worker; its in-flight requests are
+ * re-dispatched once (idempotent ones) or answered UNAVAILABLE. */
+void ain__broker_worker_gone(ain_broker_t *self, ain__worker_t *w, const char *why);
+
+/* liveness.c */
+int ain__liveness_start(ain_broker_t *self);
+void ain__liveness_stop(ain_broker_t *self);
+void ain__liveness_on_monitor(ain_broker_t *self);
+/* Heartbeats, expiry, probes of suspects, deadline sweeps. */
+void ain__liveness_tick(ain_broker_t *self, int64_t now_ms);
+
+/* admin.c */
+void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header, const void *env,
+                        size_t len);
+void ain__admin_mmi(ain_broker_t *self, zmq_msg_t *client, const char *service, size_t slen,
+                    zmq_msg_t *body, int nbody);
+void ain__admin_register_metrics(ain_broker_t *self);
+void ain__admin_report(ain_broker_t *self);
+
+/* bus.c */
+int ain__bus_bind(ain_broker_t *self, int which, const char *endpoint);
+/* Each forwards a batch and returns how many messages it moved. */
+int ain__bus_forward_up(ain_broker_t *self);   /* XSUB -> XPUB: events */
+int ain__bus_forward_down(ain_broker_t *self); /* XPUB -> XSUB: subscriptions */
+
+#endif
