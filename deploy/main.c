@@ -1,0 +1,207 @@
+/* main.c: the `ainbox` command: one binary, every role.
+ *
+ *   ainbox [--config FILE] COMMAND [ARGS]
+ *
+ * `run` is the single-node bundle (every role as a thread over inproc://);
+ * `broker`, `edge` and `actor NAME` run one role as its own process over
+ * tcp://, on this host or another. The rest are operator tools. Exit
+ * status: 0 done, 1 failed while running, 2 bad usage or configuration.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "deploy/bundle.h"
+#include "deploy/roles.h"
+#include "deploy/supervisor.h"
+#include "runtime/config.h"
+#include "runtime/migrate.h"
+#include "runtime/proc.h"
+#include "runtime/signal.h"
+
+extern char **environ;
+
+#define S_VERSION "0.1.0"
+
+typedef struct {
+    const ain_config_t *cfg;
+    int argc;
+    char **argv; /* the command's own arguments */
+} s_ctx_t;
+
+static int s_usage(void);
+
+/* Applies migrations if DATABASE_URL is set (and, for `run`, if
+ * AINBOX_AUTO_MIGRATE allows). Returns 0 or -1. */
+static int s_migrate(const ain_config_t *cfg, bool status_only)
+{
+    const char *url = ain_config_str(cfg, AIN_CFG_DATABASE_URL);
+    ain_log_level_t level = AIN_LOG_INFO;
+    ain_log_level_parse(ain_config_str(cfg, AIN_CFG_LOG_LEVEL), &level);
+    ain_log_t *log = ain_log_new("migrate", level);
+    ain_migrate_result_t result;
+    char *error = NULL;
+    int rc = ain_migrate(url, ain_config_str(cfg, AIN_CFG_AINBOX_MIGRATIONS_DIR), status_only, log,
+                         &result, &error);
+    if (rc < 0)
+        ain_error(log, "%s", error);
+    else if (status_only)
+        printf("%d applied, %d pending\n", result.applied_before, result.pending);
+    else
+        ain_info(log, "schema up to date: %d applied before, %d now", result.applied_before,
+                 result.applied_now);
+    free(error);
+    ain_log_destroy(&log);
+    return rc;
+}
+
+static int s_cmd_run(s_ctx_t *ctx)
+{
+    if (ain_config_str(ctx->cfg, AIN_CFG_DATABASE_URL) &&
+        ain_config_bool(ctx->cfg, AIN_CFG_AINBOX_AUTO_MIGRATE) && s_migrate(ctx->cfg, false) < 0)
+        return 1;
+    /* Signals go to this thread only; every role thread inherits the mask. */
+    ain_signal_block();
+    ain_bundle_opts_t opts = {true, true, NULL};
+    ain_bundle_t *bundle = ain_bundle_new(ctx->cfg, &opts);
+    if (!bundle)
+        return 1;
+    int rc = 0;
+    while (rc == 0 && ain_signal_wait(0) == 0)
+        if (ain_bundle_poll(bundle, 100) < 0)
+            rc = 1;
+    ain_bundle_destroy(&bundle);
+    return rc;
+}
+
+/* Runs one role in this thread until SIGTERM/SIGINT. */
+static int s_run_role(ain_child_fn *fn, void *arg)
+{
+    return fn(arg, NULL) == 0 ? 0 : 1;
+}
+
+static int s_cmd_broker(s_ctx_t *ctx)
+{
+    ain_proc_t *proc = ain_proc_new(ctx->cfg);
+    ain_broker_role_t role = {proc, true, NULL, NULL, NULL};
+    int rc = s_run_role(ain_role_broker, &role);
+    ain_proc_destroy(&proc);
+    return rc;
+}
+
+static int s_cmd_edge(s_ctx_t *ctx)
+{
+    ain_proc_t *proc = ain_proc_new(ctx->cfg);
+    ain_edge_role_t role = {proc};
+    int rc = s_run_role(ain_role_edge, &role);
+    ain_proc_destroy(&proc);
+    return rc;
+}
+
+static int s_cmd_actor(s_ctx_t *ctx)
+{
+    const ain_actor_def_t *def = ctx->argc == 1 ? ain_roles_actor(ctx->argv[0]) : NULL;
+    if (!def) {
+        fprintf(stderr, "ainbox actor: name one actor of:\n");
+        ain_roles_list_actors(stderr);
+        return 2;
+    }
+    ain_proc_t *proc = ain_proc_new(ctx->cfg);
+    ain_actor_role_t role = {proc, def};
+    int rc = s_run_role(ain_role_actor, &role);
+    ain_proc_destroy(&proc);
+    return rc;
+}
+
+static int s_cmd_actors(s_ctx_t *ctx)
+{
+    ain_roles_list_actors(stdout);
+    return 0;
+}
+
+static int s_cmd_config(s_ctx_t *ctx)
+{
+    bool json = ctx->argc == 1 && strcmp(ctx->argv[0], "--json") == 0;
+    if (ctx->argc > (json ? 1 : 0))
+        return s_usage();
+    ain_config_print(ctx->cfg, stdout, json);
+    return 0;
+}
+
+static int s_cmd_migrate(s_ctx_t *ctx)
+{
+    bool status = ctx->argc == 1 && strcmp(ctx->argv[0], "--status") == 0;
+    if (ctx->argc > (status ? 1 : 0))
+        return s_usage();
+    if (!ain_config_str(ctx->cfg, AIN_CFG_DATABASE_URL)) {
+        fprintf(stderr, "ainbox migrate: DATABASE_URL is not set\n");
+        return 2;
+    }
+    return s_migrate(ctx->cfg, status) == 0 ? 0 : 1;
+}
+
+static int s_cmd_version(s_ctx_t *ctx)
+{
+    printf("ainbox %s\n", S_VERSION);
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(s_ctx_t *ctx);
+    const char *args, *help;
+} s_commands[] = {
+    {"run", s_cmd_run, "", "the single-node bundle: broker, edge and actors as threads"},
+    {"broker", s_cmd_broker, "", "the broker alone (binds AINBOX_BROKER_BIND and the bus)"},
+    {"edge", s_cmd_edge, "", "the HTTP edge alone (connects to AINBOX_BROKER)"},
+    {"actor", s_cmd_actor, "NAME", "one actor alone (connects to AINBOX_BROKER)"},
+    {"actors", s_cmd_actors, "", "list the actors"},
+    {"config", s_cmd_config, "[--json]", "print the effective configuration, secrets masked"},
+    {"migrate", s_cmd_migrate, "[--status]", "apply (or count) pending schema migrations"},
+    {"version", s_cmd_version, "", "print the version"},
+};
+
+static int s_usage(void)
+{
+    fprintf(stderr, "usage: ainbox [--config FILE] COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof s_commands / sizeof s_commands[0]; i++) {
+        char left[40];
+        snprintf(left, sizeof left, "%s %s", s_commands[i].name, s_commands[i].args);
+        fprintf(stderr, "  %-22s %s\n", left, s_commands[i].help);
+    }
+    fprintf(stderr, "\nConfiguration comes from the environment and an optional .env-style file\n"
+                    "(--config FILE or AINBOX_CONFIG); `ainbox config` shows every setting.\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    const char *file = NULL;
+    int i = 1;
+    if (i + 1 < argc && strcmp(argv[i], "--config") == 0) {
+        file = argv[i + 1];
+        i += 2;
+    }
+    if (i >= argc || strcmp(argv[i], "help") == 0 || strcmp(argv[i], "--help") == 0 ||
+        strcmp(argv[i], "-h") == 0)
+        return s_usage();
+    for (size_t c = 0; c < sizeof s_commands / sizeof s_commands[0]; c++) {
+        if (strcmp(argv[i], s_commands[c].name) != 0)
+            continue;
+        char *error = NULL;
+        ain_config_t *cfg = ain_config_load(environ, file, stderr, &error);
+        if (!cfg) {
+            fprintf(stderr, "ainbox: configuration error: %s\n", error);
+            free(error);
+            return 2;
+        }
+        ain_signal_install();
+        s_ctx_t ctx = {cfg, argc - i - 1, argv + i + 1};
+        int rc = s_commands[c].fn(&ctx);
+        ain_config_destroy(&cfg);
+        return rc;
+    }
+    fprintf(stderr, "ainbox: unknown command '%s'\n", argv[i]);
+    return s_usage();
+}

@@ -1,0 +1,223 @@
+/* edge.c: civetweb's life cycle, per-thread MDP clients, and dispatch
+ * through the route table.
+ *
+ * civetweb runs with no document root (it serves no files: only our
+ * handlers), a bounded request size and timeouts, so half-sent requests
+ * cannot hold its threads for long. One handler is registered for "/";
+ * it finds the route, checks authentication and calls the route's
+ * handler with this thread's MDP client.
+ */
+#include "edge/edge.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edge/internal.h"
+#include "runtime/alloc.h"
+#include "runtime/signal.h"
+
+#define S_CALL_TIMEOUT_MS 2000
+
+/* civetweb worker threads get an MDP client each (thread_type 1). */
+static void *s_init_thread(const struct mg_context *ctx, int thread_type)
+{
+    ain_edge_t *edge = mg_get_user_data(ctx);
+    if (thread_type != 1)
+        return NULL;
+    return ain_client_new(ain_proc_zmq(edge->proc), ain_proc_broker(edge->proc),
+                          ain_proc_config(edge->proc));
+}
+
+static void s_exit_thread(const struct mg_context *ctx, int thread_type, void *pointer)
+{
+    ain_client_t *client = pointer;
+    ain_client_destroy(&client);
+}
+
+static int s_log_message(const struct mg_connection *conn, const char *message)
+{
+    ain_edge_t *edge = mg_get_user_data(mg_get_context(conn));
+    ain_warn(edge->log, "civetweb: %s", message);
+    return 1;
+}
+
+static bool s_same_secret(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return diff == 0;
+}
+
+/* Development authentication until real sign-in exists: the shared
+ * AINBOX_DEV_TOKEN (Bearer header, or `token` query parameter for an
+ * EventSource) and the user in `user`. Returns 0, or -1 having answered. */
+static int s_dev_auth(ain__http_t *http)
+{
+    const char *token = ain_config_str(ain_proc_config(http->edge->proc), AIN_CFG_AINBOX_DEV_TOKEN);
+    const char *header = mg_get_header(http->conn, "Authorization");
+    char given[256] = "", user[32];
+    if (header && strncmp(header, "Bearer ", 7) == 0)
+        snprintf(given, sizeof given, "%s", header + 7);
+    else
+        ain__http_query(http, "token", given, sizeof given);
+    if (!token) {
+        ain__http_fail(http, AIN_STATUS_UNAUTHENTICATED,
+                       "no authentication configured (AINBOX_DEV_TOKEN, development only)");
+        return -1;
+    }
+    if (!given[0] || !s_same_secret(given, token)) {
+        ain__http_fail(http, AIN_STATUS_UNAUTHENTICATED, "missing or invalid token");
+        return -1;
+    }
+    char *end = NULL;
+    unsigned long long id = 0;
+    if (ain__http_query(http, "user", user, sizeof user) > 0)
+        id = strtoull(user, &end, 10);
+    if (id == 0 || !end || *end != '\0') {
+        ain__http_fail(http, AIN_STATUS_INVALID, "query parameter user must be a positive integer");
+        return -1;
+    }
+    http->user = id;
+    return 0;
+}
+
+static int s_dispatch(struct mg_connection *conn, void *cbdata)
+{
+    ain__http_t http = {cbdata, conn, mg_get_request_info(conn), mg_get_thread_pointer(conn), 0};
+    if (!http.client)
+        return ain__http_fail(&http, AIN_STATUS_UNAVAILABLE, "edge thread has no broker client");
+    bool known = false;
+    const ain__route_t *route =
+        ain__routes_find(http.info->request_method, http.info->local_uri, &known);
+    if (!route && known) {
+        char allow[64];
+        ain__routes_allow(http.info->local_uri, allow, sizeof allow);
+        return ain__http_error_allow(&http, allow);
+    }
+    if (!route) {
+        ain_metric_inc(http.edge->m.not_found);
+        return ain__http_error(&http, 404, "NOT_FOUND", "no such route");
+    }
+    if (route->auth == AIN__AUTH_DEV && s_dev_auth(&http) < 0)
+        return 401;
+    return route->handler(&http);
+}
+
+static void s_register_metrics(ain_edge_t *self)
+{
+    ain_metrics_t *r = self->metrics;
+    self->m.requests = ain_metrics_counter(r, "http.requests");
+    self->m.status_2xx = ain_metrics_counter(r, "http.2xx");
+    self->m.status_4xx = ain_metrics_counter(r, "http.4xx");
+    self->m.status_5xx = ain_metrics_counter(r, "http.5xx");
+    self->m.not_found = ain_metrics_counter(r, "http.not_found");
+    self->m.streams = ain_metrics_gauge(r, "sse.streams");
+    self->m.streams_refused = ain_metrics_counter(r, "sse.refused_full");
+    self->m.streams_cut = ain_metrics_counter(r, "sse.cut_slow");
+    self->m.events_delivered = ain_metrics_counter(r, "sse.events_delivered");
+}
+
+static struct mg_context *s_start_civetweb(ain_edge_t *self)
+{
+    const ain_config_t *cfg = ain_proc_config(self->proc);
+    char ports[96], threads[16];
+    snprintf(ports, sizeof ports, "%s:%ld", ain_config_str(cfg, AIN_CFG_AINBOX_HTTP_ADDR),
+             ain_config_int(cfg, AIN_CFG_HTTP_PORT));
+    snprintf(threads, sizeof threads, "%ld", ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_THREADS));
+    const char *options[] = {"listening_ports",
+                             ports,
+                             "num_threads",
+                             threads,
+                             "listen_backlog",
+                             "4096",
+                             "request_timeout_ms",
+                             "10000",
+                             "enable_keep_alive",
+                             "yes",
+                             "keep_alive_timeout_ms",
+                             "10000",
+                             "max_request_size",
+                             "16384",
+                             NULL};
+    struct mg_callbacks callbacks;
+    memset(&callbacks, 0, sizeof callbacks);
+    callbacks.init_thread = s_init_thread;
+    callbacks.exit_thread = s_exit_thread;
+    callbacks.log_message = s_log_message;
+    struct mg_context *mg = mg_start(&callbacks, self, options);
+    if (!mg) {
+        ain_error(self->log, "cannot listen on %s", ports);
+        return NULL;
+    }
+    mg_set_request_handler(mg, "/", s_dispatch, self);
+    ain_info(self->log, "HTTP on %s (%s threads)", ports, threads);
+    return mg;
+}
+
+ain_edge_t *ain_edge_new(const ain_proc_t *proc)
+{
+    const ain_config_t *cfg = ain_proc_config(proc);
+    ain_edge_t *self = AIN_NEW(ain_edge_t);
+    self->proc = proc;
+    self->log = ain_proc_logger(proc, "edge");
+    self->metrics = ain_metrics_new();
+    s_register_metrics(self);
+    self->heartbeat_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SSE_HEARTBEAT_MS);
+    self->call_timeout_ms = S_CALL_TIMEOUT_MS;
+    /* One thread per stream for now: keep a quarter of the pool for REST. */
+    long threads = ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_THREADS);
+    long for_streams = threads - (threads / 4 > 2 ? threads / 4 : 2);
+    long max = ain_config_int(cfg, AIN_CFG_MAX_CONNECTIONS);
+    self->max_streams = (int)(max < for_streams ? max : for_streams);
+    self->hub = ain__hub_new(self);
+    if (self->hub)
+        self->mg = s_start_civetweb(self);
+    if (!self->mg) {
+        ain_edge_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+int ain_edge_run(ain_edge_t *self, zsock_t *pipe)
+{
+    if (pipe)
+        zsock_signal(pipe, 0);
+    for (;;) {
+        zmq_pollitem_t item = {pipe ? zsock_resolve(pipe) : NULL, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&item, pipe ? 1 : 0, 100);
+        if (!pipe && ain_signal_stop_requested())
+            break;
+        if (pipe && rc > 0) {
+            char *command = zstr_recv(pipe);
+            bool term = !command || strcmp(command, "$TERM") == 0;
+            zstr_free(&command);
+            if (term)
+                break;
+        }
+    }
+    return 0;
+}
+
+void ain_edge_destroy(ain_edge_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ain_edge_t *self = *self_p;
+    atomic_store(&self->stopping, true);
+    if (self->hub)
+        ain__hub_wake_all(self->hub);
+    if (self->mg) {
+        mg_stop(self->mg); /* waits for the handlers: each request has a deadline */
+        ain_info(self->log, "stopped");
+    }
+    ain__hub_destroy(&self->hub);
+    ain_metrics_destroy(&self->metrics);
+    ain_log_destroy(&self->log);
+    free(self);
+    *self_p = NULL;
+}

@@ -1,0 +1,99 @@
+/* http.c: writing responses. Every answer of the edge is JSON with an
+ * explicit length, `Cache-Control: no-store` and, for errors, the body
+ * {"error": {"code", "message"}}. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "edge/internal.h"
+#include "proto/body.h"
+#include "proto/status.h"
+
+void ain__http_count(ain_edge_t *edge, int status)
+{
+    ain_metric_inc(edge->m.requests);
+    ain_metric_inc(status >= 500   ? edge->m.status_5xx
+                   : status >= 400 ? edge->m.status_4xx
+                                   : edge->m.status_2xx);
+}
+
+/* Sends `body` (stolen) with `status`, plus one extra header if given. */
+static int s_send_json(ain__http_t *http, int status, json_t *body, const char *name,
+                       const char *value)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    size_t len = text ? strlen(text) : 0;
+    char length[32];
+    snprintf(length, sizeof length, "%zu", len);
+    mg_response_header_start(http->conn, status);
+    if (name)
+        mg_response_header_add(http->conn, name, value, -1);
+    mg_response_header_add(http->conn, "Content-Type", "application/json", -1);
+    mg_response_header_add(http->conn, "Content-Length", length, -1);
+    mg_response_header_add(http->conn, "Cache-Control", "no-store", -1);
+    mg_response_header_send(http->conn);
+    if (len)
+        mg_write(http->conn, text, len);
+    free(text);
+    ain__http_count(http->edge, status);
+    return status;
+}
+
+int ain__http_json(ain__http_t *http, int status, json_t *body)
+{
+    return s_send_json(http, status, body, NULL, NULL);
+}
+
+int ain__http_error_allow(ain__http_t *http, const char *allow)
+{
+    json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", "METHOD_NOT_ALLOWED", "message",
+                             "method not allowed on this route");
+    return s_send_json(http, 405, body, "Allow", allow);
+}
+
+int ain__http_error(ain__http_t *http, int status, const char *code, const char *message)
+{
+    json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
+    if (status >= 500)
+        ain_warn(http->edge->log, "%s %s: %d %s (%s)", http->info->request_method,
+                 http->info->local_uri, status, code, message);
+    return ain__http_json(http, status, body);
+}
+
+int ain__http_fail(ain__http_t *http, int status, const char *message)
+{
+    return ain__http_error(http, ain_status_http(status), ain_status_name(status), message);
+}
+
+const char *ain__reply_message(const ain_reply_t *reply, char *buf, size_t size)
+{
+    ain_body_t body;
+    const char *text = NULL;
+    size_t len = 0;
+    snprintf(buf, size, "%s", ain_status_name(reply->env.status));
+    if (ain_body_parse(&body, reply->env.body, reply->env.body_len) == AIN_STATUS_OK &&
+        ain_mp_get_str(body.root, "message", &text, &len) == 1)
+        snprintf(buf, size, "%.*s", (int)len, text);
+    ain_body_release(&body);
+    return buf;
+}
+
+int ain__http_query(ain__http_t *http, const char *name, char *buf, size_t size)
+{
+    const char *qs = http->info->query_string;
+    if (!qs)
+        return -1;
+    int n = mg_get_var(qs, strlen(qs), name, buf, size);
+    return n >= 0 ? n : -1;
+}
+
+void ain__http_iso_time(int64_t ms, char *buf, size_t size)
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, size - n, ".%03dZ", (int)(ms % 1000));
+}

@@ -1,0 +1,43 @@
+/* routes.c: every HTTP route of the edge, declared once, as data.
+ *
+ * A route names its method, path, handler and the authentication it
+ * requires. Later issues add the inbox API here; nothing else in the edge
+ * needs to change to add a route.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "edge/internal.h"
+
+static const ain__route_t s_routes[] = {
+    {"GET", "/health", ain__health, AIN__AUTH_NONE},
+    {"GET", "/stats", ain__stats, AIN__AUTH_NONE},
+    {"GET", "/api/v1/emails/stream", ain__sse_stream, AIN__AUTH_DEV},
+};
+
+const ain__route_t *ain__routes_find(const char *method, const char *path, bool *path_known)
+{
+    *path_known = false;
+    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++) {
+        if (strcmp(s_routes[i].path, path) != 0)
+            continue;
+        *path_known = true;
+        if (strcmp(s_routes[i].method, method) == 0)
+            return &s_routes[i];
+    }
+    return NULL;
+}
+
+void ain__routes_allow(const char *path, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++) {
+        if (strcmp(s_routes[i].path, path) != 0)
+            continue;
+        int w = snprintf(buf + n, size - n, "%s%s", n ? ", " : "", s_routes[i].method);
+        if (w < 0 || (size_t)w >= size - n)
+            break;
+        n += (size_t)w;
+    }
+}

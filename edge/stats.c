@@ -1,0 +1,43 @@
+/* stats.c: GET /stats, the monitor's overview of every process.
+ *
+ * Keeps the original server's top-level keys where they still mean
+ * something (uptime, memory, timestamp, connections) and adds `processes`:
+ * the latest metrics of each broker, edge and actor, as collected by the
+ * monitor actor from the bus. The cache, job and rate-limit sections join
+ * when those actors exist.
+ */
+#include "edge/internal.h"
+#include "proto/msgtype.h"
+#include "runtime/clock.h"
+#include "runtime/mpjson.h"
+
+int ain__stats(ain__http_t *http)
+{
+    ain_edge_t *edge = http->edge;
+    if (!ain_config_bool(ain_proc_config(edge->proc), AIN_CFG_ENABLE_MONITORING))
+        return ain__http_fail(http, AIN_STATUS_UNAVAILABLE,
+                              "monitoring is disabled (ENABLE_MONITORING=false)");
+    ain_reply_t reply;
+    ain_status_t st = ain_client_call(http->client, "monitor", AIN_MSG_MONITOR_OVERVIEW, 0, NULL, 0,
+                                      edge->call_timeout_ms, &reply);
+    if (st != AIN_STATUS_OK) {
+        char why[160];
+        int rc = ain__http_fail(http, st,
+                                reply.env.body_len ? ain__reply_message(&reply, why, sizeof why)
+                                                   : "the monitor did not answer");
+        ain_reply_close(&reply);
+        return rc;
+    }
+    json_t *overview = ain_mpjson_from_body(reply.env.body, reply.env.body_len);
+    ain_reply_close(&reply);
+    json_t *processes = json_incref(json_object_get(overview, "processes"));
+    json_decref(overview);
+    char now[40];
+    ain__http_iso_time(ain_clock_wall_ms(), now, sizeof now);
+    json_t *body = json_pack("{s:I,s:{s:I},s:s,s:{s:i,s:i},s:o}", "uptime",
+                             (json_int_t)(ain_proc_uptime_ms(edge->proc) / 1000), "memory", "rss",
+                             (json_int_t)ain_proc_rss_bytes(), "timestamp", now, "connections",
+                             "activeConnections", atomic_load(&edge->streams), "maxConnections",
+                             edge->max_streams, "processes", processes ? processes : json_array());
+    return ain__http_json(http, 200, body);
+}

@@ -1,0 +1,26 @@
+/* mpjson.h: msgpack values as JSON (jansson), for the edge's answers and
+ * ainbox-admin --json.
+ *
+ * Maps become objects (string keys; integer keys are written in decimal;
+ * other keys are skipped), arrays arrays, binary data base64 strings,
+ * extension values null. Depth is bounded by the validated input.
+ */
+#ifndef AIN_RUNTIME_MPJSON_H
+#define AIN_RUNTIME_MPJSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+#include <msgpack.h>
+
+/* A new JSON value for `o` (caller owns it: json_decref). Never NULL. */
+json_t *ain_mpjson_from_object(const msgpack_object *o);
+
+/* Parses a msgpack body (validated first) into JSON. Returns a new value,
+ * or NULL if the body is not valid msgpack. An empty body is {}. */
+json_t *ain_mpjson_from_body(const void *data, size_t len);
+
+int ain_mpjson_test(bool verbose);
+
+#endif

@@ -1,0 +1,56 @@
+/* selftest.c: runs the selftest of one class (or all), so ctest can give
+ * each its own test, timeout and crash isolation.
+ *
+ *   ain_selftest NAME [-v]    ain_selftest all [-v]
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "actors/events/eventid.h"
+#include "actors/monitor/reports.h"
+#include "proto/body.h"
+#include "proto/envelope.h"
+#include "proto/mdp.h"
+#include "proto/mpread.h"
+#include "proto/msgtype.h"
+#include "proto/status.h"
+#include "proto/topic.h"
+#include "runtime/config.h"
+#include "runtime/endpoint.h"
+#include "runtime/envfile.h"
+#include "runtime/log.h"
+#include "runtime/metrics.h"
+#include "runtime/mpjson.h"
+
+static const struct {
+    const char *name;
+    int (*test)(bool verbose);
+} s_tests[] = {
+    {"status", ain_status_test},     {"msgtype", ain_msgtype_test},   {"mpread", ain_mpread_test},
+    {"envelope", ain_envelope_test}, {"body", ain_body_test},         {"mdp", ain_mdp_test},
+    {"topic", ain_topic_test},       {"log", ain_log_test},           {"config", ain_config_test},
+    {"envfile", ain_envfile_test},   {"endpoint", ain_endpoint_test}, {"metrics", ain_metrics_test},
+    {"mpjson", ain_mpjson_test},     {"reports", ain_reports_test},   {"eventid", ain_eventid_test},
+};
+
+int main(int argc, char **argv)
+{
+    const char *which = argc > 1 ? argv[1] : "all";
+    bool verbose = argc > 2 && strcmp(argv[2], "-v") == 0;
+    int ran = 0, failed = 0;
+    for (size_t i = 0; i < sizeof s_tests / sizeof s_tests[0]; i++) {
+        if (strcmp(which, "all") != 0 && strcmp(which, s_tests[i].name) != 0)
+            continue;
+        ran++;
+        if (s_tests[i].test(verbose) != 0) {
+            fprintf(stderr, "selftest %s: FAILED\n", s_tests[i].name);
+            failed++;
+        }
+    }
+    if (ran == 0) {
+        fprintf(stderr, "selftest: no test named %s\n", which);
+        return 2;
+    }
+    return failed ? 1 : 0;
+}
