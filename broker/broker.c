@@ -353,7 +353,7 @@ static void s_admit(ain_broker_t *self, ain__service_t *svc, uint32_t index, int
     }
     if (st == AIN_STATUS_OK && r->deadline_ms <= self->wall_ms)
         st = AIN_STATUS_TIMEOUT, why = "deadline passed before arrival";
-    if (st == AIN_STATUS_OK && self->held_bytes + r->bytes > self->memory_max)
+    if (st == AIN_STATUS_OK && self->held_bytes > self->memory_max)
         st = AIN_STATUS_BUSY, why = "broker memory budget full";
     if (st == AIN_STATUS_OK && ain__queue_push(svc, index) < 0)
         st = AIN_STATUS_BUSY, why = "service queue full";
@@ -371,7 +371,6 @@ static void s_admit(ain_broker_t *self, ain__service_t *svc, uint32_t index, int
         ain__broker_reply_status(self, index, st, why);
         return;
     }
-    self->held_bytes += r->bytes;
     ain__broker_dispatch(self, svc);
 }
 
@@ -416,6 +415,7 @@ static void s_on_client(ain_broker_t *self, ain_frames_t *f, bool compact)
         return;
     }
     s_take_request(f, &req, r);
+    self->held_bytes += r->bytes; /* released with the slot, whatever becomes of it */
     const char *why = NULL;
     int st = s_read_envelope(self, r, req.service, &why);
     ain__service_t *svc = ain__services_get(&self->services, req.service, req.slen, true);
@@ -423,7 +423,7 @@ static void s_on_client(ain_broker_t *self, ain_frames_t *f, bool compact)
         ain_envelope_t env = {r->type, r->corr, r->user, 0, r->trace, AIN_STATUS_OK, NULL, 0};
         s_reply_direct(self, &r->client, &r->header, req.service, r->has_envelope ? &env : NULL,
                        AIN_STATUS_UNAVAILABLE, "broker tracks AINBOX_SERVICES_MAX services");
-        ain__requests_free(&self->requests, index);
+        s_release(self, index);
         return;
     }
     s_admit(self, svc, index, st, why);
