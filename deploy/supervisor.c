@@ -34,7 +34,7 @@ struct _ain_supervisor_t {
     int count;
     int max_restarts;
     int64_t window_ms;
-    int64_t *recent; /* times of the last max_restarts + 1 restarts (ring) */
+    int64_t *recent; /* times of the last max_restarts restarts (ring) */
     int recent_next;
     uint64_t restarts;
 };
@@ -81,7 +81,7 @@ ain_supervisor_t *ain_supervisor_new(int max_restarts, int64_t window_ms, ain_lo
     self->log = log;
     self->max_restarts = max_restarts;
     self->window_ms = window_ms;
-    self->recent = ain_calloc((size_t)max_restarts + 1, sizeof(int64_t));
+    self->recent = ain_calloc((size_t)max_restarts + 1, sizeof(int64_t)); /* +1: never 0 bytes */
     return self;
 }
 
@@ -105,14 +105,18 @@ int ain_supervisor_start(ain_supervisor_t *self, const char *name, ain_child_fn 
 }
 
 /* Records a restart; -1 if that makes more than max_restarts in the
- * window. */
+ * window. The ring holds the times of the last max_restarts restarts: the
+ * one about to be overwritten is the (max_restarts)th before this one, so
+ * if it is inside the window, this is restart max_restarts + 1 in it. */
 static int s_count_restart(ain_supervisor_t *self)
 {
     int64_t now = ain_clock_mono_ms();
+    self->restarts++;
+    if (self->max_restarts == 0)
+        return -1;
     int64_t oldest = self->recent[self->recent_next];
     self->recent[self->recent_next] = now;
-    self->recent_next = (self->recent_next + 1) % (self->max_restarts + 1);
-    self->restarts++;
+    self->recent_next = (self->recent_next + 1) % self->max_restarts;
     return oldest != 0 && now - oldest < self->window_ms ? -1 : 0;
 }
 
