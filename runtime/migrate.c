@@ -164,6 +164,14 @@ static int s_applied(PGconn *pg, const s_list_t *list, char **error)
     return rc;
 }
 
+/* Rolls back; its own failure changes nothing for the caller. */
+static void s_rollback(PGconn *pg)
+{
+    char *ignored = NULL;
+    s_exec(pg, "rollback", &ignored);
+    free(ignored);
+}
+
 static int s_apply(PGconn *pg, const s_migration_t *m, ain_log_t *log, char **error)
 {
     char version[16];
@@ -174,8 +182,7 @@ static int s_apply(PGconn *pg, const s_migration_t *m, ain_log_t *log, char **er
         return -1;
     if (s_exec(pg, m->sql, &inner) < 0) {
         *error = ain_sprintf("%s failed: %s", m->name, inner);
-        free(inner);
-        s_exec(pg, "rollback", &inner);
+        s_rollback(pg);
         free(inner);
         return -1;
     }
@@ -188,8 +195,7 @@ static int s_apply(PGconn *pg, const s_migration_t *m, ain_log_t *log, char **er
         *error = ain_sprintf("recording %s: %s", m->name, PQresultErrorMessage(res));
     PQclear(res);
     if (!ok || s_exec(pg, "commit", error) < 0) {
-        s_exec(pg, "rollback", &inner);
-        free(inner);
+        s_rollback(pg);
         return -1;
     }
     ain_info(log, "applied %s", m->name);
@@ -239,7 +245,7 @@ int ain_migrate(const char *conninfo, const char *dir, bool status_only, ain_log
         rc = s_run(pg, &list, status_only, log, result, error);
         char *ignored = NULL;
         s_exec(pg, "select pg_advisory_unlock(" S_LOCK_KEY ")", &ignored);
-        free(ignored);
+        free(ignored); /* the lock also ends with the session */
     }
     PQfinish(pg);
     s_list_free(&list);
