@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -609,7 +610,8 @@ int ain_actor_run(const ain_actor_def_t *def, const ain_proc_t *proc, zsock_t *p
         ain_actor_timer(self, (int)ain_config_int(cfg, AIN_CFG_AINBOX_METRICS_INTERVAL_MS), true,
                         s_report_metrics, NULL);
     self->worker = ain_worker_new(proc, def->service, self->credit, self->log);
-    ain_info(self->log, "started (broker %s, credit %u)", ain_proc_broker(proc), self->credit);
+    ain_info(self->log, "started: instance %" PRIu64 ", broker %s, credit %u",
+             ain_proc_instance(proc), ain_proc_broker(proc), self->credit);
     if (pipe)
         zsock_signal(pipe, 0);
     int rc = s_loop(self);

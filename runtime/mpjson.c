@@ -53,7 +53,12 @@ json_t *ain_mpjson_from_object(const msgpack_object *o)
     case MSGPACK_OBJECT_BOOLEAN:
         return json_boolean(o->via.boolean);
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        return json_integer(o->via.u64 > INT64_MAX ? INT64_MAX : (json_int_t)o->via.u64);
+        if (o->via.u64 > INT64_MAX) { /* beyond JSON's signed integers: exact as text */
+            char digits[24];
+            snprintf(digits, sizeof digits, "%" PRIu64, o->via.u64);
+            return json_string(digits);
+        }
+        return json_integer((json_int_t)o->via.u64);
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
         return json_integer(o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:

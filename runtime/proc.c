@@ -37,7 +37,8 @@ ain_proc_t *ain_proc_new(const ain_config_t *cfg)
     zsys_handler_set(NULL);
     self->zmq = zsys_init();
     self->cfg = cfg;
-    self->instance = ain_random_u64();
+    /* 63 bits: instance ids travel through JSON, whose integers are signed. */
+    self->instance = (ain_random_u64() >> 1) | 1;
     self->started_ms = ain_clock_mono_ms();
     if (ain_log_level_parse(ain_config_str(cfg, AIN_CFG_LOG_LEVEL), &self->level) < 0)
         self->level = AIN_LOG_INFO;
