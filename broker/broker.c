@@ -257,29 +257,51 @@ typedef struct {
 } s_client_req_t;
 
 /* Finds service and body in [id][""][MDPC01][service][body...] or
- * [id][AINC01 service][envelope]. Returns 0 or -1 (malformed). */
-static int s_parse_client(ain_frames_t *f, bool compact, s_client_req_t *req)
+ * [id][AINC01 service][envelope]. Returns NULL, or why it is malformed. */
+static const char *s_parse_client(ain_frames_t *f, bool compact, s_client_req_t *req)
 {
     const char *name;
     req->compact = compact;
     if (compact) {
-        if (f->count != 3)
-            return -1;
+        if (f->count != 3 || f->truncated)
+            return "a compact request is one header and one envelope frame";
         name = (const char *)ain_frame_data(&f->part[1]) + AIN_MDP_HEADER_LEN;
         req->slen = ain_frame_size(&f->part[1]) - AIN_MDP_HEADER_LEN;
         req->first_body = 2;
     } else {
-        if (f->count < 5 || f->count - 4 > AIN_MDP_MAX_BODY_FRAMES)
-            return -1;
+        if (f->count < 5)
+            return "request without a body";
+        if (f->truncated || f->count - 4 > AIN_MDP_MAX_BODY_FRAMES)
+            return "more body frames than the broker accepts (8)";
         name = ain_frame_data(&f->part[3]);
         req->slen = ain_frame_size(&f->part[3]);
         req->first_body = 4;
     }
     if (!ain_mdp_service_valid(name, req->slen))
-        return -1;
+        return "invalid service name (1-64 printable characters)";
     memcpy(req->service, name, req->slen);
     req->service[req->slen] = '\0';
-    return 0;
+    return NULL;
+}
+
+/* Answers a malformed client request INVALID in its own framing, echoing
+ * its service frame as MDP requires of a reply. */
+static void s_refuse_malformed(ain_broker_t *self, ain_frames_t *f, bool compact, const char *why)
+{
+    zmq_msg_t body;
+    s_status_body(self, NULL, AIN_STATUS_INVALID, why, &body);
+    if (ain_send_frame(self->router, &f->part[0], ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&body);
+        return;
+    }
+    if (compact) {
+        ain_send_frame(self->router, &f->part[1], ZMQ_SNDMORE);
+    } else {
+        ain_send_bytes(self->router, "", 0, ZMQ_SNDMORE);
+        ain_send_bytes(self->router, AIN_MDPC, AIN_MDP_HEADER_LEN, ZMQ_SNDMORE);
+        ain_send_frame(self->router, &f->part[3], ZMQ_SNDMORE);
+    }
+    ain_send_frame(self->router, &body, 0);
 }
 
 /* Takes the client frames of a request into slot `r`. */
@@ -398,9 +420,11 @@ static bool s_answer_here(ain_broker_t *self, ain_frames_t *f, const s_client_re
 static void s_on_client(ain_broker_t *self, ain_frames_t *f, bool compact)
 {
     s_client_req_t req;
-    if (s_parse_client(f, compact, &req) < 0) {
+    const char *why = s_parse_client(f, compact, &req);
+    if (why) {
         ain_metric_inc(self->m.invalid);
-        ain_warn(self->log, "malformed client request (%d frames); dropped", f->count);
+        ain_warn(self->log, "malformed client request (%d frames): %s", f->count, why);
+        s_refuse_malformed(self, f, compact, why);
         return;
     }
     ain_metric_inc(self->m.requests);
@@ -416,7 +440,6 @@ static void s_on_client(ain_broker_t *self, ain_frames_t *f, bool compact)
     }
     s_take_request(f, &req, r);
     self->held_bytes += r->bytes; /* released with the slot, whatever becomes of it */
-    const char *why = NULL;
     int st = s_read_envelope(self, r, req.service, &why);
     ain__service_t *svc = ain__services_get(&self->services, req.service, req.slen, true);
     if (!svc) {
@@ -594,15 +617,13 @@ static bool s_has_prefix(zmq_msg_t *frame, const char *prefix)
 static void s_route(ain_broker_t *self, ain_frames_t *f)
 {
     bool mdp = f->count >= 4 && ain_frame_size(&f->part[1]) == 0;
-    if (f->truncated || f->count < 3)
-        mdp = false;
-    else if (mdp && ain_frame_is_str(&f->part[2], AIN_MDPC))
+    if (mdp && ain_frame_is_str(&f->part[2], AIN_MDPC))
         return s_on_client(self, f, false);
-    else if (mdp && ain_frame_is_str(&f->part[2], AIN_MDPW))
+    if (mdp && ain_frame_is_str(&f->part[2], AIN_MDPW) && !f->truncated)
         return s_on_worker(self, f);
-    else if (s_has_prefix(&f->part[1], AIN_WIRE_CLIENT))
+    if (f->count >= 2 && s_has_prefix(&f->part[1], AIN_WIRE_CLIENT))
         return s_on_client(self, f, true);
-    else if (s_has_prefix(&f->part[1], AIN_WIRE_WORKER))
+    if (f->count >= 2 && s_has_prefix(&f->part[1], AIN_WIRE_WORKER))
         return s_on_compact_reply(self, f);
     ain_metric_inc(self->m.dropped);
     ain_warn(self->log, "message in no protocol we speak (%d frames); dropped", f->count);
