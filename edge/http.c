@@ -18,22 +18,33 @@ void ain__http_count(ain_edge_t *edge, int status)
                                    : edge->m.status_2xx);
 }
 
-/* Sends `body` (stolen) with `status`, plus one extra header if given. */
-static int s_send_json(ain__http_t *http, int status, json_t *body, const char *name,
-                       const char *value)
+/* Writes the status line and headers ("Name: value\r\n" lines in
+ * `headers`). Not civetweb's mg_response_header_send: in 1.15 it formats
+ * the Date header with gmtime(), whose static buffer is shared by all
+ * threads, so concurrent answers could carry each other's dates. */
+void ain__http_head(struct mg_connection *conn, int status, const char *headers)
+{
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    mg_printf(conn, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s\r\n", status,
+              mg_get_response_code_text(conn, status), date, headers);
+}
+
+/* Sends `body` (stolen) with `status`, plus one extra header line. */
+static int s_send_json(ain__http_t *http, int status, json_t *body, const char *extra)
 {
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
     size_t len = text ? strlen(text) : 0;
-    char length[32];
-    snprintf(length, sizeof length, "%zu", len);
-    mg_response_header_start(http->conn, status);
-    if (name)
-        mg_response_header_add(http->conn, name, value, -1);
-    mg_response_header_add(http->conn, "Content-Type", "application/json", -1);
-    mg_response_header_add(http->conn, "Content-Length", length, -1);
-    mg_response_header_add(http->conn, "Cache-Control", "no-store", -1);
-    mg_response_header_send(http->conn);
+    char headers[256];
+    snprintf(headers, sizeof headers,
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+             "Cache-Control: no-store\r\n%s",
+             len, extra ? extra : "");
+    ain__http_head(http->conn, status, headers);
     if (len)
         mg_write(http->conn, text, len);
     free(text);
@@ -43,14 +54,16 @@ static int s_send_json(ain__http_t *http, int status, json_t *body, const char *
 
 int ain__http_json(ain__http_t *http, int status, json_t *body)
 {
-    return s_send_json(http, status, body, NULL, NULL);
+    return s_send_json(http, status, body, NULL);
 }
 
 int ain__http_error_allow(ain__http_t *http, const char *allow)
 {
     json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", "METHOD_NOT_ALLOWED", "message",
                              "method not allowed on this route");
-    return s_send_json(http, 405, body, "Allow", allow);
+    char line[96];
+    snprintf(line, sizeof line, "Allow: %s\r\n", allow);
+    return s_send_json(http, 405, body, line);
 }
 
 int ain__http_error(ain__http_t *http, int status, const char *code, const char *message)

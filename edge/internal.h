@@ -70,6 +70,8 @@ const ain__route_t *ain__routes_find(const char *method, const char *path, bool 
 void ain__routes_allow(const char *path, char *buf, size_t size);
 
 /* http.c: responses. Each returns the HTTP status sent, for civetweb. */
+/* The status line and headers (CRLF-terminated lines in `headers`). */
+void ain__http_head(struct mg_connection *conn, int status, const char *headers);
 int ain__http_json(ain__http_t *http, int status, json_t *body); /* steals body */
 int ain__http_error(ain__http_t *http, int status, const char *code, const char *message);
 /* 405 with the route's allowed methods in `Allow`. */

@@ -22,6 +22,10 @@
 
 #define S_FULL_RETRY_MS 10000
 #define S_RETRY_MS      3000
+/* The connection closes when the stream ends: no length, no keep-alive. */
+#define S_STREAM_HEADERS                                                                           \
+    "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n"          \
+    "X-Accel-Buffering: no\r\n"
 
 static int s_write(struct mg_connection *conn, const char *text, size_t len)
 {
@@ -35,10 +39,7 @@ static int s_refuse(ain__http_t *http)
     int n = snprintf(body, sizeof body, "retry: %d\n\n", S_FULL_RETRY_MS);
     ain_metric_inc(http->edge->m.streams_refused);
     mg_disable_connection_keep_alive(http->conn);
-    mg_response_header_start(http->conn, 200);
-    mg_response_header_add(http->conn, "Content-Type", "text/event-stream", -1);
-    mg_response_header_add(http->conn, "Cache-Control", "no-cache", -1);
-    mg_response_header_send(http->conn);
+    ain__http_head(http->conn, 200, S_STREAM_HEADERS);
     s_write(http->conn, body, (size_t)n);
     ain__http_count(http->edge, 200);
     return 200;
@@ -51,11 +52,7 @@ static int s_open(ain__http_t *http)
                      "retry: %d\n\ndata: {\"type\":\"connected\",\"ts\":%" PRId64 "}\n\n",
                      S_RETRY_MS, ain_clock_wall_ms());
     mg_disable_connection_keep_alive(http->conn);
-    mg_response_header_start(http->conn, 200);
-    mg_response_header_add(http->conn, "Content-Type", "text/event-stream", -1);
-    mg_response_header_add(http->conn, "Cache-Control", "no-cache", -1);
-    mg_response_header_add(http->conn, "X-Accel-Buffering", "no", -1);
-    mg_response_header_send(http->conn);
+    ain__http_head(http->conn, 200, S_STREAM_HEADERS);
     return s_write(http->conn, hello, (size_t)n);
 }
 

@@ -6,6 +6,20 @@
 #include <stdint.h>
 #include <string.h>
 
+/* libzmq (from Debian, not built with ThreadSanitizer) hands a message
+ * buffer to another thread through a lock-free pipe TSan cannot see. Under
+ * TSan we declare that hand-over ourselves: a release on the buffer before
+ * sending it, an acquire after receiving it. Every message passes through
+ * ain_send_frame or ain_frames_recv, so these two places cover all. */
+#if defined(AIN_TSAN)
+#include <sanitizer/tsan_interface.h>
+#define S_HANDED_OVER(msg) __tsan_release(zmq_msg_data(msg))
+#define S_TAKEN_OVER(msg)  __tsan_acquire(zmq_msg_data(msg))
+#else
+#define S_HANDED_OVER(msg) ((void)0)
+#define S_TAKEN_OVER(msg)  ((void)0)
+#endif
+
 int ain_frames_recv(ain_frames_t *f, void *socket, int flags)
 {
     f->count = 0;
@@ -26,6 +40,7 @@ int ain_frames_recv(ain_frames_t *f, void *socket, int flags)
             return -1;
         }
         more = zmq_msg_more(m);
+        S_TAKEN_OVER(m);
         if (m == &scratch) {
             f->truncated = true;
             zmq_msg_close(m);
@@ -72,6 +87,7 @@ int ain_send_str(void *socket, const char *s, int flags)
 
 int ain_send_frame(void *socket, zmq_msg_t *m, int flags)
 {
+    S_HANDED_OVER(m);
     if (zmq_msg_send(m, socket, flags) < 0) {
         int err = errno;
         zmq_msg_close(m);
