@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# setup-debian.sh: installs what Ainbox needs to build, run and test on
+# Debian 12, as root. Safe to run again; installs only what is missing.
+set -euo pipefail
+
+PACKAGES=(
+    # build
+    build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
+    # libraries (see cmake/Dependencies.cmake)
+    libzmq3-dev libczmq-dev libmsgpack-dev libcivetweb-dev libjansson-dev libpq-dev
+    # services the bundle and the tests start privately
+    redis-server postgresql
+    # the end-to-end tests
+    python3 python3-zmq python3-msgpack curl procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup-debian: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "setup-debian: all packages present"
