@@ -779,8 +779,8 @@ static int s_poll_once(ain_broker_t *self, zsock_t *pipe, bool *term, bool *busy
     *busy = work > 0;
     int64_t now = self->now_ms;
     if (now >= self->next_tick_ms) {
-        ain__liveness_tick(self, now);
-        self->next_tick_ms = now + S_TICK_MS;
+        int soon = ain__liveness_tick(self, now);
+        self->next_tick_ms = now + (soon ? soon : S_TICK_MS);
     }
     if (self->monitoring && now >= self->next_report_ms) {
         ain__admin_report(self);

@@ -195,8 +195,9 @@ void ain__broker_worker_gone(ain_broker_t *self, ain__worker_t *w, const char *w
 int ain__liveness_start(ain_broker_t *self);
 void ain__liveness_stop(ain_broker_t *self);
 void ain__liveness_on_monitor(ain_broker_t *self);
-/* Heartbeats, expiry, probes of suspects, deadline sweeps. */
-void ain__liveness_tick(ain_broker_t *self, int64_t now_ms);
+/* Heartbeats, expiry, probes of suspects, deadline sweeps. Returns the ms
+ * until it must run again if sooner than the regular tick, else 0. */
+int ain__liveness_tick(ain_broker_t *self, int64_t now_ms);
 
 /* admin.c */
 void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header, const void *env,

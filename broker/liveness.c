@@ -27,6 +27,7 @@
 #include "runtime/frames.h"
 
 #define S_SUSPECT_MS       100   /* how long a disconnect-suspect is re-probed */
+#define S_REPROBE_MS       2     /* how often, meanwhile */
 #define S_ABANDON_GRACE_MS 1000  /* in-flight past deadline + this: TIMEOUT */
 #define S_SERVICE_IDLE_MS  60000 /* services with nothing for this long go */
 
@@ -98,16 +99,20 @@ void ain__liveness_on_monitor(ain_broker_t *self)
                 ain_metric_inc(self->m.workers_dead_fast);
                 ain__broker_worker_gone(self, victims[i], "connection closed");
             } else {
+                /* libzmq may not have dropped the peer yet: look again soon. */
                 victims[i]->suspect_until_ms = now + S_SUSPECT_MS;
+                self->next_tick_ms = now + S_REPROBE_MS;
             }
         }
         free(victims);
     }
 }
 
-static void s_check_workers(ain_broker_t *self, int64_t now)
+/* Heartbeats, expiry and probes of suspects. Returns how many suspects
+ * are still being watched. */
+static int s_check_workers(ain_broker_t *self, int64_t now)
 {
-    int n;
+    int n, suspects = 0;
     ain__worker_t **all = s_collect(self, -1, &n);
     for (int i = 0; i < n; i++) {
         ain__worker_t *w = all[i];
@@ -117,11 +122,14 @@ static void s_check_workers(ain_broker_t *self, int64_t now)
         } else if (w->suspect_until_ms > now && !s_probe(self, w)) {
             ain_metric_inc(self->m.workers_dead_fast);
             ain__broker_worker_gone(self, w, "connection closed");
-        } else if (now >= w->next_heartbeat_ms) {
-            ain__broker_send_command(self, w, AIN_MDPW_HEARTBEAT);
+        } else {
+            suspects += w->suspect_until_ms > now;
+            if (now >= w->next_heartbeat_ms)
+                ain__broker_send_command(self, w, AIN_MDPW_HEARTBEAT);
         }
     }
     free(all);
+    return suspects;
 }
 
 static bool s_keep_unexpired(uint32_t index, void *arg)
@@ -163,12 +171,13 @@ static void s_expire(ain_broker_t *self)
         ain__broker_dispatch(self, svc);
 }
 
-void ain__liveness_tick(ain_broker_t *self, int64_t now)
+int ain__liveness_tick(ain_broker_t *self, int64_t now)
 {
-    s_check_workers(self, now);
+    int suspects = s_check_workers(self, now);
     s_expire(self);
     if (now >= self->next_gc_ms) {
         ain__services_gc(&self->services, now, S_SERVICE_IDLE_MS);
         self->next_gc_ms = now + S_SERVICE_IDLE_MS / 10;
     }
+    return suspects ? S_REPROBE_MS : 0;
 }
