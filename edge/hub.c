@@ -83,9 +83,10 @@ static void s_on_event(ain__hub_t *hub, ain_bus_msg_t *msg)
     ain_body_t body;
     const char *id, *data;
     size_t id_len, data_len;
-    if (msg->env.type != AIN_MSG_USER_EVENT ||
+    /* Parse first: the body is released on every path below. */
+    bool parsed = ain_body_parse(&body, msg->env.body, msg->env.body_len) == AIN_STATUS_OK;
+    if (!parsed || msg->env.type != AIN_MSG_USER_EVENT ||
         ain_topic_parse_user(zmq_msg_data(&msg->topic), zmq_msg_size(&msg->topic), &user) < 0 ||
-        ain_body_parse(&body, msg->env.body, msg->env.body_len) != AIN_STATUS_OK ||
         ain_mp_get_str(body.root, "id", &id, &id_len) != 1 ||
         ain_mp_get_str(body.root, "data", &data, &data_len) != 1 || memchr(data, '\n', data_len) ||
         memchr(id, '\n', id_len)) {

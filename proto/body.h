@@ -23,7 +23,9 @@ typedef struct {
 
 /* Parses one msgpack value from `data` (borrowed only during the call).
  * An empty body parses as an empty map. Returns AIN_STATUS_OK or
- * AIN_STATUS_INVALID. Call ain_body_release afterwards in every case. */
+ * AIN_STATUS_INVALID. Call ain_body_release afterwards in every case, and
+ * never on a body that was not passed here first (it would hold garbage):
+ * parse before any early exit that releases. */
 ain_status_t ain_body_parse(ain_body_t *body, const void *data, size_t len);
 
 /* Frees what parsing allocated; safe on a body that failed to parse. */

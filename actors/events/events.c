@@ -49,10 +49,10 @@ static int s_publish(ain_actor_t *actor, ain_request_t *req)
     const char *data = NULL, *why = "body must be {data: JSON text}";
     size_t len = 0;
     char *json = NULL;
+    bool parsed = ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK;
     if (env->user == 0)
         why = "an event needs a user";
-    else if (ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK &&
-             ain_mp_get_str(body.root, "data", &data, &len) == 1)
+    else if (parsed && ain_mp_get_str(body.root, "data", &data, &len) == 1)
         json = s_check_event(data, len, &why);
     ain_body_release(&body);
     if (!json) {
