@@ -4,7 +4,8 @@
  * Maps become objects (string keys; integer keys are written in decimal;
  * other keys are skipped), arrays arrays, binary data base64 strings,
  * extension values null, unsigned integers above INT64_MAX decimal strings
- * (JSON libraries hold signed 64-bit integers; clamping would lie). Depth is bounded by the validated input.
+ * (JSON libraries hold signed 64-bit integers; clamping would lie).
+ * Depth is bounded by the validated input.
  */
 #ifndef AIN_RUNTIME_MPJSON_H
 #define AIN_RUNTIME_MPJSON_H
