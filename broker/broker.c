@@ -214,33 +214,45 @@ static void s_disconnect_id(ain_broker_t *self, zmq_msg_t *id)
     ain_send_bytes(self->router, &cmd, 1, 0);
 }
 
+/* Re-queues (once) or answers the request a dead worker held. Returns 1 if
+ * it was re-queued, 0 if answered. */
+static int s_rescue(ain_broker_t *self, ain__service_t *svc, uint32_t index)
+{
+    ain__request_t *r = ain__requests_get(&self->requests, index);
+    int status = AIN_STATUS_UNAVAILABLE;
+    const char *why = "worker died holding a non-idempotent request";
+    if (r->idempotent && r->dispatches >= 2) {
+        why = "worker died; already re-dispatched once";
+    } else if (r->idempotent && r->deadline_ms <= self->wall_ms) {
+        status = AIN_STATUS_TIMEOUT;
+        why = "worker died after the deadline";
+    } else if (r->idempotent) {
+        s_detach(self, index);
+        r->state = AIN__REQ_QUEUED;
+        if (ain__queue_push_front(svc, index) == 0)
+            return 1;
+        why = "worker died and the service queue is full";
+    }
+    ain__broker_reply_status(self, index, status, why);
+    return 0;
+}
+
 void ain__broker_worker_gone(ain_broker_t *self, ain__worker_t *w, const char *why)
 {
     ain__service_t *svc = w->service;
-    int64_t now = self->wall_ms;
     int redispatched = 0, lost = 0;
     while (w->inflight_head != AIN__NO_SLOT) {
-        uint32_t index = w->inflight_head;
-        ain__request_t *r = ain__requests_get(&self->requests, index);
-        if (r->idempotent && r->dispatches < 2 && r->deadline_ms > now) {
-            s_detach(self, index);
-            r->state = AIN__REQ_QUEUED;
-            if (ain__queue_push_front(svc, index) == 0) {
-                redispatched++;
-                continue;
-            }
-        }
-        lost++;
-        ain__broker_reply_status(self, index, AIN_STATUS_UNAVAILABLE,
-                                 r->idempotent ? "worker died; already retried once"
-                                               : "worker died holding a non-idempotent request");
+        if (s_rescue(self, svc, w->inflight_head))
+            redispatched++;
+        else
+            lost++;
     }
     svc->redispatched += (uint64_t)redispatched;
     svc->lost += (uint64_t)lost;
     ain_metric_add(self->m.redispatched, redispatched);
     ain_metric_add(self->m.lost, lost);
     ain_metric_inc(self->m.workers_left);
-    ain_info(self->log, "worker %s of %s gone (%s): %d re-dispatched, %d answered UNAVAILABLE",
+    ain_info(self->log, "worker %s of %s gone (%s): %d re-dispatched, %d answered with an error",
              w->key, svc->name, why, redispatched, lost);
     ain__workers_remove(&self->services, w, self->now_ms);
     ain__broker_dispatch(self, svc);

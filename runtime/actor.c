@@ -249,48 +249,43 @@ static ain_handler_fn *s_find_handler(const ain_actor_t *self, uint16_t type)
 
 /* ----------------------------------------------------------- intake */
 
-/* Answers a request we cannot even decode: we know only its address. */
-static void s_reply_undecodable(ain_actor_t *self, ain_work_t *work, ain_status_t status,
-                                const char *why)
+/* Takes `work` into a request the skeleton holds until it is answered. */
+static ain_request_t *s_hold(ain_actor_t *self, ain_work_t *work, const ain_envelope_t *env)
 {
-    ain_envelope_t unknown = {AIN_MSG_UNDECODABLE, 0, 0, 0, 0, AIN_STATUS_OK, NULL, 0};
     ain_request_t *req = AIN_NEW(ain_request_t);
     req->actor = self;
     req->work = *work;
-    req->env = unknown;
-    req->next = self->held;
-    if (self->held)
-        self->held->prev = req;
-    self->held = req;
-    self->held_count++;
-    ain_warn(self->log, "undecodable request: %s", why);
-    ain_request_fail(req, status, why);
-}
-
-static void s_intake(ain_actor_t *self, ain_work_t *work)
-{
-    ain_metric_inc(self->m.requests);
-    ain_envelope_t env;
-    const char *why = NULL;
-    ain_status_t st = ain_envelope_decode(ain_frame_data(&work->body), zmq_msg_size(&work->body),
-                                          self->max_bytes, &env, &why);
-    if (st == AIN_STATUS_OK)
-        st = ain_envelope_check_request(&env, &why);
-    if (st != AIN_STATUS_OK) {
-        ain_metric_inc(self->m.invalid);
-        s_reply_undecodable(self, work, st, why);
-        return;
-    }
-    ain_request_t *req = AIN_NEW(ain_request_t);
-    req->actor = self;
-    req->work = *work;
-    req->env = env;
+    req->env = *env;
     req->next = self->held;
     if (self->held)
         self->held->prev = req;
     self->held = req;
     self->held_count++;
     ain_metric_set(self->m.outstanding, self->held_count);
+    return req;
+}
+
+static void s_intake(ain_actor_t *self, ain_work_t *work)
+{
+    ain_metric_inc(self->m.requests);
+    /* What cannot be decoded is answered as UNDECODABLE (its corr is not
+     * known); a decoded envelope that is not a valid request keeps its own
+     * type and corr, so the caller can match the refusal. */
+    ain_envelope_t env = {AIN_MSG_UNDECODABLE, 0, 0, 0, 0, AIN_STATUS_OK, NULL, 0}, decoded;
+    const char *why = NULL;
+    ain_status_t st = ain_envelope_decode(ain_frame_data(&work->body), zmq_msg_size(&work->body),
+                                          self->max_bytes, &decoded, &why);
+    if (st == AIN_STATUS_OK) {
+        env = decoded;
+        st = ain_envelope_check_request(&env, &why);
+    }
+    ain_request_t *req = s_hold(self, work, &env);
+    if (st != AIN_STATUS_OK) {
+        ain_metric_inc(self->m.invalid);
+        ain_warn(self->log, "invalid request: %s", why);
+        ain_request_fail(req, st, why);
+        return;
+    }
 
     ain_handler_fn *fn = s_find_handler(self, env.type);
     if (self->held_count > 2 * self->credit) {

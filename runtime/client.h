@@ -60,7 +60,9 @@ ain_status_t ain_client_call(ain_client_t *self, const char *service, uint16_t t
                              const void *body, size_t len, int timeout_ms, ain_reply_t *reply);
 
 /* Asks the broker's MMI whether `service` has workers. Returns 200, 404,
- * 501, or -1 if no answer came in `timeout_ms`. */
+ * 501, or -1 if no answer came in `timeout_ms`. Synchronous: replies to
+ * other requests still in flight that arrive meanwhile are dropped (and
+ * counted), so do not mix it with ain_client_send on one client. */
 int ain_client_mmi_service(ain_client_t *self, const char *service, int timeout_ms);
 
 /* Replies dropped because they were malformed or answered nothing we
