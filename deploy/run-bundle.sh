@@ -19,7 +19,7 @@ echo "run-bundle: built build/deploy/ainbox"
 mkdir -p "$VAR/redis"
 chmod 755 "$VAR"
 REDIS_PORT=${REDIS_PORT:-26379}
-PG_PORT=${AINBOX_PG_PORT:-25432}
+PG_PORT=${PG_PORT:-25432}
 
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$VAR/redis" --save "" \
     --appendonly yes --daemonize yes --pidfile "$VAR/redis/redis.pid" \

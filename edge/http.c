@@ -36,7 +36,7 @@ void ain__http_head(struct mg_connection *conn, int status, const char *headers)
 /* Sends `body` (stolen) with `status`, plus one extra header line. */
 static int s_send_json(ain__http_t *http, int status, json_t *body, const char *extra)
 {
-    char *text = json_dumps(body, JSON_COMPACT);
+    char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6));
     json_decref(body);
     size_t len = text ? strlen(text) : 0;
     char headers[256];
