@@ -453,7 +453,10 @@ static void s_on_client(ain_broker_t *self, ain_frames_t *f, bool compact)
     s_take_request(f, &req, r);
     self->held_bytes += r->bytes; /* released with the slot, whatever becomes of it */
     int st = s_read_envelope(self, r, req.service, &why);
-    ain__service_t *svc = ain__services_get(&self->services, req.service, req.slen, true);
+    ain__service_t *svc = self->last_service;
+    if (!svc || strcmp(svc->name, req.service) != 0) /* most traffic goes to few services */
+        svc = ain__services_get(&self->services, req.service, req.slen, true);
+    self->last_service = svc;
     if (!svc) {
         ain_envelope_t env = {r->type, r->corr, r->user, 0, r->trace, AIN_STATUS_OK, NULL, 0};
         s_reply_direct(self, &r->client, &r->header, req.service, r->has_envelope ? &env : NULL,
@@ -548,23 +551,37 @@ static void s_on_reply(ain_broker_t *self, ain__worker_t *w, const void *token, 
     ain__broker_dispatch(self, svc);
 }
 
+/* The worker a reply names through its token, if the reply really comes
+ * from that worker: the token's slot knows who holds it, so the hot path
+ * compares routing ids instead of looking one up. */
+static ain__worker_t *s_replier(ain_broker_t *self, zmq_msg_t *id, const uint8_t *token)
+{
+    uint32_t index;
+    ain__request_t *r = ain__requests_by_token(&self->requests, token, AIN_MDP_TOKEN_BYTES, &index);
+    ain__worker_t *w = r ? r->worker : NULL;
+    if (w && ain_frame_is(id, w->id, w->id_len))
+        return w;
+    return ain__workers_find(&self->services, ain_frame_data(id), ain_frame_size(id));
+}
+
 /* Compact REPLY from a native worker: [id][AINW01 0x03 token][envelope]. */
 static void s_on_compact_reply(ain_broker_t *self, ain_frames_t *f)
 {
-    ain__worker_t *w = ain__workers_find(&self->services, ain_frame_data(&f->part[0]),
-                                         ain_frame_size(&f->part[0]));
     const uint8_t *header = ain_frame_data(&f->part[1]);
-    if (!w || !w->native || f->count != 3 ||
-        ain_frame_size(&f->part[1]) != AIN_WIRE_WORKER_HEADER_LEN ||
-        header[AIN_MDP_HEADER_LEN] != AIN_MDPW_REPLY) {
+    bool shaped = f->count == 3 && ain_frame_size(&f->part[1]) == AIN_WIRE_WORKER_HEADER_LEN &&
+                  header[AIN_MDP_HEADER_LEN] == AIN_MDPW_REPLY;
+    const uint8_t *token = header + AIN_MDP_HEADER_LEN + 1;
+    ain__worker_t *w = shaped ? s_replier(self, &f->part[0], token) : NULL;
+    if (!w || !w->native) {
         ain_metric_inc(self->m.invalid);
-        ain_warn(self->log, "malformed compact reply (%d frames); dropped", f->count);
+        ain_warn(self->log, "malformed compact reply (%d frames) or unknown worker; dropped",
+                 f->count);
         if (!w)
             s_disconnect_id(self, &f->part[0]);
         return;
     }
     w->expiry_ms = self->now_ms + self->heartbeat_ms * self->liveness;
-    s_on_reply(self, w, header + AIN_MDP_HEADER_LEN + 1, AIN_MDP_TOKEN_BYTES, &f->part[2], 1);
+    s_on_reply(self, w, token, AIN_MDP_TOKEN_BYTES, &f->part[2], 1);
 }
 
 static void s_on_credit(ain_broker_t *self, ain__worker_t *w, ain_frames_t *f)
@@ -746,8 +763,11 @@ void ain_broker_destroy(ain_broker_t **self_p)
 static int s_wait(ain_broker_t *self, zmq_pollitem_t *items, int n, bool busy)
 {
     if (busy) {
-        for (int i = 0; i < n; i++)
-            items[i].revents = ain_socket_readable(items[i].socket) ? ZMQ_POLLIN : 0;
+        /* Busy: only the router is looked at on every pass; the rest wait
+         * for a pass that finds the router empty and polls everything. */
+        items[0].revents = ZMQ_POLLIN;
+        for (int i = 1; i < n; i++)
+            items[i].revents = 0;
         return 0;
     }
     int64_t now = ain_clock_mono_ms();

@@ -174,7 +174,8 @@ struct _ain_broker_t {
     bool monitoring;
     msgpack_sbuffer sbuf, body;
     bool stopping;
-    int64_t now_ms, wall_ms; /* clocks read once per batch of messages */
+    int64_t now_ms, wall_ms;      /* clocks read once per batch of messages */
+    ain__service_t *last_service; /* the last one looked up: a cache, may be NULL */
 };
 
 /* broker.c */

@@ -177,6 +177,7 @@ int ain__liveness_tick(ain_broker_t *self, int64_t now)
     s_expire(self);
     if (now >= self->next_gc_ms) {
         ain__services_gc(&self->services, now, S_SERVICE_IDLE_MS);
+        self->last_service = NULL; /* it may have been one of those freed */
         self->next_gc_ms = now + S_SERVICE_IDLE_MS / 10;
     }
     return suspects ? S_REPROBE_MS : 0;

@@ -8,6 +8,7 @@
 #include "deploy/supervisor.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "runtime/alloc.h"
@@ -42,6 +43,9 @@ struct _ain_supervisor_t {
 static void *s_thread(void *arg)
 {
     s_child_t *child = arg;
+    char name[16]; /* the kernel keeps 15 characters: top -H, perf, gdb show it */
+    snprintf(name, sizeof name, "ain-%s", child->name);
+    pthread_setname_np(pthread_self(), name);
     int rc = child->fn(child->arg, child->child_pipe);
     /* A child that failed before signalling ready could not start. */
     zsock_signal(child->child_pipe, rc == 0 ? S_ENDED : S_FAILED);
