@@ -6,6 +6,7 @@ pkg_check_modules(CZMQ REQUIRED IMPORTED_TARGET libczmq)
 pkg_check_modules(MSGPACK REQUIRED IMPORTED_TARGET msgpack)
 pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
 pkg_check_modules(PQ REQUIRED IMPORTED_TARGET libpq)
+pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 
 # Debian's civetweb ships no pkg-config file and a broken CMake package
 # (it names /usr/bin/civetweb from another package), so find it by hand.

@@ -101,6 +101,17 @@ int ain_mp_get_bin(const msgpack_object *map, const char *key, const uint8_t **p
     return 1;
 }
 
+int ain_mp_get_bool(const msgpack_object *map, const char *key, bool *out)
+{
+    const msgpack_object *v = s_present(map, key);
+    if (!v)
+        return 0;
+    if (v->type != MSGPACK_OBJECT_BOOLEAN)
+        return -1;
+    *out = v->via.boolean;
+    return 1;
+}
+
 void ain_mp_pack_str(msgpack_packer *pk, const char *s)
 {
     size_t n = strlen(s);
@@ -151,6 +162,8 @@ int ain_body_test(bool verbose)
     rc |= ain_mp_get_u64(body.root, "neg", &u) != -1;    /* wrong type */
     rc |= ain_mp_get_u64(body.root, "nothing", &u) != 0; /* nil = absent */
     rc |= ain_mp_get_u64(body.root, "missing", &u) != 0;
+    bool b;
+    rc |= ain_mp_get_bool(body.root, "name", &b) != -1;
     ain_body_release(&body);
     rc |= ain_body_parse(&body, "\xdd\x10\x00\x00\x00", 5) != AIN_STATUS_INVALID;
     ain_body_release(&body);

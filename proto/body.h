@@ -41,6 +41,7 @@ int ain_mp_get_u64(const msgpack_object *map, const char *key, uint64_t *out);
 int ain_mp_get_i64(const msgpack_object *map, const char *key, int64_t *out);
 int ain_mp_get_str(const msgpack_object *map, const char *key, const char **ptr, size_t *len);
 int ain_mp_get_bin(const msgpack_object *map, const char *key, const uint8_t **ptr, size_t *len);
+int ain_mp_get_bool(const msgpack_object *map, const char *key, bool *out);
 
 /* Packs a string; a shorthand for the packer's two calls. */
 void ain_mp_pack_str(msgpack_packer *pk, const char *s);

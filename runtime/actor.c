@@ -43,6 +43,14 @@ typedef struct s_timer_t {
 } s_timer_t;
 
 typedef struct {
+    int id; /* 0 = free */
+    int fd;
+    short events;
+    ain_fd_fn *fn;
+    void *arg;
+} s_watch_t;
+
+typedef struct {
     ain_metric_t *requests, *invalid, *expired, *unserved, *unanswered, *busy;
     ain_metric_t *outstanding, *reconnects, *busy_us, *rss;
     ain_metric_t *bus_published, *bus_dropped, *bus_received, *bus_invalid;
@@ -63,6 +71,8 @@ struct _ain_actor_t {
     ain_bus_sub_t *sub;
     void *timers;
     s_timer_t *timer_list;
+    s_watch_t watches[AIN_ACTOR_MAX_WATCHES];
+    int nwatches, next_watch_id;
     ain_request_t *held; /* requests handed out and not yet answered */
     unsigned held_count, credit;
     size_t max_bytes;
@@ -367,6 +377,68 @@ void ain_actor_timer_cancel(ain_actor_t *self, int timer_id)
     }
 }
 
+int ain_actor_watch(ain_actor_t *self, int fd, int events, ain_fd_fn *fn, void *arg)
+{
+    if (self->nwatches >= AIN_ACTOR_MAX_WATCHES)
+        return -1;
+    s_watch_t *w = &self->watches[self->nwatches++];
+    *w = (s_watch_t){++self->next_watch_id, fd, (short)events, fn, arg};
+    return w->id;
+}
+
+static s_watch_t *s_find_watch(ain_actor_t *self, int id)
+{
+    for (int i = 0; i < self->nwatches; i++)
+        if (self->watches[i].id == id)
+            return &self->watches[i];
+    return NULL;
+}
+
+void ain_actor_watch_set(ain_actor_t *self, int id, int fd, int events)
+{
+    s_watch_t *w = s_find_watch(self, id);
+    if (w) {
+        w->fd = fd;
+        w->events = (short)events;
+    }
+}
+
+void ain_actor_unwatch(ain_actor_t *self, int id)
+{
+    s_watch_t *w = s_find_watch(self, id);
+    if (w)
+        *w = self->watches[--self->nwatches];
+}
+
+/* Adds the active watches to the poll set; ids[i] names items[first+i]. */
+static int s_add_watches(ain_actor_t *self, zmq_pollitem_t *items, int n, int *ids)
+{
+    int added = 0;
+    for (int i = 0; i < self->nwatches; i++) {
+        s_watch_t *w = &self->watches[i];
+        if (w->fd < 0 || !w->events)
+            continue;
+        items[n + added] = (zmq_pollitem_t){NULL, w->fd, w->events, 0};
+        ids[added++] = w->id;
+    }
+    return added;
+}
+
+/* Calls the watches that fired. A callback may add, change or remove
+ * watches: each is looked up again by id, and skipped if gone or moved. */
+static int s_on_watches(ain_actor_t *self, zmq_pollitem_t *items, int count, const int *ids)
+{
+    int fired = 0;
+    for (int i = 0; i < count; i++) {
+        s_watch_t *w = items[i].revents ? s_find_watch(self, ids[i]) : NULL;
+        if (!w || w->fd != items[i].fd)
+            continue;
+        w->fn(self, w->fd, items[i].revents, w->arg);
+        fired++;
+    }
+    return fired;
+}
+
 static void s_report_metrics(ain_actor_t *self, void *arg)
 {
     char topic[AIN_TOPIC_MAX];
@@ -543,14 +615,17 @@ static bool s_should_stop(ain_actor_t *self)
 
 /* Blocks in zmq_poll only when the last pass found nothing to do; a busy
  * actor re-reads its sockets at once (no system call when empty). */
+/* Blocks in zmq_poll only when the last pass found nothing to do; a busy
+ * actor re-reads its sockets at once (no system call when empty), or, if
+ * it watches descriptors, polls them without waiting. */
 static int s_wait(ain_actor_t *self, zmq_pollitem_t *items, int n, bool busy, int worker_ms)
 {
-    if (busy) {
+    if (busy && self->nwatches == 0) {
         for (int i = 0; i < n; i++)
             items[i].revents = ain_socket_readable(items[i].socket) ? ZMQ_POLLIN : 0;
         return 0;
     }
-    if (zmq_poll(items, n, s_timeout(self, worker_ms)) < 0 && errno != EINTR) {
+    if (zmq_poll(items, n, busy ? 0 : s_timeout(self, worker_ms)) < 0 && errno != EINTR) {
         ain_error(self->log, "poll failed: %s", zmq_strerror(errno));
         return -1;
     }
@@ -562,7 +637,8 @@ static int s_loop(ain_actor_t *self)
     int worker_ms = ain_worker_tick(self->worker);
     bool busy = false;
     while (!self->broken && !s_should_stop(self)) {
-        zmq_pollitem_t items[3];
+        zmq_pollitem_t items[3 + AIN_ACTOR_MAX_WATCHES];
+        int ids[AIN_ACTOR_MAX_WATCHES];
         int n = 0, i_pipe = -1, i_worker, i_sub = -1;
         if (self->pipe) {
             items[n] = (zmq_pollitem_t){zsock_resolve(self->pipe), 0, ZMQ_POLLIN, 0};
@@ -574,9 +650,11 @@ static int s_loop(ain_actor_t *self)
             items[n] = (zmq_pollitem_t){ain_bus_sub_socket(self->sub), 0, ZMQ_POLLIN, 0};
             i_sub = n++;
         }
+        int first_watch = n;
+        n += s_add_watches(self, items, n, ids);
         if (s_wait(self, items, n, busy, worker_ms) < 0)
             return -1;
-        int work = 0;
+        int work = s_on_watches(self, items + first_watch, n - first_watch, ids);
         if (i_pipe >= 0 && (items[i_pipe].revents & ZMQ_POLLIN))
             s_on_pipe(self);
         if (items[i_worker].revents & ZMQ_POLLIN)

@@ -87,6 +87,22 @@ typedef void(ain_timer_fn)(ain_actor_t *actor, void *arg);
 int ain_actor_timer(ain_actor_t *self, int delay_ms, bool repeat, ain_timer_fn *fn, void *arg);
 void ain_actor_timer_cancel(ain_actor_t *self, int timer_id);
 
+/* Watches a file descriptor in the actor's loop (how the Redis and
+ * PostgreSQL clients are driven): fn(actor, fd, revents, arg) runs when
+ * `fd` is readable (ZMQ_POLLIN) or writable (ZMQ_POLLOUT), as `events`
+ * asks; events 0 pauses the watch. Returns a watch id (> 0), or -1 when
+ * the actor already watches AIN_ACTOR_MAX_WATCHES descriptors. */
+#define AIN_ACTOR_MAX_WATCHES 32
+typedef void(ain_fd_fn)(ain_actor_t *actor, int fd, int revents, void *arg);
+int ain_actor_watch(ain_actor_t *self, int fd, int events, ain_fd_fn *fn, void *arg);
+
+/* Changes what watch `id` looks at (the descriptor may change when a
+ * client reconnects). */
+void ain_actor_watch_set(ain_actor_t *self, int id, int fd, int events);
+
+/* Stops watch `id`. Safe from inside its own callback. */
+void ain_actor_unwatch(ain_actor_t *self, int id);
+
 /* A packer over the actor's reply-body buffer, emptied by this call. Pack
  * one value, then answer with ain_request_reply_packed. */
 msgpack_packer *ain_actor_body(ain_actor_t *self);

@@ -1,0 +1,390 @@
+/* pg.c: asynchronous libpq connections in an actor's loop (see pg.h).
+ *
+ * Each connection is a small state machine: DOWN (waiting to reconnect),
+ * CONNECTING (PQconnectPoll steps), BUSY (one query in flight), IDLE. Its
+ * socket is an actor watch whose events follow what libpq asks for. A
+ * timer fails queries that waited too long for a connection and drops a
+ * connection whose query outlived the server-side statement_timeout.
+ */
+#include "runtime/pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/alloc.h"
+#include "runtime/clock.h"
+
+#define S_CHECK_MS       200
+#define S_GRACE_MS       2000 /* beyond statement_timeout before a connection is dropped */
+#define S_BACKOFF_MIN_MS 100
+#define S_BACKOFF_MAX_MS 5000
+
+typedef struct s_query_t {
+    const char *sql;
+    int nparams;
+    char **params;
+    ain_pg_fn *fn;
+    void *arg;
+    int64_t queued_ms, started_ms;
+    struct s_query_t *next;
+} s_query_t;
+
+typedef enum { S_DOWN, S_CONNECTING, S_IDLE, S_BUSY } s_state_t;
+
+typedef struct {
+    ain_pg_t *pool;
+    PGconn *conn;
+    s_state_t state;
+    int watch;
+    s_query_t *query; /* in flight (BUSY) */
+    PGresult *result;
+    int64_t backoff_ms;
+    int reconnect_timer;
+} s_conn_t;
+
+struct _ain_pg_t {
+    ain_actor_t *actor;
+    ain_log_t *log;
+    char *conninfo;
+    s_conn_t *conns;
+    int nconns;
+    s_query_t *head, *tail;
+    size_t queue_max;
+    int64_t timeout_ms;
+    int check_timer;
+    bool destroying;
+    ain_pg_stats_t stats;
+};
+
+static void s_dispatch(ain_pg_t *self);
+static void s_connect(s_conn_t *c);
+
+/* ------------------------------------------------------------ queries */
+
+static void s_free_query(s_query_t *q)
+{
+    for (int i = 0; i < q->nparams; i++)
+        free(q->params[i]);
+    free(q->params);
+    free(q);
+}
+
+PGresult *ain_pg_take(const ain_pg_outcome_t *outcome)
+{
+    if (!outcome->result)
+        return NULL;
+    *outcome->taken = true;
+    return outcome->result;
+}
+
+/* Ends a query: success when `res` holds rows or a command's result.
+ * Returns true if the callback took `res` (ain_pg_take). */
+static bool s_finish(ain_pg_t *self, s_query_t *q, PGresult *res, const char *error)
+{
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    bool taken = false;
+    ain_pg_outcome_t out = {NULL, error, "", &taken};
+    if (res && (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)) {
+        out.result = res;
+        out.error = NULL;
+    } else if (res) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        out.error = PQresultErrorMessage(res);
+        out.sqlstate = state ? state : "";
+    }
+    if (!out.result)
+        self->stats.failed++;
+    if (strcmp(out.sqlstate, "57014") == 0)
+        self->stats.timeouts++; /* query_canceled: statement_timeout */
+    q->fn(self, &out, q->arg);
+    s_free_query(q);
+    return taken;
+}
+
+int ain_pg_query(ain_pg_t *self, const char *sql, int nparams, const char *const *params,
+                 ain_pg_fn *fn, void *arg)
+{
+    if (self->destroying || self->stats.queued >= self->queue_max)
+        return -1;
+    s_query_t *q = AIN_NEW(s_query_t);
+    q->sql = sql;
+    q->nparams = nparams;
+    q->params = ain_calloc((size_t)nparams + 1, sizeof(char *));
+    for (int i = 0; i < nparams; i++)
+        q->params[i] = params[i] ? ain_strdup(params[i]) : NULL;
+    q->fn = fn;
+    q->arg = arg;
+    q->queued_ms = ain_clock_mono_ms();
+    if (self->tail)
+        self->tail->next = q;
+    else
+        self->head = q;
+    self->tail = q;
+    self->stats.queued++;
+    self->stats.queries++;
+    s_dispatch(self);
+    return 0;
+}
+
+static s_query_t *s_pop(ain_pg_t *self)
+{
+    s_query_t *q = self->head;
+    if (q) {
+        self->head = q->next;
+        if (!self->head)
+            self->tail = NULL;
+        q->next = NULL;
+        self->stats.queued--;
+    }
+    return q;
+}
+
+/* ------------------------------------------------------------ connections */
+
+static void s_watch(s_conn_t *c, int events)
+{
+    ain_actor_watch_set(c->pool->actor, c->watch, c->conn ? PQsocket(c->conn) : -1, events);
+}
+
+static void s_reconnect_now(ain_actor_t *actor, void *arg)
+{
+    s_conn_t *c = arg;
+    c->reconnect_timer = 0;
+    s_connect(c);
+}
+
+/* Drops the connection; the query it held fails; reconnects later. */
+static void s_broken(s_conn_t *c, const char *why)
+{
+    ain_pg_t *self = c->pool;
+    if (self->destroying || c->state == S_CONNECTING)
+        ain_debug(self->log, "postgres: connection closed: %s", why);
+    else
+        ain_warn(self->log, "postgres: connection lost: %s", why);
+    s_query_t *q = c->query;
+    c->query = NULL;
+    if (c->result)
+        PQclear(c->result);
+    c->result = NULL;
+    if (c->conn)
+        PQfinish(c->conn);
+    c->conn = NULL;
+    c->state = S_DOWN;
+    s_watch(c, 0);
+    if (q)
+        s_finish(self, q, NULL, "database connection lost during the query");
+    if (!self->destroying && !c->reconnect_timer) {
+        c->reconnect_timer =
+            ain_actor_timer(self->actor, (int)c->backoff_ms, false, s_reconnect_now, c);
+        c->backoff_ms = c->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS : c->backoff_ms * 2;
+    }
+}
+
+/* Sends `q` on idle connection `c`. */
+static void s_send(s_conn_t *c, s_query_t *q)
+{
+    c->query = q;
+    c->state = S_BUSY;
+    q->started_ms = ain_clock_mono_ms();
+    if (!PQsendQueryParams(c->conn, q->sql, q->nparams, NULL, (const char *const *)q->params, NULL,
+                           NULL, 0)) {
+        s_broken(c, PQerrorMessage(c->conn));
+        return;
+    }
+    int more = PQflush(c->conn);
+    if (more < 0)
+        s_broken(c, PQerrorMessage(c->conn));
+    else
+        s_watch(c, ZMQ_POLLIN | (more ? ZMQ_POLLOUT : 0));
+}
+
+static void s_dispatch(ain_pg_t *self)
+{
+    for (int i = 0; i < self->nconns && self->head; i++)
+        if (self->conns[i].state == S_IDLE)
+            s_send(&self->conns[i], s_pop(self));
+}
+
+/* Reads what arrived; completes the query when libpq has all of it. */
+static void s_on_busy(s_conn_t *c, int revents)
+{
+    if ((revents & ZMQ_POLLOUT) && PQflush(c->conn) == 0)
+        s_watch(c, ZMQ_POLLIN);
+    if (!(revents & ZMQ_POLLIN))
+        return;
+    if (!PQconsumeInput(c->conn)) {
+        s_broken(c, PQerrorMessage(c->conn));
+        return;
+    }
+    while (!PQisBusy(c->conn)) {
+        PGresult *res = PQgetResult(c->conn);
+        if (!res) {
+            s_query_t *q = c->query;
+            PGresult *done = c->result;
+            c->query = NULL;
+            c->result = NULL;
+            c->state = S_IDLE;
+            s_watch(c, ZMQ_POLLIN); /* notices the server closing an idle connection */
+            if (!s_finish(c->pool, q, done, "the query returned nothing") && done)
+                PQclear(done);
+            s_dispatch(c->pool);
+            return;
+        }
+        /* One statement gives one result; keep the first error if any. */
+        if (c->result && PQresultStatus(c->result) == PGRES_FATAL_ERROR)
+            PQclear(res);
+        else {
+            if (c->result)
+                PQclear(c->result);
+            c->result = res;
+        }
+    }
+}
+
+static void s_on_setup(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
+{
+    if (out->error)
+        ain_warn(pg->log, "postgres: session setup failed: %s", out->error);
+}
+
+/* Connected: make the session ours (statement timeout), then serve. */
+static void s_ready(s_conn_t *c)
+{
+    ain_pg_t *self = c->pool;
+    char sql[96];
+    snprintf(sql, sizeof sql, "set statement_timeout = %ld; set application_name = 'ainbox'",
+             (long)self->timeout_ms);
+    PQsetnonblocking(c->conn, 1);
+    c->backoff_ms = S_BACKOFF_MIN_MS;
+    self->stats.reconnects++;
+    s_query_t *q = AIN_NEW(s_query_t);
+    q->sql = NULL;
+    q->fn = s_on_setup;
+    q->queued_ms = ain_clock_mono_ms();
+    c->query = q;
+    c->state = S_BUSY;
+    q->started_ms = q->queued_ms;
+    /* The setup text is not a constant: send it now, before q->sql matters. */
+    if (!PQsendQuery(c->conn, sql) || PQflush(c->conn) < 0)
+        s_broken(c, PQerrorMessage(c->conn));
+    else
+        s_watch(c, ZMQ_POLLIN);
+}
+
+static void s_on_connecting(s_conn_t *c)
+{
+    switch (PQconnectPoll(c->conn)) {
+    case PGRES_POLLING_READING:
+        s_watch(c, ZMQ_POLLIN);
+        break;
+    case PGRES_POLLING_WRITING:
+        s_watch(c, ZMQ_POLLOUT);
+        break;
+    case PGRES_POLLING_OK:
+        s_ready(c);
+        break;
+    default:
+        s_broken(c, PQerrorMessage(c->conn));
+    }
+}
+
+static void s_on_io(ain_actor_t *actor, int fd, int revents, void *arg)
+{
+    s_conn_t *c = arg;
+    if (c->state == S_CONNECTING)
+        s_on_connecting(c);
+    else if (c->state == S_BUSY)
+        s_on_busy(c, revents);
+    else if (c->state == S_IDLE && !PQconsumeInput(c->conn))
+        s_broken(c, PQerrorMessage(c->conn)); /* the server closed an idle connection */
+}
+
+static void s_connect(s_conn_t *c)
+{
+    c->conn = PQconnectStart(c->pool->conninfo);
+    if (!c->conn || PQstatus(c->conn) == CONNECTION_BAD) {
+        s_broken(c, c->conn ? PQerrorMessage(c->conn) : "out of memory");
+        return;
+    }
+    c->state = S_CONNECTING;
+    s_watch(c, ZMQ_POLLOUT);
+}
+
+/* ------------------------------------------------------------ timeouts */
+
+static void s_check(ain_actor_t *actor, void *arg)
+{
+    ain_pg_t *self = arg;
+    int64_t now = ain_clock_mono_ms();
+    for (int i = 0; i < self->nconns; i++) {
+        s_conn_t *c = &self->conns[i];
+        if (c->state == S_BUSY && now - c->query->started_ms > self->timeout_ms + S_GRACE_MS) {
+            self->stats.timeouts++;
+            s_broken(c, "no answer past statement_timeout");
+        }
+    }
+    /* Without a usable connection, queued queries fail instead of waiting. */
+    while (self->head && now - self->head->queued_ms > self->timeout_ms)
+        s_finish(self, s_pop(self), NULL, "no database connection in time");
+}
+
+/* ------------------------------------------------------------ life cycle */
+
+ain_pg_t *ain_pg_new(ain_actor_t *actor, const char *conninfo, int connections)
+{
+    const ain_config_t *cfg = ain_proc_config(ain_actor_proc(actor));
+    ain_pg_t *self = AIN_NEW(ain_pg_t);
+    self->actor = actor;
+    self->log = ain_actor_log(actor);
+    self->conninfo = ain_strdup(conninfo);
+    self->timeout_ms = ain_config_int(cfg, AIN_CFG_AINBOX_PG_TIMEOUT_MS);
+    self->queue_max = (size_t)ain_config_int(cfg, AIN_CFG_AINBOX_PG_QUEUE_MAX);
+    self->nconns = connections > 0 ? connections : 1;
+    self->conns = ain_calloc((size_t)self->nconns, sizeof(s_conn_t));
+    for (int i = 0; i < self->nconns; i++) {
+        s_conn_t *c = &self->conns[i];
+        c->pool = self;
+        c->backoff_ms = S_BACKOFF_MIN_MS;
+        c->watch = ain_actor_watch(actor, -1, 0, s_on_io, c);
+        s_connect(c);
+    }
+    self->check_timer = ain_actor_timer(actor, S_CHECK_MS, true, s_check, self);
+    return self;
+}
+
+void ain_pg_destroy(ain_pg_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ain_pg_t *self = *self_p;
+    self->destroying = true;
+    for (int i = 0; i < self->nconns; i++) {
+        s_conn_t *c = &self->conns[i];
+        if (c->conn)
+            s_broken(c, "shutting down");
+        if (c->reconnect_timer)
+            ain_actor_timer_cancel(self->actor, c->reconnect_timer);
+        ain_actor_unwatch(self->actor, c->watch);
+    }
+    while (self->head)
+        s_finish(self, s_pop(self), NULL, "shutting down");
+    ain_actor_timer_cancel(self->actor, self->check_timer);
+    free(self->conns);
+    free(self->conninfo);
+    free(self);
+    *self_p = NULL;
+}
+
+int ain_pg_ready(const ain_pg_t *self)
+{
+    int n = 0;
+    for (int i = 0; i < self->nconns; i++)
+        n += self->conns[i].state == S_IDLE || self->conns[i].state == S_BUSY;
+    return n;
+}
+
+void ain_pg_stats(const ain_pg_t *self, ain_pg_stats_t *out)
+{
+    *out = self->stats;
+}

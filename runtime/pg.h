@@ -1,0 +1,67 @@
+/* pg.h: a small pool of asynchronous PostgreSQL connections, driven by an
+ * actor's loop.
+ *
+ * libpq's non-blocking API (PQconnectStart/PQconnectPoll,
+ * PQsendQueryParams, PQconsumeInput) with each connection's socket as an
+ * actor watch, so queries run while the actor keeps answering other
+ * requests. Each connection runs one query at a time; queries wait in a
+ * bounded FIFO for a free connection. The server cancels a query past
+ * AINBOX_PG_TIMEOUT_MS (statement_timeout); a connection that stays
+ * silent longer is dropped. Lost connections are re-established with
+ * back-off, and the queries they held fail (they are never silently
+ * repeated: a write may have committed).
+ */
+#ifndef AIN_RUNTIME_PG_H
+#define AIN_RUNTIME_PG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "runtime/actor.h"
+
+typedef struct _ain_pg_t ain_pg_t;
+
+/* How a query ended. On success `result` holds the rows (borrowed for the
+ * callback only) and `error` is NULL; otherwise `result` is NULL, `error`
+ * says why and `sqlstate` is the server's code ("23505"...) or "" when the
+ * query never got an answer (connection lost, timed out, shutting down). */
+typedef struct {
+    PGresult *result;
+    const char *error;
+    const char *sqlstate;
+    bool *taken; /* (for ain_pg_take) */
+} ain_pg_outcome_t;
+
+typedef void(ain_pg_fn)(ain_pg_t *pg, const ain_pg_outcome_t *outcome, void *arg);
+
+/* Keeps a successful outcome's result past the callback (call it from the
+ * callback); the caller then owns it and PQclears it. */
+PGresult *ain_pg_take(const ain_pg_outcome_t *outcome);
+
+/* `connections` connections to `conninfo` (a URI or conninfo string,
+ * copied) for `actor` (borrowed). Starts connecting at once. */
+ain_pg_t *ain_pg_new(ain_actor_t *actor, const char *conninfo, int connections);
+
+/* Closes everything; queries still queued or running fail (their
+ * callbacks run before this returns). Safe twice. */
+void ain_pg_destroy(ain_pg_t **self_p);
+
+/* Queues a query with text parameters (NULL = SQL NULL; all copied).
+ * `sql` is borrowed and must outlive the query (use string constants).
+ * Returns 0 and calls `fn` exactly once later, or returns -1 (the queue
+ * holds AINBOX_PG_QUEUE_MAX queries) and never calls it. */
+int ain_pg_query(ain_pg_t *self, const char *sql, int nparams, const char *const *params,
+                 ain_pg_fn *fn, void *arg);
+
+/* Connections ready for queries right now. */
+int ain_pg_ready(const ain_pg_t *self);
+
+typedef struct {
+    uint64_t queries, failed, timeouts, reconnects;
+    uint64_t queued; /* waiting now */
+} ain_pg_stats_t;
+void ain_pg_stats(const ain_pg_t *self, ain_pg_stats_t *out);
+
+#endif
