@@ -19,6 +19,7 @@
 #define S_GRACE_MS       2000 /* beyond statement_timeout before a connection is dropped */
 #define S_BACKOFF_MIN_MS 100
 #define S_BACKOFF_MAX_MS 5000
+#define S_PREPARED_MAX   32 /* statements prepared per connection */
 
 typedef struct s_query_t {
     const char *sql;
@@ -36,9 +37,12 @@ typedef struct {
     ain_pg_t *pool;
     PGconn *conn;
     s_state_t state;
+    bool preparing; /* BUSY preparing the query's statement, not running it yet */
     int watch;
     s_query_t *query; /* in flight (BUSY) */
     PGresult *result;
+    const char *prepared[S_PREPARED_MAX]; /* by address: "a<i>" on this connection */
+    int nprepared;
     int64_t backoff_ms;
     int reconnect_timer;
 } s_conn_t;
@@ -171,6 +175,8 @@ static void s_broken(s_conn_t *c, const char *why)
         PQfinish(c->conn);
     c->conn = NULL;
     c->state = S_DOWN;
+    c->preparing = false;
+    c->nprepared = 0;
     s_watch(c, 0);
     if (q)
         s_finish(self, q, NULL, "database connection lost during the query");
@@ -181,14 +187,31 @@ static void s_broken(s_conn_t *c, const char *why)
     }
 }
 
-/* Sends `q` on idle connection `c`. */
+/* Sends `q` on idle connection `c`: as a statement prepared on this
+ * connection (planned once, not per query), preparing it first if needed;
+ * unprepared only when the connection holds S_PREPARED_MAX already. */
 static void s_send(s_conn_t *c, s_query_t *q)
 {
+    char name[16];
+    int i = 0, ok;
+    while (i < c->nprepared && c->prepared[i] != q->sql)
+        i++;
+    snprintf(name, sizeof name, "a%d", i);
     c->query = q;
     c->state = S_BUSY;
-    q->started_ms = ain_clock_mono_ms();
-    if (!PQsendQueryParams(c->conn, q->sql, q->nparams, NULL, (const char *const *)q->params, NULL,
-                           NULL, 0)) {
+    c->preparing = false;
+    if (!q->started_ms)
+        q->started_ms = ain_clock_mono_ms();
+    const char *const *params = (const char *const *)q->params;
+    if (i < c->nprepared) {
+        ok = PQsendQueryPrepared(c->conn, name, q->nparams, params, NULL, NULL, 0);
+    } else if (c->nprepared < S_PREPARED_MAX) {
+        c->preparing = true;
+        ok = PQsendPrepare(c->conn, name, q->sql, q->nparams, NULL);
+    } else {
+        ok = PQsendQueryParams(c->conn, q->sql, q->nparams, NULL, params, NULL, NULL, 0);
+    }
+    if (!ok) {
         s_broken(c, PQerrorMessage(c->conn));
         return;
     }
@@ -219,6 +242,19 @@ static void s_on_busy(s_conn_t *c, int revents)
     }
     while (!PQisBusy(c->conn)) {
         PGresult *res = PQgetResult(c->conn);
+        if (!res && c->preparing) {
+            /* The statement is prepared (or refused): now run the query. */
+            PGresult *prep = c->result;
+            c->result = NULL;
+            c->preparing = false;
+            if (prep && PQresultStatus(prep) == PGRES_COMMAND_OK) {
+                c->prepared[c->nprepared++] = c->query->sql;
+                PQclear(prep);
+                s_send(c, c->query);
+                return;
+            }
+            c->result = prep; /* the query ends with the refusal */
+        }
         if (!res) {
             s_query_t *q = c->query;
             PGresult *done = c->result;

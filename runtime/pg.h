@@ -49,7 +49,9 @@ ain_pg_t *ain_pg_new(ain_actor_t *actor, const char *conninfo, int connections);
 void ain_pg_destroy(ain_pg_t **self_p);
 
 /* Queues a query with text parameters (NULL = SQL NULL; all copied).
- * `sql` is borrowed and must outlive the query (use string constants).
+ * `sql` must be a string constant: each connection prepares it once, on
+ * first use, and knows it by its address from then on (so it is planned
+ * once per connection, not per query).
  * Returns 0 and calls `fn` exactly once later, or returns -1 (the queue
  * holds AINBOX_PG_QUEUE_MAX queries) and never calls it. */
 int ain_pg_query(ain_pg_t *self, const char *sql, int nparams, const char *const *params,
