@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "actors/cache/keys.h"
+#include "actors/cache/l1.h"
+#include "actors/cache/sketch.h"
 #include "actors/events/eventid.h"
 #include "actors/monitor/reports.h"
 #include "proto/body.h"
@@ -22,6 +25,7 @@
 #include "runtime/log.h"
 #include "runtime/metrics.h"
 #include "runtime/mpjson.h"
+#include "runtime/redis.h"
 
 static const struct {
     const char *name;
@@ -31,7 +35,9 @@ static const struct {
     {"envelope", ain_envelope_test}, {"body", ain_body_test},         {"mdp", ain_mdp_test},
     {"topic", ain_topic_test},       {"log", ain_log_test},           {"config", ain_config_test},
     {"envfile", ain_envfile_test},   {"endpoint", ain_endpoint_test}, {"metrics", ain_metrics_test},
-    {"mpjson", ain_mpjson_test},     {"reports", ain_reports_test},   {"eventid", ain_eventid_test},
+    {"mpjson", ain_mpjson_test},     {"sketch", ain_sketch_test},     {"l1", ain_l1_test},
+    {"keys", ain_keys_test},         {"redis", ain_redis_test},       {"reports", ain_reports_test},
+    {"eventid", ain_eventid_test},
 };
 
 int main(int argc, char **argv)
