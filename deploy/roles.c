@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "actors/cache/cache.h"
 #include "actors/echo/echo.h"
 #include "actors/events/events.h"
 #include "actors/monitor/monitor.h"
@@ -16,6 +17,8 @@ static const struct {
 } s_actors[] = {
     {"monitor", &ain_monitor_actor, "collects every process's metrics; answers GET /stats"},
     {"events", &ain_events_actor, "the one writer of user events (ids, bus u/<user>/)"},
+    {"cache", &ain_cache_actor,
+     "the mail store's read side (L1, L2 Redis, L3 PostgreSQL), its writes"},
     {"echo", &ain_echo_actor, "answers with what it is sent (diagnostics, benchmarks)"},
 };
 

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include <jansson.h>
 #include <zmq.h>
 
+#include "proto/body.h"
 #include "proto/envelope.h"
 #include "proto/mdp.h"
 #include "proto/msgtype.h"
@@ -233,15 +235,16 @@ static json_t *s_reply_body(const char *service, uint16_t type, const ain_envelo
     return body;
 }
 
-/* Asks `service` for `type` with an empty body. Returns the reply body as
- * a JSON object the caller owns (json_decref), or NULL after saying on
+/* Asks `service` for `type` with a msgpack `body`. Returns the reply body
+ * as a JSON object the caller owns (json_decref), or NULL after saying on
  * stderr why there is none. Blocks up to the timeout. */
-static json_t *s_request(s_admin_t *self, const char *service, uint16_t type)
+static json_t *s_request_body(s_admin_t *self, const char *service, uint16_t type,
+                              const void *body_data, size_t body_len)
 {
     ain_reply_t reply;
     memset(&reply, 0, sizeof reply);
-    ain_status_t status =
-        ain_client_call(self->client, service, type, 0, "", 0, self->timeout_ms, &reply);
+    ain_status_t status = ain_client_call(self->client, service, type, 0, body_data, body_len,
+                                          self->timeout_ms, &reply);
     json_t *body = NULL;
     if (zmq_msg_size(&reply.frame) == 0) /* an envelope is never empty: no reply */
         s_no_reply(self, service, status);
@@ -251,6 +254,12 @@ static json_t *s_request(s_admin_t *self, const char *service, uint16_t type)
         body = s_reply_body(service, type, &reply.env);
     ain_reply_close(&reply);
     return body;
+}
+
+/* As s_request_body, with an empty body. */
+static json_t *s_request(s_admin_t *self, const char *service, uint16_t type)
+{
+    return s_request_body(self, service, type, "", 0);
 }
 
 /* Checks through MMI that `service` has workers (the broker itself is
@@ -548,6 +557,54 @@ static int s_cmd_types(s_admin_t *self, char **args, int nargs)
     return rc;
 }
 
+/* --------------------------------------------------------- cache-clear */
+
+/* cache-clear all | USER [PREFIX...]: asks a cache actor to drop cached
+ * views (it tells every other cache actor itself). Prefixes are key
+ * prefixes, matched literally within that user's keys only. */
+static int s_parse_long(const char *text, long min, long max, long *out);
+
+static int s_cmd_cache_clear(s_admin_t *self, char **args, int nargs)
+{
+    long user = 0;
+    bool all = strcmp(args[0], "all") == 0;
+    if (!all && s_parse_long(args[0], 1, LONG_MAX, &user) < 0)
+        return s_usage_error("cache-clear: '%s' is neither \"all\" nor a user id", args[0]);
+    if (all && nargs > 1)
+        return s_usage_error("cache-clear: prefixes only go with a user id");
+    int rc = s_check_workers(self, "cache");
+    if (rc != S_EXIT_OK)
+        return rc;
+    msgpack_sbuffer buf;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, all ? 0 : nargs > 1 ? 2 : 1);
+    if (!all) {
+        ain_mp_pack_kv_u64(&pk, "user", (uint64_t)user);
+        if (nargs > 1) {
+            ain_mp_pack_str(&pk, "prefixes");
+            msgpack_pack_array(&pk, (uint32_t)(nargs - 1));
+            for (int i = 1; i < nargs; i++)
+                ain_mp_pack_str(&pk, args[i]);
+        }
+    }
+    json_t *body = s_request_body(self, "cache", AIN_MSG_CACHE_CLEAR, buf.data, buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    if (!body)
+        return S_EXIT_FAIL;
+    if (self->json) {
+        rc = s_print_json(body);
+    } else {
+        json_t *dropped = json_object_get(body, "l1_dropped");
+        const char *l2 = json_string_value(json_object_get(body, "l2"));
+        printf("cleared %s: %lld entries dropped from this cache's L1; L2: %s\n",
+               all ? "everything" : args[0], (long long)json_integer_value(dropped), l2 ? l2 : "?");
+    }
+    json_decref(body);
+    return rc;
+}
+
 /* ------------------------------------------------------- command table */
 
 typedef int(s_command_fn)(s_admin_t *self, char **args, int nargs);
@@ -570,6 +627,8 @@ static const s_command_t s_commands[] = {
      "metrics of the broker, or of a worker of SERVICE"},
     {"ping", "SERVICE [-n N] [-i MS]", 1, 1, true, s_cmd_ping,
      "round-trip time to SERVICE (\"broker\" too)"},
+    {"cache-clear", "all | USER [PREFIX...]", 1, 9, true, s_cmd_cache_clear,
+     "drop cached mail views: everyone's, or one user's (optionally by key prefix)"},
     {"types", "", 0, 0, false, s_cmd_types, "the protocol's message types (needs no broker)"},
 };
 
