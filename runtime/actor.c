@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -46,6 +47,7 @@ typedef struct {
     int id; /* 0 = free */
     int fd;
     short events;
+    bool urgent; /* polled before each request (ain_actor_watch_urgent) */
     ain_fd_fn *fn;
     void *arg;
 } s_watch_t;
@@ -72,7 +74,7 @@ struct _ain_actor_t {
     void *timers;
     s_timer_t *timer_list;
     s_watch_t watches[AIN_ACTOR_MAX_WATCHES];
-    int nwatches, next_watch_id;
+    int nwatches, next_watch_id, nurgent;
     ain_request_t *held; /* requests handed out and not yet answered */
     unsigned held_count, credit;
     size_t max_bytes;
@@ -382,7 +384,7 @@ int ain_actor_watch(ain_actor_t *self, int fd, int events, ain_fd_fn *fn, void *
     if (self->nwatches >= AIN_ACTOR_MAX_WATCHES)
         return -1;
     s_watch_t *w = &self->watches[self->nwatches++];
-    *w = (s_watch_t){++self->next_watch_id, fd, (short)events, fn, arg};
+    *w = (s_watch_t){++self->next_watch_id, fd, (short)events, false, fn, arg};
     return w->id;
 }
 
@@ -406,8 +408,10 @@ void ain_actor_watch_set(ain_actor_t *self, int id, int fd, int events)
 void ain_actor_unwatch(ain_actor_t *self, int id)
 {
     s_watch_t *w = s_find_watch(self, id);
-    if (w)
+    if (w) {
+        self->nurgent -= w->urgent;
         *w = self->watches[--self->nwatches];
+    }
 }
 
 /* Adds the active watches to the poll set; ids[i] names items[first+i]. */
@@ -545,6 +549,37 @@ static void s_on_pipe(ain_actor_t *self)
 }
 
 /* Each handler below takes a batch and returns how many it took. */
+void ain_actor_watch_urgent(ain_actor_t *self, int id, bool urgent)
+{
+    s_watch_t *w = s_find_watch(self, id);
+    if (w)
+        w->urgent = urgent;
+    self->nurgent = 0;
+    for (int i = 0; i < self->nwatches; i++)
+        self->nurgent += self->watches[i].urgent;
+}
+
+/* True if an urgent watch is ready now (one poll(2), no wait). */
+static bool s_urgent_ready(const ain_actor_t *self)
+{
+    struct pollfd fds[AIN_ACTOR_MAX_WATCHES];
+    nfds_t n = 0;
+    for (int i = 0; i < self->nwatches; i++) {
+        const s_watch_t *w = &self->watches[i];
+        if (w->urgent && w->fd >= 0 && w->events)
+            fds[n++] = (struct pollfd){w->fd,
+                                       (short)(((w->events & ZMQ_POLLIN) ? POLLIN : 0) |
+                                               ((w->events & ZMQ_POLLOUT) ? POLLOUT : 0)),
+                                       0};
+    }
+    return n > 0 && poll(fds, n, 0) > 0;
+}
+
+/* Takes a batch of requests. With urgent watches, the batch stops as soon
+ * as one is ready: whatever reached an urgent descriptor before a request
+ * reached the broker socket is handled before that request (the cache
+ * relies on this: an invalidation delivered before a read is applied
+ * before the read). */
 static int s_on_worker(ain_actor_t *self)
 {
     int i = 0;
@@ -552,6 +587,8 @@ static int s_on_worker(ain_actor_t *self)
     self->wall_ms = ain_clock_wall_ms(); /* read once per batch, not per request */
     for (; i < S_BATCH && !self->broken; i++) {
         ain_work_t work;
+        if (self->nurgent > 0 && s_urgent_ready(self))
+            break;
         int rc = ain_worker_recv(self->worker, &work);
         if (rc < 0)
             break;

@@ -100,6 +100,11 @@ int ain_actor_watch(ain_actor_t *self, int fd, int events, ain_fd_fn *fn, void *
  * client reconnects). */
 void ain_actor_watch_set(ain_actor_t *self, int id, int fd, int events);
 
+/* Marks watch `id` urgent: it is polled again before each request is
+ * taken, so an event that reached it before a request reached the actor
+ * is handled first (one poll(2) per request; for ordering-critical
+ * descriptors only, e.g. an invalidation channel). */
+void ain_actor_watch_urgent(ain_actor_t *self, int id, bool urgent);
 /* Stops watch `id`. Safe from inside its own callback. */
 void ain_actor_unwatch(ain_actor_t *self, int id);
 

@@ -401,6 +401,11 @@ void ain_redis_destroy(ain_redis_t **self_p)
     *self_p = NULL;
 }
 
+void ain_redis_set_urgent(ain_redis_t *self)
+{
+    ain_actor_watch_urgent(self->actor, self->watch, true);
+}
+
 bool ain_redis_connected(const ain_redis_t *self)
 {
     return self->connected;

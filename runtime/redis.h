@@ -60,6 +60,11 @@ void ain_redis_destroy(ain_redis_t **self_p);
 
 bool ain_redis_connected(const ain_redis_t *self);
 
+/* Marks the connection's descriptor urgent in the actor's loop (see
+ * ain_actor_watch_urgent): for a subscription whose messages must be
+ * handled before any request that arrives after them. */
+void ain_redis_set_urgent(ain_redis_t *self);
+
 /* Sends a command (binary-safe arguments, copied). Returns 0 and calls
  * `fn` exactly once later, or returns -1 (not connected) and never calls
  * it. */

@@ -585,6 +585,7 @@ void ain__l2_start(ain__state_t *st)
 {
     st->redis = ain_redis_new(st->actor, "cache", s_on_redis_state, st);
     st->sub = ain_redis_new(st->actor, "cache-channel", s_on_sub_state, st);
+    ain_redis_set_urgent(st->sub); /* invalidations before the reads after them */
 }
 
 void ain__l2_stop(ain__state_t *st)
