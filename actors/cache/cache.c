@@ -236,6 +236,10 @@ static void s_tick(ain_actor_t *actor, void *arg)
     a->snap_next = (a->snap_next + 1) % S_WINDOW;
     if (++a->tick < S_WINDOW)
         old = a->snaps[0];
+    if (a->tick % S_WINDOW == 0 || st->inval_lag_max > ain_metric_get(st->m.inval_lag_max)) {
+        ain_metric_set(st->m.inval_lag_max, st->inval_lag_max);
+        st->inval_lag_max = 0;
+    }
     int64_t lookups = now.lookups - old.lookups, l1 = now.l1 - old.l1, l2 = now.l2 - old.l2;
     ain_metric_set(st->m.l1_rate, s_permille(l1, lookups));
     ain_metric_set(st->m.l2_rate, s_permille(l2, lookups - l1));
@@ -272,6 +276,8 @@ static void s_metrics_init(ain__metrics_t *m, ain_metrics_t *reg)
     C(inval_received, "invalidations.received");
     C(inval_keys, "invalidations.l2_keys");
     C(inval_bad, "invalidations.unreadable");
+    G(inval_lag_max, "invalidations.lag_ms_max");
+    C(inval_late, "invalidations.late");
     C(l2_errors, "l2.errors");
     C(l2_stale_skipped, "l2.stale_puts_skipped");
     C(l2_index_full, "l2.index_full");

@@ -126,6 +126,8 @@ typedef struct {
     ain_metric_t *l1_invalidated, *l1_flushes;
     ain_metric_t *l1_rate, *l2_rate, *hit_rate; /* permille over the last 10 s */
     ain_metric_t *inval_sent, *inval_received, *inval_keys, *inval_bad;
+    ain_metric_t *inval_lag_max,
+        *inval_late; /* ms from publish to receipt: most in 10 s; >= 5 ms */
     ain_metric_t *l2_errors, *l2_stale_skipped, *l2_index_full;
     ain_metric_t *redis_up, *sub_up, *dirty_users, *pg_ready;
     ain_metric_t *l3_queries, *l3_errors, *writes, *write_errors, *clears;
@@ -145,7 +147,8 @@ struct ain__state {
     size_t detached;    /* loads still running outside the table */
     zhashx_t *epochs;   /* "<user>" -> uint64_t (invalidations seen), bounded */
     uint64_t global_epoch;
-    zhashx_t *dirty; /* users written while Redis was away */
+    int64_t inval_lag_max; /* since the metric was last set */
+    zhashx_t *dirty;       /* users written while Redis was away */
     bool dirty_all;
     int64_t l1_ttl_ms, l1_degraded_ttl_ms, l2_ttl_ms;
     uint64_t instance;
@@ -158,5 +161,6 @@ struct ain__state {
 #define AIN__EPOCHS_MAX  100000
 #define AIN__DIRTY_MAX   10000
 #define AIN__CHANNEL     "ain:cache:inval"
+#define AIN__LATE_MS     5 /* an invalidation received this long after it was sent is late */
 
 #endif

@@ -266,15 +266,32 @@ static void s_mark_dirty(ain__state_t *st, uint64_t user)
     ain_metric_set(st->m.dirty_users, st->dirty_all ? -1 : (int64_t)zhashx_size(st->dirty));
 }
 
+/* The barrier after an invalidation answered: Redis wrote the script's
+ * reply and the channel's copies in the same pass of its event loop, the
+ * reply first. A PING sent after reading that reply is answered in a
+ * later pass, so once it is, every subscriber's copy has left Redis: a
+ * writer told "done" cannot reach another cache actor before its copy. */
+static void s_on_barrier(ain_redis_t *redis, redisReply *r, void *arg)
+{
+    s_pending_t *p = arg;
+    (void)redis;
+    (void)r; /* the script ran; a lost PING only loses the ordering nicety */
+    if (p->done)
+        p->done(p->st, true, p->arg);
+    free(p);
+}
+
 static void s_on_invalidated(ain_redis_t *redis, redisReply *r, void *arg)
 {
     s_pending_t *p = arg;
     ain__state_t *st = p->st;
     bool ok = r && r->type == REDIS_REPLY_INTEGER;
-    (void)redis;
     if (ok) {
         ain_metric_inc(st->m.inval_sent);
         ain_metric_add(st->m.inval_keys, r->integer);
+        const char *argv[] = {"PING"};
+        if (ain_redis_command(redis, s_on_barrier, p, 1, argv, NULL) == 0)
+            return;
     } else {
         ain_metric_inc(st->m.l2_errors);
         if (r && r->type == REDIS_REPLY_ERROR)
@@ -294,8 +311,9 @@ static void s_pack_message(ain__state_t *st, msgpack_sbuffer *buf, uint64_t user
     msgpack_packer pk;
     msgpack_sbuffer_clear(buf);
     msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, everything ? 2 : 3);
+    msgpack_pack_map(&pk, everything ? 3 : 4);
     ain_mp_pack_kv_u64(&pk, "origin", st->instance);
+    ain_mp_pack_kv_i64(&pk, "sent_ms", ain_clock_wall_ms());
     if (everything) {
         ain_mp_pack_str(&pk, "everything");
         msgpack_pack_true(&pk);
@@ -473,6 +491,14 @@ static void s_on_channel_message(ain__state_t *st, const char *data, size_t len)
         body.root->type != MSGPACK_OBJECT_MAP) {
         ain_body_release(&body);
         goto bad;
+    }
+    int64_t sent_ms = 0;
+    if (ain_mp_get_i64(body.root, "sent_ms", &sent_ms) == 1) {
+        int64_t lag = ain_clock_wall_ms() - sent_ms; /* across hosts: as good as their clocks */
+        if (lag > st->inval_lag_max)
+            st->inval_lag_max = lag;
+        if (lag >= AIN__LATE_MS)
+            ain_metric_inc(st->m.inval_late);
     }
     if (ain_mp_get_u64(body.root, "origin", &origin) == 1 && origin == st->instance) {
         ain_body_release(&body);
