@@ -7,6 +7,7 @@
 #include "actors/echo/echo.h"
 #include "actors/events/events.h"
 #include "actors/monitor/monitor.h"
+#include "actors/ratelimit/ratelimit.h"
 #include "broker/broker.h"
 #include "edge/edge.h"
 
@@ -19,6 +20,8 @@ static const struct {
     {"events", &ain_events_actor, "the one writer of user events (ids, bus u/<user>/)"},
     {"cache", &ain_cache_actor,
      "the mail store's read side (L1, L2 Redis, L3 PostgreSQL), its writes"},
+    {"ratelimit", &ain_ratelimit_actor,
+     "provider quotas and the user API limit, shared across hosts (Redis)"},
     {"echo", &ain_echo_actor, "answers with what it is sent (diagnostics, benchmarks)"},
 };
 

@@ -605,6 +605,79 @@ static int s_cmd_cache_clear(s_admin_t *self, char **args, int nargs)
     return rc;
 }
 
+/* ------------------------------------------------------- rate limits */
+
+/* Packs {user: id} into `buf` (caller destroys). */
+static void s_pack_user(msgpack_sbuffer *buf, long user)
+{
+    msgpack_packer pk;
+    msgpack_sbuffer_init(buf);
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    ain_mp_pack_kv_u64(&pk, "user", (uint64_t)user);
+}
+
+/* Sends a ratelimit request about `user_text`; prints the reply body's
+ * array `field` as a table (or the body as JSON). */
+static int s_limits_request(s_admin_t *self, const char *cmd, const char *user_text, uint16_t type,
+                            const char *field, const s_listing_t *listing)
+{
+    long user = 0;
+    if (user_text && s_parse_long(user_text, 1, LONG_MAX, &user) < 0)
+        return s_usage_error("%s: '%s' is not a user id", cmd, user_text);
+    int rc = s_check_workers(self, "ratelimit");
+    if (rc != S_EXIT_OK)
+        return rc;
+    msgpack_sbuffer buf;
+    s_pack_user(&buf, user);
+    json_t *body = user_text ? s_request_body(self, "ratelimit", type, buf.data, buf.size)
+                             : s_request(self, "ratelimit", type);
+    msgpack_sbuffer_destroy(&buf);
+    if (!body)
+        return S_EXIT_FAIL;
+    const json_t *rows = field ? json_object_get(body, field) : NULL;
+    if (self->json)
+        rc = s_print_json(body);
+    else if (!field)
+        printf("reset user %s: %lld keys deleted\n", user_text,
+               (long long)json_integer_value(json_object_get(body, "deleted")));
+    else if (!json_is_array(rows) || (rc = s_check_rows(listing, rows)) != S_EXIT_OK)
+        rc = rc != S_EXIT_OK ? rc : s_fail("malformed reply: no \"%s\" array", field);
+    else {
+        s_print_listing(listing, rows);
+        if (json_is_true(json_object_get(body, "degraded")))
+            printf("(Redis is down: shared usage is unknown)\n");
+    }
+    json_decref(body);
+    return rc;
+}
+
+static int s_cmd_limits(s_admin_t *self, char **args, int nargs)
+{
+    static const char *const keys[] = {"policy", "subject",   "limit",    "window_s", "unit",
+                                       "used",   "remaining", "reset_ms", "permille", NULL};
+    static const s_listing_t listing = {
+        AIN_MSG_RATE_USAGE, "usage",
+        "POLICY SUBJECT LIMIT WINDOW_S UNIT USED REMAINING RESET PERMILLE", keys, 0};
+    return s_limits_request(self, "limits", args[0], AIN_MSG_RATE_USAGE, "usage", &listing);
+}
+
+static int s_cmd_limits_reset(s_admin_t *self, char **args, int nargs)
+{
+    return s_limits_request(self, "limits-reset", args[0], AIN_MSG_RATE_RESET, NULL, NULL);
+}
+
+static int s_cmd_limits_policies(s_admin_t *self, char **args, int nargs)
+{
+    static const char *const keys[] = {"name", "kind",        "limit",  "window_ms", "burst",
+                                       "unit", "emission_us", "active", NULL};
+    static const s_listing_t listing = {AIN_MSG_RATE_POLICIES, "policies",
+                                        "NAME KIND LIMIT WINDOW BURST UNIT EMISSION_US ACTIVE",
+                                        keys, 0};
+    return s_limits_request(self, "limits-policies", NULL, AIN_MSG_RATE_POLICIES, "policies",
+                            &listing);
+}
+
 /* ------------------------------------------------------- command table */
 
 typedef int(s_command_fn)(s_admin_t *self, char **args, int nargs);
@@ -629,6 +702,11 @@ static const s_command_t s_commands[] = {
      "round-trip time to SERVICE (\"broker\" too)"},
     {"cache-clear", "all | USER [PREFIX...]", 1, 9, true, s_cmd_cache_clear,
      "drop cached mail views: everyone's, or one user's (optionally by key prefix)"},
+    {"limits", "USER", 1, 1, true, s_cmd_limits,
+     "a user's rate-limit usage: the API limit and the user's provider accounts"},
+    {"limits-reset", "USER", 1, 1, true, s_cmd_limits_reset,
+     "forget a user's rate-limit usage (every policy, every process)"},
+    {"limits-policies", "", 0, 0, true, s_cmd_limits_policies, "the rate-limit policies in force"},
     {"types", "", 0, 0, false, s_cmd_types, "the protocol's message types (needs no broker)"},
 };
 
