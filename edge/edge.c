@@ -87,7 +87,10 @@ static int s_dev_auth(ain__http_t *http)
 
 static int s_dispatch(struct mg_connection *conn, void *cbdata)
 {
-    ain__http_t http = {cbdata, conn, mg_get_request_info(conn), mg_get_thread_pointer(conn), 0};
+    ain__http_t http = {.edge = cbdata,
+                        .conn = conn,
+                        .info = mg_get_request_info(conn),
+                        .client = mg_get_thread_pointer(conn)};
     if (!http.client)
         return ain__http_fail(&http, AIN_STATUS_UNAVAILABLE, "edge thread has no broker client");
     bool known = false;
@@ -104,6 +107,10 @@ static int s_dispatch(struct mg_connection *conn, void *cbdata)
     }
     if (route->auth == AIN__AUTH_DEV && s_dev_auth(&http) < 0)
         return 401;
+    /* The API limit counts signed-in users' requests, after authentication
+     * (the original counted before it, so all users shared one bucket). */
+    if (route->auth != AIN__AUTH_NONE && http.edge->api_limit && ain__limits_check(&http) < 0)
+        return 429;
     return route->handler(&http);
 }
 
@@ -119,6 +126,8 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.streams_refused = ain_metrics_counter(r, "sse.refused_full");
     self->m.streams_cut = ain_metrics_counter(r, "sse.cut_slow");
     self->m.events_delivered = ain_metrics_counter(r, "sse.events_delivered");
+    self->m.limited = ain_metrics_counter(r, "ratelimit.refused");
+    self->m.limits_unchecked = ain_metrics_counter(r, "ratelimit.unchecked");
 }
 
 static struct mg_context *s_start_civetweb(ain_edge_t *self)
@@ -168,6 +177,7 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     s_register_metrics(self);
     self->heartbeat_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SSE_HEARTBEAT_MS);
     self->call_timeout_ms = S_CALL_TIMEOUT_MS;
+    self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
     /* One thread per stream for now: keep a quarter of the pool for REST. */
     long threads = ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_THREADS);
     long for_streams = threads - (threads / 4 > 2 ? threads / 4 : 2);

@@ -6,6 +6,7 @@
  *   health.c  GET /health;  stats.c  GET /stats
  *   sse.c     GET /api/v1/emails/stream, one civetweb thread per stream
  *   hub.c     the bus subscriber that feeds the streams, and edge metrics
+ *   limits.c  the user API limit (ratelimit actor) and GET /api/v1/limits
  */
 #ifndef AIN_EDGE_INTERNAL_H
 #define AIN_EDGE_INTERNAL_H
@@ -27,6 +28,7 @@ typedef struct ain__hub ain__hub_t;
 typedef struct {
     ain_metric_t *requests, *status_2xx, *status_4xx, *status_5xx, *not_found;
     ain_metric_t *streams, *streams_refused, *streams_cut, *events_delivered;
+    ain_metric_t *limited, *limits_unchecked;
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {
@@ -41,6 +43,10 @@ struct _ain_edge_t {
     atomic_int streams;
     int64_t heartbeat_ms;
     int call_timeout_ms;
+    bool api_limit;                       /* AINBOX_API_RATELIMIT */
+    atomic_int_fast64_t limits_warned_ms; /* limits.c: last "not checked" warning */
+    atomic_int_fast64_t limits_probe_ms;  /* limits.c: when to ask MMI again */
+    atomic_bool limiter_present;          /* limits.c: the ratelimit service has workers */
 };
 
 /* One HTTP request being served. */
@@ -48,8 +54,9 @@ typedef struct {
     ain_edge_t *edge;
     struct mg_connection *conn;
     const struct mg_request_info *info;
-    ain_client_t *client; /* this thread's: borrowed */
-    uint64_t user;        /* authenticated user, 0 = none */
+    ain_client_t *client;    /* this thread's: borrowed */
+    uint64_t user;           /* authenticated user, 0 = none */
+    char limit_headers[256]; /* RateLimit-Policy and RateLimit lines, or "" */
 } ain__http_t;
 
 typedef int(ain__handler_fn)(ain__http_t *http);
@@ -73,6 +80,8 @@ void ain__routes_allow(const char *path, char *buf, size_t size);
 /* The status line and headers (CRLF-terminated lines in `headers`). */
 void ain__http_head(struct mg_connection *conn, int status, const char *headers);
 int ain__http_json(ain__http_t *http, int status, json_t *body); /* steals body */
+/* As ain__http_json, with extra header lines ("Name: value\r\n"). */
+int ain__http_json_extra(ain__http_t *http, int status, json_t *body, const char *extra);
 int ain__http_error(ain__http_t *http, int status, const char *code, const char *message);
 /* 405 with the route's allowed methods in `Allow`. */
 int ain__http_error_allow(ain__http_t *http, const char *allow);
@@ -90,6 +99,11 @@ void ain__http_iso_time(int64_t ms, char *buf, size_t size);
 int ain__health(ain__http_t *http);
 int ain__stats(ain__http_t *http);
 int ain__sse_stream(ain__http_t *http);
+int ain__limits_usage(ain__http_t *http);
+
+/* limits.c: takes one unit of the user's API limit. Returns 0 (go on; the
+ * RateLimit headers are in http->limit_headers), or -1 having answered 429. */
+int ain__limits_check(ain__http_t *http);
 
 /* hub.c: the bus subscriber and the registry of open streams. */
 typedef struct ain__stream ain__stream_t;

@@ -13,6 +13,7 @@ static const ain__route_t s_routes[] = {
     {"GET", "/health", ain__health, AIN__AUTH_NONE},
     {"GET", "/stats", ain__stats, AIN__AUTH_NONE},
     {"GET", "/api/v1/emails/stream", ain__sse_stream, AIN__AUTH_DEV},
+    {"GET", "/api/v1/limits", ain__limits_usage, AIN__AUTH_DEV},
 };
 
 const ain__route_t *ain__routes_find(const char *method, const char *path, bool *path_known)

@@ -166,6 +166,9 @@ ain_status_t ain_client_call(ain_client_t *self, const char *service, uint16_t t
     int64_t start = ain_clock_mono_ms(), until = start + timeout_ms;
     ain_envelope_t env = {type,          0,    user, ain_clock_wall_ms() + timeout_ms, 0,
                           AIN_STATUS_OK, body, len};
+    /* An empty reply on every path that returns no answer: callers read
+     * env.body_len to tell "no answer" from an error body. */
+    memset(&reply->env, 0, sizeof reply->env);
     zmq_msg_init(&reply->frame);
     while (ain_client_send(self, service, &env) < 0) {
         if (errno != EAGAIN || ain_clock_mono_ms() + S_RESEND_MS >= until)

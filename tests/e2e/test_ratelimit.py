@@ -13,6 +13,7 @@ malformed requests answered INVALID.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -306,6 +307,57 @@ class RateLimitCase(AinboxTestCase):
         # The envelope user is the subject: nobody can name another one.
         status, data = self.call(env, "RATE_CHECK", {"quota": "api", "account": "12"}, user=11)
         self.assertEqual(status, "INVALID")
+
+    # ------------------------------------------------------------- the edge
+
+    def start_bundle(self, actors, **extra):
+        port, = free_ports(1)
+        env = self.base_env(port, REDIS_URL=self.redis.url, AINBOX_DEV_TOKEN="dev",
+                            AINBOX_ACTORS=actors, AINBOX_HEALTH_SERVICES="monitor", **extra)
+        self.spawn("bundle", ["run"], env)
+        self.wait_health(env)
+        return env
+
+    def test_edge_answers_429_with_ratelimit_headers(self):
+        env = self.start_bundle("monitor,events,ratelimit", AINBOX_RATELIMITS="api.user=10/1h/5")
+        wait_until(lambda: self.metric(env, "ratelimit.redis.connected") == 1, 15, "Redis")
+        field = re.compile(r'^"api\.user";r=(\d+);t=(\d+)$')
+        for user in (31, 32):
+            path = f"/api/v1/limits?token=dev&user={user}"
+            for i in range(5):
+                status, headers, body = self.http(env, path)
+                self.assertEqual(status, 200, body)
+                self.assertEqual(headers["RateLimit-Policy"], '"api.user";q=10;w=3600')
+                r, t = map(int, field.match(headers["RateLimit"]).groups())
+                self.assertEqual(r, 4 - i)
+                # One request every 3600 s / (10 - 5) = 720 s refills.
+                self.assertEqual(t, 720 * (i + 1))
+            data = json.loads(body)
+            self.assertEqual(data["user"], user)
+            self.assertEqual(data["usage"][0]["used"], 5)
+            status, headers, body = self.http(env, path)
+            self.assertEqual(status, 429)
+            err = json.loads(body)["error"]
+            self.assertEqual((err["code"], err["policy"]), ("RATE_LIMITED", "api.user"))
+            r, t = map(int, field.match(headers["RateLimit"]).groups())
+            self.assertEqual(r, 0)
+            self.assertGreaterEqual(int(headers["Retry-After"]), t)
+            self.assertEqual(err["retry_after"], int(headers["Retry-After"]))
+            self.assertGreater(t, 700)
+        # Unauthenticated requests are refused before any limit is spent.
+        status, _, _ = self.http(env, "/api/v1/limits?token=wrong&user=33")
+        self.assertEqual(status, 401)
+        self.assertEqual(self.check(env, {"quota": "api"}, user=33)["remaining"], 4)
+
+    def test_edge_without_a_limiter_serves(self):
+        env = self.start_bundle("monitor,events")
+        status, headers, _ = self.http(env, "/api/v1/limits?token=dev&user=1")
+        # No limiter deployed: the route itself has nobody to ask (504
+        # after the edge's call deadline; this once crashed the edge, reading
+        # an unanswered reply), but the API limit neither held the request
+        # up nor refused it.
+        self.assertEqual(status, 504)
+        self.assertNotIn("RateLimit", headers)
 
     # ------------------------------------------------------------- operations
 
