@@ -109,7 +109,7 @@ static int s_dispatch(struct mg_connection *conn, void *cbdata)
         return 401;
     /* The API limit counts signed-in users' requests, after authentication
      * (the original counted before it, so all users shared one bucket). */
-    if (route->auth != AIN__AUTH_NONE && http.edge->api_limit && ain__limits_check(&http) < 0)
+    if (route->limit == AIN__LIMIT_API && http.edge->api_limit && ain__limits_check(&http) < 0)
         return 429;
     return route->handler(&http);
 }

@@ -63,11 +63,15 @@ typedef int(ain__handler_fn)(ain__http_t *http);
 
 enum { AIN__AUTH_NONE, AIN__AUTH_DEV };
 
+/* Whether a route's requests count against the user API limit. */
+enum { AIN__LIMIT_NONE, AIN__LIMIT_API };
+
 typedef struct {
     const char *method;
     const char *path;
     ain__handler_fn *handler;
     int auth;
+    int limit;
 } ain__route_t;
 
 /* routes.c: the route for `path` and `method`; NULL with *path_known set
