@@ -91,6 +91,7 @@ struct ain__rl {
     size_t q_head, q_len, q_cap;
     int inflight;
     bool stopping;
+    int64_t invalid_logged_ms;
     ain_rl_local_t *deny;     /* Redis's refusals, on our clock */
     ain_rl_local_t *fallback; /* api.user while Redis is down */
     int64_t clock_offset_us;  /* Redis's clock - ours, an upper bound (redis.c) */

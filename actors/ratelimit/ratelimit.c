@@ -29,6 +29,20 @@ typedef struct {
     int64_t near_prev[AIN_RL_POLICY_COUNT], usage_prev[AIN_RL_POLICY_COUNT];
 } s_actor_t;
 
+/* A malformed request: our callers are services, so it is a bug somewhere;
+ * counted, logged (at most one line a second), answered INVALID. */
+static void s_invalid(ain__rl_t *st, ain_request_t *req, const char *why)
+{
+    ain_metric_inc(st->m.invalid);
+    int64_t now = ain_clock_mono_ms();
+    if (now - st->invalid_logged_ms >= 1000) {
+        st->invalid_logged_ms = now;
+        const ain_msgtype_t *type = ain_msgtype_lookup(ain_request_envelope(req)->type);
+        ain_warn(st->log, "ratelimit: invalid %s: %s", type ? type->name : "request", why);
+    }
+    ain_request_fail(req, AIN_STATUS_INVALID, why);
+}
+
 /* ------------------------------------------------------------ RATE_CHECK */
 
 static int s_check(ain_actor_t *actor, ain_request_t *req)
@@ -37,8 +51,7 @@ static int s_check(ain_actor_t *actor, ain_request_t *req)
     const char *why;
     ain__rl_job_t *job = ain__rl_job_parse(st, req, &why);
     if (!job) {
-        ain_metric_inc(st->m.invalid);
-        ain_request_fail(req, AIN_STATUS_INVALID, why);
+        s_invalid(st, req, why);
         return 0;
     }
     /* The last decision to finish answers and frees the job: read n first. */
@@ -120,8 +133,7 @@ static int s_release(ain_actor_t *actor, ain_request_t *req)
         why = s_parse_lease(st, token, len, &b, id, sizeof id);
     ain_body_release(&body);
     if (why) {
-        ain_metric_inc(st->m.invalid);
-        ain_request_fail(req, AIN_STATUS_INVALID, why);
+        s_invalid(st, req, why);
         return 0;
     }
     s_op_t *op = AIN_NEW(s_op_t);
@@ -148,8 +160,7 @@ static int s_target(ain__rl_t *st, ain_request_t *req, bool operators_only, uint
         why = "body must be {user?: id}";
     ain_body_release(&body);
     if (why) {
-        ain_metric_inc(st->m.invalid);
-        ain_request_fail(req, AIN_STATUS_INVALID, why);
+        s_invalid(st, req, why);
         return -1;
     }
     if (env->user != 0 && (operators_only || (asked && asked != env->user))) {
@@ -161,8 +172,7 @@ static int s_target(ain__rl_t *st, ain_request_t *req, bool operators_only, uint
     }
     *user = asked ? asked : env->user;
     if (*user == 0) {
-        ain_metric_inc(st->m.invalid);
-        ain_request_fail(req, AIN_STATUS_INVALID, "which user? {user: id}");
+        s_invalid(st, req, "which user? {user: id}");
         return -1;
     }
     return 0;

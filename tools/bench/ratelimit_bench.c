@@ -242,8 +242,10 @@ static int s_phase(s_bench_t *b, int batch)
         return -1;
     double secs = (double)(t1 - t0) / 1e6;
     qsort(b->lat_us, b->nlat, sizeof *b->lat_us, s_cmp_u32);
-    int64_t calls = after.calls - before.calls, in_calls = after.call_decisions - before.call_decisions;
-    printf("%-8s batch %2d x %4d in flight: %7.0f decisions/s  %6.0f requests/s  p50 %5u us  p99 %6u us  "
+    int64_t calls = after.calls - before.calls,
+            in_calls = after.call_decisions - before.call_decisions;
+    printf("%-8s batch %2d x %4d in flight: %7.0f decisions/s  %6.0f requests/s  p50 %5u us  p99 "
+           "%6u us  "
            "admitted %5.1f%%  per Redis call %5.1f  deny cache %lld  errors %lld\n",
            batch == 1 ? "single" : "batched", batch, b->window, (double)b->got.decisions / secs,
            (double)b->nlat / secs, b->nlat ? b->lat_us[b->nlat / 2] : 0,
@@ -259,17 +261,16 @@ static int s_phase(s_bench_t *b, int batch)
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ainbox-bench-ratelimit [--seconds S] [--inflight K] [--subjects N]\n"
-            "                              [--batch B]... [--gmail] [--broker ENDPOINT]\n"
-            "  --seconds S    length of each phase (default 10)\n"
-            "  --inflight K   decisions in flight (default 512): K / B requests\n"
-            "  --subjects N   users (api) or Gmail accounts decided for (default 10000)\n"
-            "  --batch B      decisions per request, one phase each (default: 1 and 64)\n"
-            "  --gmail        Gmail messages.get decisions (account + project buckets)\n"
-            "                 instead of the user API limit\n"
-            "Needs a ratelimit actor behind the broker: tools/bench/ratelimit-bench.sh\n"
-            "sets one up privately, with limits high enough to admit most decisions.\n");
+    fprintf(out, "usage: ainbox-bench-ratelimit [--seconds S] [--inflight K] [--subjects N]\n"
+                 "                              [--batch B]... [--gmail] [--broker ENDPOINT]\n"
+                 "  --seconds S    length of each phase (default 10)\n"
+                 "  --inflight K   decisions in flight (default 512): K / B requests\n"
+                 "  --subjects N   users (api) or Gmail accounts decided for (default 10000)\n"
+                 "  --batch B      decisions per request, one phase each (default: 1 and 64)\n"
+                 "  --gmail        Gmail messages.get decisions (account + project buckets)\n"
+                 "                 instead of the user API limit\n"
+                 "Needs a ratelimit actor behind the broker: tools/bench/ratelimit-bench.sh\n"
+                 "sets one up privately, with limits high enough to admit most decisions.\n");
 }
 
 static int s_parse(int argc, char **argv, s_opts_t *o)
@@ -297,8 +298,7 @@ static int s_parse(int argc, char **argv, s_opts_t *o)
         } else if (strcmp(a, "--batch") == 0 && num && n <= 64 && o->nbatch < S_BATCHES_MAX) {
             o->batches[o->nbatch++] = (int)n;
         } else {
-            fprintf(stderr, "ainbox-bench-ratelimit: bad option or value: %s %s\n", a,
-                    v ? v : "");
+            fprintf(stderr, "ainbox-bench-ratelimit: bad option or value: %s %s\n", a, v ? v : "");
             s_usage(stderr);
             return -1;
         }
