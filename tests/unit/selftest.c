@@ -20,6 +20,7 @@
 #include "proto/status.h"
 #include "proto/topic.h"
 #include "runtime/config.h"
+#include "runtime/crypto.h"
 #include "runtime/endpoint.h"
 #include "runtime/envfile.h"
 #include "runtime/log.h"
@@ -37,7 +38,7 @@ static const struct {
     {"envfile", ain_envfile_test},   {"endpoint", ain_endpoint_test}, {"metrics", ain_metrics_test},
     {"mpjson", ain_mpjson_test},     {"sketch", ain_sketch_test},     {"l1", ain_l1_test},
     {"keys", ain_keys_test},         {"redis", ain_redis_test},       {"reports", ain_reports_test},
-    {"eventid", ain_eventid_test},
+    {"eventid", ain_eventid_test},   {"crypto", ain_crypto_test},
 };
 
 int main(int argc, char **argv)
