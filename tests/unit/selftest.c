@@ -26,6 +26,7 @@
 #include "runtime/log.h"
 #include "runtime/metrics.h"
 #include "runtime/mpjson.h"
+#include "runtime/oauth.h"
 #include "runtime/redis.h"
 
 static const struct {
@@ -38,7 +39,7 @@ static const struct {
     {"envfile", ain_envfile_test},   {"endpoint", ain_endpoint_test}, {"metrics", ain_metrics_test},
     {"mpjson", ain_mpjson_test},     {"sketch", ain_sketch_test},     {"l1", ain_l1_test},
     {"keys", ain_keys_test},         {"redis", ain_redis_test},       {"reports", ain_reports_test},
-    {"eventid", ain_eventid_test},   {"crypto", ain_crypto_test},
+    {"eventid", ain_eventid_test},   {"crypto", ain_crypto_test},     {"oauth", ain_oauth_test},
 };
 
 int main(int argc, char **argv)
