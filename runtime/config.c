@@ -383,7 +383,8 @@ static bool s_set(const ain_config_t *self, int id)
 static int s_check_secrets_distinct(const ain_config_t *self, char **error)
 {
     static const int ids[] = {AIN_CFG_JWT_ACCESS_SECRET, AIN_CFG_JWT_REFRESH_SECRET,
-                              AIN_CFG_AINBOX_TOKEN_KEY};
+                              AIN_CFG_AINBOX_JWT_ACCESS_SECRET_OLD,
+                              AIN_CFG_AINBOX_JWT_REFRESH_SECRET_OLD, AIN_CFG_AINBOX_TOKEN_KEY};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
         for (size_t j = i + 1; j < sizeof ids / sizeof ids[0]; j++)
             if (s_set(self, ids[i]) && s_set(self, ids[j]) &&

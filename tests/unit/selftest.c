@@ -23,6 +23,7 @@
 #include "runtime/crypto.h"
 #include "runtime/endpoint.h"
 #include "runtime/envfile.h"
+#include "runtime/jwt.h"
 #include "runtime/log.h"
 #include "runtime/metrics.h"
 #include "runtime/mpjson.h"
@@ -40,6 +41,7 @@ static const struct {
     {"mpjson", ain_mpjson_test},     {"sketch", ain_sketch_test},     {"l1", ain_l1_test},
     {"keys", ain_keys_test},         {"redis", ain_redis_test},       {"reports", ain_reports_test},
     {"eventid", ain_eventid_test},   {"crypto", ain_crypto_test},     {"oauth", ain_oauth_test},
+    {"jwt", ain_jwt_test},
 };
 
 int main(int argc, char **argv)
