@@ -348,8 +348,8 @@ int ain_jwt_verify(const ain_jwt_t *self, const char *token, size_t len, ain_jwt
         return AIN_JWT_E_TOO_LONG;
     s_parts_t p;
     const s_key_t *key = NULL;
-    if (!s_typ_valid((int)typ) || s_split(token, len, &p) < 0)
-        return AIN_JWT_E_MALFORMED;
+    if (!token || !s_typ_valid((int)typ) || s_split(token, len, &p) < 0)
+        return AIN_JWT_E_MALFORMED; /* no token at all (a missing cookie) is malformed too */
     int rc = s_check_header(self, typ, &p, &key);
     if (rc == AIN_JWT_OK)
         rc = s_check_signature(key, token, &p);
@@ -624,6 +624,7 @@ static int s_test_structure(const ain_jwt_t *jwt)
     *strrchr(token, '.') = '\0';
     strcat(token, ".");
     S_CHECK(s_verify(jwt, token, &c) == AIN_JWT_E_MALFORMED);
+    S_CHECK(ain_jwt_verify(jwt, NULL, 0, AIN_JWT_ACCESS, S_NOW, &c) == AIN_JWT_E_MALFORMED);
     memset(token, 'a', sizeof token);
     token[AIN_JWT_MAX_LEN + 1] = '\0';
     S_CHECK(s_verify(jwt, token, &c) == AIN_JWT_E_TOO_LONG);

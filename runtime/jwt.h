@@ -103,8 +103,9 @@ int ain_jwt_claims_init(ain_jwt_claims_t *claims, ain_jwt_typ_t typ, uint64_t us
  * verification would find them) or `out` is too small. */
 int ain_jwt_sign(const ain_jwt_t *self, const ain_jwt_claims_t *claims, char *out, size_t size);
 
-/* Verifies `len` bytes of `token` as a token of `typ` at `now_s`. Returns AIN_JWT_OK with the
- * claims in *claims, or a negative ain_jwt_err_t (and *claims untouched). */
+/* Verifies `len` bytes of `token` (NULL is refused as malformed) as a token of `typ` at `now_s`.
+ * Returns AIN_JWT_OK with the claims in *claims, or a negative ain_jwt_err_t (and *claims
+ * untouched). */
 int ain_jwt_verify(const ain_jwt_t *self, const char *token, size_t len, ain_jwt_typ_t typ,
                    int64_t now_s, ain_jwt_claims_t *claims);
 
