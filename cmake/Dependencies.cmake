@@ -7,6 +7,10 @@ pkg_check_modules(MSGPACK REQUIRED IMPORTED_TARGET msgpack)
 pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
 pkg_check_modules(PQ REQUIRED IMPORTED_TARGET libpq)
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
+# OpenSSL's libcrypto (libssl-dev): random bytes, SHA-256, HMAC, HKDF and
+# AES-256-GCM for tokens and secrets at rest (runtime/crypto.c). Only
+# libcrypto: these are primitives, not TLS.
+pkg_check_modules(CRYPTO REQUIRED IMPORTED_TARGET libcrypto)
 
 # Debian's civetweb ships no pkg-config file and a broken CMake package
 # (it names /usr/bin/civetweb from another package), so find it by hand.

@@ -17,10 +17,22 @@
 #include <libpq-fe.h>
 
 #include "runtime/alloc.h"
+#include "runtime/crypto.h"
 #include "runtime/endpoint.h"
 #include "runtime/envfile.h"
 
-typedef enum { S_STR, S_INT, S_BOOL, S_ENUM, S_ENDPOINT, S_ENDPOINTS, S_LIST, S_URL } s_kind_t;
+typedef enum {
+    S_STR,
+    S_INT,
+    S_BOOL,
+    S_ENUM,
+    S_ENDPOINT,
+    S_ENDPOINTS,
+    S_LIST,
+    S_URL,
+    S_KEY,
+    S_KEYS
+} s_kind_t;
 typedef enum { S_DEFAULT, S_FILE, S_ENV, S_DERIVED } s_source_t;
 
 typedef struct {
@@ -59,6 +71,8 @@ static int s_find(const char *name)
 
 static void s_set_text(ain_config_t *self, int id, const char *value, s_source_t source)
 {
+    if (self->text[id] && (s_settings[id].flags & AIN_CFGF_SECRET))
+        ain_crypto_wipe(self->text[id], strlen(self->text[id]));
     free(self->text[id]);
     self->text[id] = value ? ain_strdup(value) : NULL;
     self->source[id] = source;
@@ -181,6 +195,55 @@ static int s_parse_url(const s_setting_t *s, const char *text, char **error)
     return 0;
 }
 
+/* A key: the message names the variable and what is wrong, never the value. */
+static int s_parse_key(const s_setting_t *s, const char *text, char **error)
+{
+    uint8_t key[AIN_CRYPTO_KEY_LEN];
+    const char *why = NULL;
+    int rc = ain_crypto_key_parse(text, key, &why);
+    ain_crypto_wipe(key, sizeof key);
+    if (rc < 0)
+        *error = ain_sprintf("%s is not a usable 32-byte key: %s (value not shown)", s->name, why);
+    return rc;
+}
+
+/* ID:KEY items, ids distinct; like s_parse_key, never shows a value. */
+static int s_parse_keys(ain_config_t *self, int id, char **error)
+{
+    char *copy = ain_strdup(self->text[id]), *save = NULL;
+    bool seen[256] = {false};
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*tok))
+            tok++;
+        size_t n = strlen(tok);
+        while (n && isspace((unsigned char)tok[n - 1]))
+            tok[--n] = '\0';
+        if (n == 0)
+            continue;
+        unsigned kid = 0;
+        uint8_t key[AIN_CRYPTO_KEY_LEN];
+        const char *why = NULL;
+        rc = ain_crypto_key_item_parse(tok, &kid, key, &why);
+        ain_crypto_wipe(key, sizeof key);
+        if (rc == 0 && seen[kid]) {
+            why = "a key id appears twice";
+            rc = -1;
+        }
+        if (rc < 0) {
+            *error = ain_sprintf("%s: item %zu: %s (value not shown)", s_settings[id].name,
+                                 self->nitems[id] + 1, why);
+            break;
+        }
+        seen[kid] = true;
+        self->items[id] = ain_realloc(self->items[id], (self->nitems[id] + 1) * sizeof(char *));
+        self->items[id][self->nitems[id]++] = ain_strdup(tok);
+    }
+    ain_crypto_wipe(copy, strlen(self->text[id]));
+    free(copy);
+    return rc;
+}
+
 static int s_validate_one(ain_config_t *self, int id, char **error)
 {
     const s_setting_t *s = &s_settings[id];
@@ -209,6 +272,10 @@ static int s_validate_one(ain_config_t *self, int id, char **error)
         return s_parse_list(self, id, s_name_ok, "a name (a-z 0-9 . _ -)", error);
     case S_URL:
         return s_parse_url(s, text, error);
+    case S_KEY:
+        return s_parse_key(s, text, error);
+    case S_KEYS:
+        return s_parse_keys(self, id, error);
     }
     return 0;
 }
@@ -306,6 +373,50 @@ static int s_derive(ain_config_t *self, char **error)
     return 0;
 }
 
+static bool s_set(const ain_config_t *self, int id)
+{
+    return self->text[id] && self->text[id][0];
+}
+
+/* One secret for two purposes would let a token of one kind pass for another, or let whoever
+ * reads one secret forge both (the original used the JWT secret inside its encryption key). */
+static int s_check_secrets_distinct(const ain_config_t *self, char **error)
+{
+    static const int ids[] = {AIN_CFG_JWT_ACCESS_SECRET, AIN_CFG_JWT_REFRESH_SECRET,
+                              AIN_CFG_AINBOX_JWT_ACCESS_SECRET_OLD,
+                              AIN_CFG_AINBOX_JWT_REFRESH_SECRET_OLD, AIN_CFG_AINBOX_TOKEN_KEY};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        for (size_t j = i + 1; j < sizeof ids / sizeof ids[0]; j++)
+            if (s_set(self, ids[i]) && s_set(self, ids[j]) &&
+                strcmp(self->text[ids[i]], self->text[ids[j]]) == 0) {
+                *error = ain_sprintf("%s and %s must be different secrets", s_settings[ids[i]].name,
+                                     s_settings[ids[j]].name);
+                return -1;
+            }
+    return 0;
+}
+
+static int s_check_token_keys(const ain_config_t *self, char **error)
+{
+    if (!s_set(self, AIN_CFG_AINBOX_TOKEN_KEYS_OLD))
+        return 0;
+    if (!s_set(self, AIN_CFG_AINBOX_TOKEN_KEY)) {
+        *error = ain_sprintf("AINBOX_TOKEN_KEYS_OLD is set but AINBOX_TOKEN_KEY is not: a "
+                             "rotation needs the new key");
+        return -1;
+    }
+    long current = self->num[AIN_CFG_AINBOX_TOKEN_KEY_ID];
+    for (size_t i = 0; i < self->nitems[AIN_CFG_AINBOX_TOKEN_KEYS_OLD]; i++) {
+        if (strtol(self->items[AIN_CFG_AINBOX_TOKEN_KEYS_OLD][i], NULL, 10) == current) {
+            *error = ain_sprintf("AINBOX_TOKEN_KEYS_OLD: item %zu has key id %ld, which is "
+                                 "AINBOX_TOKEN_KEY_ID's; a new key needs a new id",
+                                 i + 1, current);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int s_cross_check(const ain_config_t *self, char **error)
 {
     bool production = strcmp(self->text[AIN_CFG_NODE_ENV], "production") == 0;
@@ -314,7 +425,8 @@ static int s_cross_check(const ain_config_t *self, char **error)
                              "NODE_ENV=production");
         return -1;
     }
-    return 0;
+    return s_check_secrets_distinct(self, error) < 0 || s_check_token_keys(self, error) < 0 ? -1
+                                                                                            : 0;
 }
 
 ain_config_t *ain_config_load(char *const *envp, const char *file, FILE *warn, char **error)
@@ -357,9 +469,15 @@ void ain_config_destroy(ain_config_t **self_p)
         return;
     ain_config_t *self = *self_p;
     for (int i = 0; i < AIN_CFG_COUNT; i++) {
+        bool secret = s_settings[i].flags & AIN_CFGF_SECRET;
+        if (secret && self->text[i]) /* no secret left in freed memory */
+            ain_crypto_wipe(self->text[i], strlen(self->text[i]));
         free(self->text[i]);
-        for (size_t k = 0; k < self->nitems[i]; k++)
+        for (size_t k = 0; k < self->nitems[i]; k++) {
+            if (secret)
+                ain_crypto_wipe(self->items[i][k], strlen(self->items[i][k]));
             free(self->items[i][k]);
+        }
         free(self->items[i]);
     }
     free(self);
@@ -387,7 +505,8 @@ bool ain_config_bool(const ain_config_t *self, ain_cfg_id_t id)
 
 size_t ain_config_count(const ain_config_t *self, ain_cfg_id_t id)
 {
-    assert(s_settings[id].kind == S_LIST || s_settings[id].kind == S_ENDPOINTS);
+    assert(s_settings[id].kind == S_LIST || s_settings[id].kind == S_ENDPOINTS ||
+           s_settings[id].kind == S_KEYS);
     return self->nitems[id];
 }
 
@@ -483,6 +602,62 @@ static int s_expect_error(char *const *envp, const char *needle)
     return rc;
 }
 
+/* The error names `needle` and shows nothing of the secret `hidden`. */
+static int s_expect_secret_error(char *const *envp, const char *needle, const char *hidden)
+{
+    char *err = NULL;
+    ain_config_t *cfg = ain_config_load(envp, "", NULL, &err);
+    int rc = cfg || !err || !strstr(err, needle) || (hidden && strstr(err, hidden)) ? -1 : 0;
+    if (rc)
+        fprintf(stderr, "config: expected error with '%s' and without the secret, got '%s'\n",
+                needle, err ? err : "none");
+    ain_config_destroy(&cfg);
+    free(err);
+    return rc;
+}
+
+/* Token keys and secrets: refused by name, never shown, never shared. */
+static int s_test_secrets(void)
+{
+#define S_KEY1 "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100"
+#define S_KEY2 "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    char *const bad_key[] = {"AINBOX_TOKEN_KEY=hunter2-hunter2", NULL};
+    char *const bad_hex[] = {"AINBOX_TOKEN_KEY=" S_KEY1 "0", NULL};
+    char *const bad_old[] = {"AINBOX_TOKEN_KEY=" S_KEY1, "AINBOX_TOKEN_KEYS_OLD=2:hunter2", NULL};
+    char *const dup_old[] = {"AINBOX_TOKEN_KEY=" S_KEY1,
+                             "AINBOX_TOKEN_KEYS_OLD=2:" S_KEY2 ",2:" S_KEY2, NULL};
+    char *const same_id[] = {"AINBOX_TOKEN_KEY=" S_KEY1, "AINBOX_TOKEN_KEYS_OLD=1:" S_KEY2, NULL};
+    char *const old_only[] = {"AINBOX_TOKEN_KEYS_OLD=1:" S_KEY2, NULL};
+    char *const zero_id[] = {"AINBOX_TOKEN_KEY_ID=0", NULL};
+    char *const shared[] = {"JWT_ACCESS_SECRET=same-secret-for-both-of-them-0123456789",
+                            "JWT_REFRESH_SECRET=same-secret-for-both-of-them-0123456789", NULL};
+    char *const reused[] = {"JWT_ACCESS_SECRET=" S_KEY1, "AINBOX_TOKEN_KEY=" S_KEY1, NULL};
+    if (s_expect_secret_error(bad_key, "AINBOX_TOKEN_KEY", "hunter2") ||
+        s_expect_secret_error(bad_hex, "AINBOX_TOKEN_KEY", "1f1e1d") ||
+        s_expect_secret_error(bad_old, "AINBOX_TOKEN_KEYS_OLD", "hunter2") ||
+        s_expect_secret_error(dup_old, "AINBOX_TOKEN_KEYS_OLD", "0001020") ||
+        s_expect_secret_error(same_id, "AINBOX_TOKEN_KEY_ID", "0001020") ||
+        s_expect_secret_error(old_only, "AINBOX_TOKEN_KEY", "0001020") ||
+        s_expect_secret_error(zero_id, "AINBOX_TOKEN_KEY_ID", NULL) ||
+        s_expect_secret_error(shared, "JWT_REFRESH_SECRET", "same-secret") ||
+        s_expect_secret_error(reused, "AINBOX_TOKEN_KEY", "1f1e1d"))
+        return -1;
+    char *const good[] = {"AINBOX_TOKEN_KEY=" S_KEY1, "AINBOX_TOKEN_KEYS_OLD= 7:" S_KEY2 " ", NULL};
+    char *err = NULL;
+    ain_config_t *cfg = ain_config_load(good, "", NULL, &err);
+    int rc = !cfg || ain_config_count(cfg, AIN_CFG_AINBOX_TOKEN_KEYS_OLD) != 1;
+    if (cfg) {
+        char *shown = s_shown(cfg, AIN_CFG_AINBOX_TOKEN_KEY);
+        rc |= strstr(shown, "1f1e1d") != NULL;
+        free(shown);
+    }
+    ain_config_destroy(&cfg);
+    free(err);
+    return rc ? -1 : 0;
+#undef S_KEY1
+#undef S_KEY2
+}
+
 int ain_config_test(bool verbose)
 {
     ain_config_t *cfg = ain_config_defaults();
@@ -531,7 +706,7 @@ int ain_config_test(bool verbose)
         s_expect_error(bad_bool, "ENABLE_MONITORING") || s_expect_error(bad_enum, "LOG_LEVEL") ||
         s_expect_error(bad_ep, "AINBOX_BROKER") || s_expect_error(bad_db, "DATABASE_URL") ||
         s_expect_error(bad_kv, "DATABASE_URL") || s_expect_error(dev_prod, "AINBOX_DEV_TOKEN") ||
-        s_expect_error(no_derive, "AINBOX_BUS_IN"))
+        s_expect_error(no_derive, "AINBOX_BUS_IN") || s_test_secrets())
         return -1;
     if (verbose)
         printf("config: defaults, environment, derivation and refusals\n");

@@ -22,11 +22,14 @@ class TestConfig(AinboxTestCase):
         cases = {"HTTP_PORT": "80a", "MAX_CONNECTIONS": "-5", "ENABLE_MONITORING": "maybe",
                  "LOG_LEVEL": "loud", "NODE_ENV": "staging", "AINBOX_BROKER": "udp://x:1",
                  "DATABASE_URL": "mysql://u@h/db", "REDIS_URL": "rediss://h:6380",
-                 "AINBOX_HEARTBEAT_MS": "10"}
+                 "AINBOX_HEARTBEAT_MS": "10", "AINBOX_TOKEN_KEY": "hunter2-not-a-key",
+                 "AINBOX_TOKEN_KEYS_OLD": "1:hunter2-not-a-key"}
         for name, value in cases.items():
             out = self.run_ainbox(["config"], {name: value})
             self.assertEqual(out.returncode, 2, f"{name}={value}: {out.stdout}")
             self.assertIn(name, out.stderr)
+            if name.startswith("AINBOX_TOKEN_KEY"):  # a secret: named, never shown
+                self.assertNotIn("hunter2", out.stderr)
         out = self.run_ainbox(["run"], {"NODE_ENV": "production", "AINBOX_DEV_TOKEN": "x"})
         self.assertEqual(out.returncode, 2)
         self.assertIn("AINBOX_DEV_TOKEN", out.stderr)

@@ -22,11 +22,14 @@
 #include "proto/status.h"
 #include "proto/topic.h"
 #include "runtime/config.h"
+#include "runtime/crypto.h"
 #include "runtime/endpoint.h"
 #include "runtime/envfile.h"
+#include "runtime/jwt.h"
 #include "runtime/log.h"
 #include "runtime/metrics.h"
 #include "runtime/mpjson.h"
+#include "runtime/oauth.h"
 #include "runtime/redis.h"
 
 static const struct {
@@ -54,6 +57,9 @@ static const struct {
     {"eventid", ain_eventid_test},
     {"rl_policy", ain_rl_policy_test},
     {"rl_local", ain_rl_local_test},
+    {"crypto", ain_crypto_test},
+    {"oauth", ain_oauth_test},
+    {"jwt", ain_jwt_test},
 };
 
 int main(int argc, char **argv)
