@@ -19,7 +19,7 @@
 
 #define AIN__RL_BUCKETS       3   /* per decision: the subject's, the project's, a lease */
 #define AIN__RL_BATCH         64  /* decisions per request, and per Redis script call */
-#define AIN__RL_INFLIGHT      2   /* script calls in flight at once */
+#define AIN__RL_INFLIGHT      4   /* script calls in flight at once */
 #define AIN__RL_CREDIT        512 /* requests the actor holds at once */
 #define AIN__RL_KEY           192
 #define AIN__RL_LEASE_ID      40

@@ -24,68 +24,97 @@
 #define S_PREFIX  "ain:rl:"
 #define S_CHANNEL "ain:rl:reset"
 
-/* The decision script. ARGV[1] = decisions; then per decision: buckets,
- * index TTL in ms (0 = no index key), then per bucket: kind ('r' a rate
- * indexed under the user, 'g' a global rate, 'l' a lease), then for rates
- * T, tau, cost and for leases limit, lifetime µs, lease id. KEYS: per
- * decision its index key (if any), then its bucket keys. Returns Redis's
- * now, then per decision: admitted (1/0), and per bucket two numbers: a
- * rate's TAT (after, if admitted) and 0, or a lease set's holders and its
- * first expiry (when full). Admitted means every bucket admitted; only
- * then is any bucket charged. Numbers stay below 2^53 (Lua doubles). */
+/* The decision script. ARGV[1] = decisions, ARGV[2] = policies P; then per
+ * policy (ids 1..P) four numbers: for a rate T, tau and the TTL its keys
+ * get on a write (tau in ms, rounded up, + 1: a TAT is never further ahead
+ * than tau); for a lease its limit, minus its lifetime in µs, and the TTL
+ * of its set; then 1 if its keys are indexed under their user. Then per
+ * decision either "0", policy id, cost: one rate bucket and no index (the
+ * user API limit; the common case, kept short), or: buckets, index TTL in
+ * ms (0 = no index key), and per bucket policy id and cost (for a lease,
+ * the lease id). KEYS: per decision its index key (if any), then its
+ * bucket keys. Returns Redis's now, then per decision: admitted (1/0), and
+ * per bucket two numbers: a rate's TAT (after, if admitted) and 0, or a
+ * lease set's holders and its first expiry (when full). Admitted means
+ * every bucket admitted; only then is any bucket charged. Numbers stay
+ * below 2^53 (Lua doubles; Redis writes them as integers). Parameters come
+ * once per call and the work tables are reused, so a decision costs little
+ * more than its GET and SET. */
 static const char s_decide_lua[] =
     "local call = redis.call\n"
     "local t = call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
     "local out, o = {now}, 1\n"
-    "local k, a = 1, 2\n"
-    "local fresh, val, aux = {}, {}, {}\n" /* reused by every decision: no garbage */
+    "local pa, pb, pt, pix = {}, {}, {}, {}\n"
+    "local a = 3\n"
+    "for i = 1, tonumber(ARGV[2]) do\n"
+    "  pa[i], pb[i], pt[i] = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])\n"
+    "  pix[i] = ARGV[a + 3] == '1'\n"
+    "  a = a + 4\n"
+    "end\n"
+    "local k = 1\n"
+    "local pol, fresh, val, aux = {}, {}, {}, {}\n"
     "for _ = 1, tonumber(ARGV[1]) do\n"
-    "  local nb, ittl = tonumber(ARGV[a]), tonumber(ARGV[a + 1])\n"
-    "  a = a + 2\n"
-    "  local idx\n"
-    "  if ittl > 0 then idx = KEYS[k]; k = k + 1 end\n"
-    "  local ok, k0, a0 = 1, k, a\n"
-    "  for b = 1, nb do\n"
-    "    local key, kind, p1, p2 = KEYS[k], ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])\n"
-    "    if kind == 'l' then\n"
-    "      call('ZREMRANGEBYSCORE', key, '-inf', now)\n"
-    "      local n = call('ZCARD', key)\n"
-    "      fresh[b], val[b], aux[b] = n == 0, n, 0\n"
-    "      if n >= p1 then\n"
-    "        ok = 0\n"
-    "        aux[b] = tonumber(call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])\n"
-    "      end\n"
+    "  local nb = tonumber(ARGV[a])\n"
+    "  if nb == 0 then\n"
+    "    local key, p = KEYS[k], tonumber(ARGV[a + 1])\n"
+    "    local tat = tonumber(call('GET', key)) or now\n"
+    "    if tat < now then tat = now end\n"
+    "    local nxt = tat + pa[p] * tonumber(ARGV[a + 2])\n"
+    "    if nxt - pb[p] > now then\n"
+    "      out[o + 1], out[o + 2] = 0, tat\n"
     "    else\n"
-    "      local tat = tonumber(call('GET', key))\n"
-    "      fresh[b], aux[b] = tat == nil, 0\n"
-    "      if tat == nil or tat < now then tat = now end\n"
-    "      local nxt = tat + p1 * tonumber(ARGV[a + 3])\n"
-    "      if nxt - p2 > now then ok = 0; val[b] = tat else val[b] = nxt end\n"
+    "      call('SET', key, nxt, 'PX', pt[p])\n"
+    "      out[o + 1], out[o + 2] = 1, nxt\n"
     "    end\n"
-    "    k, a = k + 1, a + 4\n"
-    "  end\n"
-    "  if ok == 1 then\n"
-    "    k, a = k0, a0\n"
+    "    out[o + 3] = 0\n"
+    "    o, k, a = o + 3, k + 1, a + 3\n"
+    "  else\n"
+    "    local ittl = tonumber(ARGV[a + 1])\n"
+    "    a = a + 2\n"
+    "    local idx\n"
+    "    if ittl > 0 then idx = KEYS[k]; k = k + 1 end\n"
+    "    local ok, k0, a0 = 1, k, a\n"
     "    for b = 1, nb do\n"
-    "      local key, kind = KEYS[k], ARGV[a]\n"
-    "      if kind == 'l' then\n"
-    "        local life = tonumber(ARGV[a + 2])\n"
-    "        call('ZADD', key, now + life, ARGV[a + 3])\n"
-    "        call('PEXPIRE', key, math.ceil(life / 1000) + 1000)\n"
-    "        val[b] = val[b] + 1\n"
+    "      local key, p = KEYS[k], tonumber(ARGV[a])\n"
+    "      pol[b] = p\n"
+    "      if pb[p] < 0 then\n"
+    "        call('ZREMRANGEBYSCORE', key, '-inf', now)\n"
+    "        local n = call('ZCARD', key)\n"
+    "        fresh[b], val[b], aux[b] = n == 0, n, 0\n"
+    "        if n >= pa[p] then\n"
+    "          ok = 0\n"
+    "          aux[b] = tonumber(call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])\n"
+    "        end\n"
     "      else\n"
-    "        call('SET', key, string.format('%d', val[b]), 'PX', math.ceil((val[b] - now) / 1000) "
-    "+ 1)\n"
+    "        local tat = tonumber(call('GET', key))\n"
+    "        fresh[b], aux[b] = tat == nil, 0\n"
+    "        if tat == nil or tat < now then tat = now end\n"
+    "        local nxt = tat + pa[p] * tonumber(ARGV[a + 1])\n"
+    "        if nxt - pb[p] > now then ok = 0; val[b] = tat else val[b] = nxt end\n"
     "      end\n"
-    "      if idx and fresh[b] and kind ~= 'g' then call('SADD', idx, key) end\n"
-    "      k, a = k + 1, a + 4\n"
+    "      k, a = k + 1, a + 2\n"
     "    end\n"
-    "    if idx then call('PEXPIRE', idx, ittl) end\n"
+    "    if ok == 1 then\n"
+    "      k, a = k0, a0\n"
+    "      for b = 1, nb do\n"
+    "        local key, p = KEYS[k], pol[b]\n"
+    "        if pb[p] < 0 then\n"
+    "          call('ZADD', key, now - pb[p], ARGV[a + 1])\n"
+    "          call('PEXPIRE', key, pt[p])\n"
+    "          val[b] = val[b] + 1\n"
+    "        else\n"
+    "          call('SET', key, val[b], 'PX', pt[p])\n"
+    "        end\n"
+    "        if idx and fresh[b] and pix[p] then call('SADD', idx, key) end\n"
+    "        k, a = k + 1, a + 2\n"
+    "      end\n"
+    "      if idx then call('PEXPIRE', idx, ittl) end\n"
+    "    end\n"
+    "    out[o + 1] = ok\n"
+    "    o = o + 1\n"
+    "    for b = 1, nb do out[o + 1] = val[b]; out[o + 2] = aux[b]; o = o + 2 end\n"
     "  end\n"
-    "  out[o + 1] = ok\n"
-    "  o = o + 1\n"
-    "  for b = 1, nb do out[o + 1] = val[b]; out[o + 2] = aux[b]; o = o + 2 end\n"
     "end\n"
     "return out\n";
 
@@ -184,16 +213,16 @@ static void s_on_decide(ain_redis_t *redis, redisReply *r, void *arg);
 /* Sends call `c`; returns 0, or -1 (Redis is down). */
 static int s_send(ain__rl_t *st, s_call_t *c)
 {
-    int keys = 0, args = 1;
+    int keys = 0, args = 2 + 4 * AIN_RL_POLICY_COUNT;
     for (int i = 0; i < c->n; i++) {
         keys += c->d[i]->nb + (s_indexed(c->d[i]) ? 1 : 0);
-        args += 2 + 4 * c->d[i]->nb;
+        args += 2 + 2 * c->d[i]->nb;
     }
     int total = 3 + keys + args;
     s_args_t a = {0};
     a.argv = ain_malloc((size_t)total * sizeof *a.argv);
     a.len = ain_malloc((size_t)total * sizeof *a.len);
-    a.cap = (size_t)(args + c->n) * 24;
+    a.cap = (size_t)(args + 1) * 24;
     a.num = ain_malloc(a.cap + (size_t)c->n * 48);
     char *index_keys = a.num + a.cap; /* 48 bytes per decision */
     c->eval = !st->sha[0];
@@ -216,23 +245,31 @@ static int s_send(ain__rl_t *st, s_call_t *c)
             s_arg(&a, d->b[b].key, strlen(d->b[b].key));
     }
     s_arg_num(&a, c->n);
+    s_arg_num(&a, AIN_RL_POLICY_COUNT);
+    for (int p = 0; p < AIN_RL_POLICY_COUNT; p++) {
+        const ain_rl_policy_t *pol = &st->pol.p[p];
+        bool lease = pol->kind == AIN_RL_LEASE;
+        s_arg_num(&a, lease ? pol->limit : pol->emission_us);
+        s_arg_num(&a, lease ? -pol->window_ms * 1000 : pol->tolerance_us);
+        s_arg_num(&a, lease ? pol->window_ms + 1000 : (pol->tolerance_us + 999) / 1000 + 1);
+        s_arg(&a, pol->per_subject && p != AIN_RL_API_USER ? "1" : "0", 1);
+    }
     for (int i = 0; i < c->n; i++) {
         ain__rl_decision_t *d = c->d[i];
+        if (d->nb == 1 && !s_indexed(d) && st->pol.p[d->b[0].policy].kind == AIN_RL_RATE) {
+            s_arg(&a, "0", 1); /* the short form */
+            s_arg_num(&a, d->b[0].policy + 1);
+            s_arg_num(&a, d->cost);
+            continue;
+        }
         s_arg_num(&a, d->nb);
         s_arg_num(&a, s_indexed(d) ? st->index_ttl_ms : 0);
         for (int b = 0; b < d->nb; b++) {
-            const ain_rl_policy_t *p = &st->pol.p[d->b[b].policy];
-            if (p->kind == AIN_RL_LEASE) {
-                s_arg(&a, "l", 1);
-                s_arg_num(&a, p->limit);
-                s_arg_num(&a, p->window_ms * 1000);
+            s_arg_num(&a, d->b[b].policy + 1);
+            if (st->pol.p[d->b[b].policy].kind == AIN_RL_LEASE)
                 s_arg(&a, d->lease_id, strlen(d->lease_id));
-            } else {
-                s_arg(&a, p->per_subject ? "r" : "g", 1);
-                s_arg_num(&a, p->emission_us);
-                s_arg_num(&a, p->tolerance_us);
+            else
                 s_arg_num(&a, b == 0 ? d->cost : d->cost_project);
-            }
         }
     }
     c->sent_us = ain_clock_mono_us();
