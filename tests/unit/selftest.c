@@ -12,6 +12,7 @@
 #include "actors/cache/sketch.h"
 #include "actors/events/eventid.h"
 #include "actors/monitor/reports.h"
+#include "edge/edge.h"
 #include "proto/body.h"
 #include "proto/envelope.h"
 #include "proto/mdp.h"
@@ -31,13 +32,27 @@ static const struct {
     const char *name;
     int (*test)(bool verbose);
 } s_tests[] = {
-    {"status", ain_status_test},     {"msgtype", ain_msgtype_test},   {"mpread", ain_mpread_test},
-    {"envelope", ain_envelope_test}, {"body", ain_body_test},         {"mdp", ain_mdp_test},
-    {"topic", ain_topic_test},       {"log", ain_log_test},           {"config", ain_config_test},
-    {"envfile", ain_envfile_test},   {"endpoint", ain_endpoint_test}, {"metrics", ain_metrics_test},
-    {"mpjson", ain_mpjson_test},     {"sketch", ain_sketch_test},     {"l1", ain_l1_test},
-    {"keys", ain_keys_test},         {"redis", ain_redis_test},       {"reports", ain_reports_test},
+    {"status", ain_status_test},
+    {"msgtype", ain_msgtype_test},
+    {"mpread", ain_mpread_test},
+    {"envelope", ain_envelope_test},
+    {"body", ain_body_test},
+    {"mdp", ain_mdp_test},
+    {"topic", ain_topic_test},
+    {"log", ain_log_test},
+    {"config", ain_config_test},
+    {"envfile", ain_envfile_test},
+    {"endpoint", ain_endpoint_test},
+    {"metrics", ain_metrics_test},
+    {"mpjson", ain_mpjson_test},
+    {"sketch", ain_sketch_test},
+    {"l1", ain_l1_test},
+    {"keys", ain_keys_test},
+    {"redis", ain_redis_test},
+    {"reports", ain_reports_test},
     {"eventid", ain_eventid_test},
+    {"handoff", ain_edge_handoff_test},
+    {"streams", ain_edge_streams_test},
 };
 
 int main(int argc, char **argv)
