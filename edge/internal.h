@@ -155,6 +155,7 @@ typedef struct {
     ain__fdset_t *owned;                /* borrowed: closed sockets leave it */
     size_t max_total, max_user;         /* the caps */
     int64_t heartbeat_ms;               /* a comment after this much silence */
+    int sndbuf;                         /* SO_SNDBUF of each socket; 0 = the kernel's */
     const ain__edge_metrics_t *metrics; /* borrowed */
     ain__streams_user_fn *on_user;
     void *arg;

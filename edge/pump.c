@@ -39,9 +39,13 @@
 #include "runtime/bus.h"
 #include "runtime/clock.h"
 
-#define S_BUS_BATCH  1024
-#define S_MAX_WAIT   1000
-#define S_RETRY_MS   3000
+#define S_BUS_BATCH 1024
+#define S_MAX_WAIT  1000
+#define S_RETRY_MS  3000
+/* Each stream's kernel send buffer (Linux doubles it), fixed: autotuning
+ * would let a client that stopped reading hold megabytes of kernel memory
+ * before its 64 KiB in the pump (edge/streams.c) fill up and cut it. */
+#define S_SNDBUF     (64 * 1024)
 #define S_CONNECTING "retry: %d\n\ndata: {\"type\":\"connected\",\"ts\":%" PRId64 "}\n\n"
 
 enum { S_CMD_OPEN, S_CMD_ATTACH, S_CMD_ABORT };
@@ -258,13 +262,14 @@ static void *s_thread(void *arg)
     const ain_proc_t *proc = edge->proc;
     pump->sub = ain_bus_sub_new(proc);
     pump->pub = ain_bus_pub_new(proc);
-    ain__streams_config_t config = {pump->owned,
-                                    (size_t)edge->max_streams,
-                                    (size_t)edge->max_per_user,
-                                    edge->heartbeat_ms,
-                                    &edge->m,
-                                    s_on_user,
-                                    pump};
+    ain__streams_config_t config = {.owned = pump->owned,
+                                    .max_total = (size_t)edge->max_streams,
+                                    .max_user = (size_t)edge->max_per_user,
+                                    .heartbeat_ms = edge->heartbeat_ms,
+                                    .sndbuf = S_SNDBUF,
+                                    .metrics = &edge->m,
+                                    .on_user = s_on_user,
+                                    .arg = pump};
     pump->streams = ain__streams_new(&config);
     if (pump->streams) {
         s_set_state(pump, 1);

@@ -9,7 +9,9 @@
  *     one lookup and one write per stream of its user; the owner is told
  *     when a user's first stream opens and the last closes (it subscribes
  *     and unsubscribes the user's bus topic);
- *   - each stream's unsent bytes, at most S_OUT_MAX: a stream that would
+ *   - each stream's unsent bytes, at most S_OUT_MAX beyond its kernel
+ *     send buffer (fixed by the owner, so that it does not grow to
+ *     megabytes for a client that stopped reading): a stream that would
  *     pass it has stopped reading, and is cut (closed with a reset, which
  *     frees its kernel buffers at once) while the others go on;
  *   - every stream in one list ordered by when it was last sent anything.
@@ -74,6 +76,7 @@ struct ain__streams {
     ain__stream_t *dead;
     size_t count, max_total, max_user;
     int64_t heartbeat_ms;
+    int sndbuf;
     const ain__edge_metrics_t *m;
     ain__streams_user_fn *on_user;
     void *arg;
@@ -308,6 +311,7 @@ ain__streams_t *ain__streams_new(const ain__streams_config_t *config)
     self->max_total = config->max_total;
     self->max_user = config->max_user;
     self->heartbeat_ms = config->heartbeat_ms;
+    self->sndbuf = config->sndbuf;
     self->m = config->metrics;
     self->on_user = config->on_user;
     self->arg = config->arg;
@@ -381,6 +385,8 @@ int ain__streams_open(ain__streams_t *self, uint64_t user, const char *hello, si
 int ain__streams_attach(ain__streams_t *self, ain__stream_t *s, int fd, int64_t now)
 {
     s->fd = fd;
+    if (self->sndbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &self->sndbuf, sizeof self->sndbuf);
     struct epoll_event ev = {EPOLLIN | EPOLLRDHUP | (s->len ? EPOLLOUT : 0), {.ptr = s}};
     if (s->overflow || epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
         s_end(self, s, s->overflow ? S_END_CUT : S_END_PEER);
@@ -478,14 +484,11 @@ static void s_test_on_user(void *arg, uint64_t user, bool first)
         }                                                                                          \
     } while (0)
 
-/* A connected pair: *ours is non-blocking with a small send buffer (so
- * that writes stop early), *peer is the client's end. */
+/* A connected pair: *ours is non-blocking, *peer is the client's end. */
 static void s_test_pair(int *ours, int *peer)
 {
     int sv[2];
     socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
-    int small = 4096;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
     fcntl(sv[0], F_SETFL, O_NONBLOCK);
     fcntl(sv[1], F_SETFL, O_NONBLOCK);
     *ours = sv[0];
@@ -519,7 +522,8 @@ int ain_edge_streams_test(bool verbose)
         *slots[i] = ain_metrics_counter(registry, name);
     }
     ain__fdset_t *owned = ain__fdset_new();
-    ain__streams_config_t config = {owned, 3, 2, 100, &m, s_test_on_user, &t};
+    /* A small kernel buffer, so that writes stop early. */
+    ain__streams_config_t config = {owned, 3, 2, 100, 4096, &m, s_test_on_user, &t};
     ain__streams_t *set = ain__streams_new(&config);
     char buf[256 * 1024];
     int64_t now = 1000;

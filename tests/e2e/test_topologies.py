@@ -8,58 +8,14 @@ normalised answers of both must be equal.
 """
 
 import signal
-import socket
-import time
 import unittest
 
 import ainbox_proto as proto
 from ainbox_harness import AinboxTestCase, free_ports, wait_until
+from ainbox_sse import SseReader
 
 DEV_TOKEN = "test-dev-token"
 ACTORS = ["monitor", "events", "echo"]
-
-
-class SseReader:
-    """A raw SSE client: reads events from a socket with deadlines."""
-
-    def __init__(self, port, path, timeout=5):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
-                          .encode())
-        self.buf = b""
-        head = self._until(b"\r\n\r\n", timeout)
-        self.status = int(head.split(b" ", 2)[1])
-        self.headers = head.decode(errors="replace").lower()
-
-    def _until(self, sep, timeout):
-        deadline = time.monotonic() + timeout
-        while sep not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"SSE: no {sep!r} within {timeout}s; got {self.buf!r}")
-            self.sock.settimeout(left)
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"SSE: connection closed; got {self.buf!r}")
-            self.buf += chunk
-        part, self.buf = self.buf.split(sep, 1)
-        return part
-
-    def event(self, timeout=5):
-        """The next event (comments skipped) as a dict of its fields."""
-        while True:
-            block = self._until(b"\n\n", timeout).decode()
-            fields = {}
-            for line in block.split("\n"):
-                if line.startswith(":") or not line:
-                    continue
-                name, _, value = line.partition(":")
-                fields[name] = value[1:] if value.startswith(" ") else value
-            if "data" in fields:
-                return fields
-
-    def close(self):
-        self.sock.close()
 
 
 class SliceChecks(AinboxTestCase):
