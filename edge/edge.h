@@ -3,8 +3,8 @@
  * Each civetweb worker thread owns an MDP client (runtime/client.h); a
  * request is matched against the route table (edge/routes.c), answered by
  * asking actors through the broker, and written back as JSON. Server-sent
- * event streams receive user events from the bus through the stream hub
- * (edge/hub.c). See edge/README.md.
+ * event streams are handed from civetweb to the stream pump thread
+ * (edge/pump.c), which feeds them from the bus. See edge/README.md.
  */
 #ifndef AIN_EDGE_EDGE_H
 #define AIN_EDGE_EDGE_H

@@ -45,6 +45,9 @@
 #define S_OUT_MIN_CAP 1024
 #define S_EPOLL_BATCH 256
 #define S_PING        ": ping\n\n"
+/* Reconnection delays given out when the edge stops. */
+#define S_STOP_RETRY_MIN_MS    1000
+#define S_STOP_RETRY_SPREAD_MS 9000
 
 enum { S_PENDING, S_LIVE, S_DEAD };
 enum { S_END_PEER, S_END_CUT, S_END_STOP, S_END_ABORT };
@@ -164,6 +167,23 @@ static bool s_drain_input(int fd)
     return true;
 }
 
+/* An edge that stops offers each stream what waits and a reconnection
+ * delay spread over S_STOP_RETRY_SPREAD_MS, so that its clients do not all
+ * come back in the same instant; then it reads what the client sent, so
+ * the close is a FIN, not a reset. Nothing blocks. */
+static void s_last_words(ain__stream_t *s)
+{
+    ssize_t sent = s->len ? send(s->fd, s->out + s->off, s->len, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
+    if (sent == (ssize_t)s->len) { /* never after half a frame */
+        char retry[32];
+        uint64_t mix = ((uint64_t)(uintptr_t)s ^ (uint64_t)s->fd) * 0x9E3779B97F4A7C15ULL;
+        int n = snprintf(retry, sizeof retry, "retry: %d\n\n",
+                         S_STOP_RETRY_MIN_MS + (int)((mix >> 33) % S_STOP_RETRY_SPREAD_MS));
+        send(s->fd, retry, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    s_drain_input(s->fd);
+}
+
 /* Ends a stream now: socket closed, unlinked from the user and the order;
  * freed at the next reap. */
 static void s_end(ain__streams_t *self, ain__stream_t *s, int why)
@@ -178,9 +198,7 @@ static void s_end(ain__streams_t *self, ain__stream_t *s, int why)
             struct linger lg = {1, 0};
             setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         } else if (why == S_END_STOP) {
-            if (s->len)
-                send(s->fd, s->out + s->off, s->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-            s_drain_input(s->fd);
+            s_last_words(s);
         }
         /* Forget the number before closing it: a hand-off probing it after
          * the close must see it (civetweb may accept into it). */
@@ -618,9 +636,10 @@ int ain_edge_streams_test(bool verbose)
     S_CHECK(t.calls == 5 && t.user[3] == 4 && t.first[3] && t.user[4] == 4 && !t.first[4]);
     S_CHECK(ain_metric_get(m.opened) == 4 && ain_metric_get(m.closed) == 3);
 
-    /* Stopping closes what is left. */
     ain__streams_destroy(&set);
     ain__streams_destroy(&set);
+    /* Stopping closes what is left, with a reconnection delay. */
+    S_CHECK(s_test_recv(pa, buf, sizeof buf) > 0 && strncmp(buf, "retry: ", 7) == 0);
     S_CHECK(s_test_recv(pa, buf, sizeof buf) == -1);
     S_CHECK(!ain__fdset_has(owned, fa) && ain_metric_get(m.streams) == 0);
     close(pa);

@@ -6,7 +6,7 @@ an event reaches every tab of its user and no other user; the global and
 per-user caps answer 200 with a retry hint and close; a consumer that
 stops reading is cut while its user's other tab goes on; a closed client
 gives its slot back; silence brings a heartbeat; stopping ends every
-stream and exits 0. Traffic stays on 127.0.0.1.
+stream, with spread reconnection delays, and exits 0. Traffic stays on 127.0.0.1.
 """
 
 import os
@@ -186,6 +186,12 @@ class TestSsePump(AinboxTestCase):
         self.assertEqual(self.bundle.stop(), 0)
         for reader in readers:
             self.assertTrue(reader.ends(), "stopping must close the stream")
+            # ...with a reconnection delay, spread so that they do not all
+            # come back at once.
+            self.assertRegex(reader.buf, rb"retry: \d+\n\n$")
+        delays = {int(r.buf.rsplit(b"retry: ", 1)[1]) for r in readers}
+        self.assertGreater(len(delays), 10)
+        self.assertTrue(all(1000 <= d < 10000 for d in delays), delays)
         self.assertNotIn("hand-off failed", self.bundle.log())
 
 
