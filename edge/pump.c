@@ -45,8 +45,8 @@
 /* Each stream's kernel send buffer (Linux doubles it), fixed: autotuning
  * would let a client that stopped reading hold megabytes of kernel memory
  * before its 64 KiB in the pump (edge/streams.c) fill up and cut it. */
-#define S_SNDBUF     (64 * 1024)
-#define S_CONNECTING "retry: %d\n\ndata: {\"type\":\"connected\",\"ts\":%" PRId64 "}\n\n"
+#define S_SNDBUF (64 * 1024)
+#define S_HELLO  "retry: %d\n\ndata: {\"type\":\"connected\",\"ts\":%" PRId64 "}\n\n"
 
 enum { S_CMD_OPEN, S_CMD_ATTACH, S_CMD_ABORT };
 
@@ -97,7 +97,7 @@ static void s_run_command(ain__pump_t *pump, s_cmd_t *cmd, int64_t now)
     switch (cmd->kind) {
     case S_CMD_OPEN: {
         char hello[128];
-        int n = snprintf(hello, sizeof hello, S_CONNECTING, S_RETRY_MS, ain_clock_wall_ms());
+        int n = snprintf(hello, sizeof hello, S_HELLO, S_RETRY_MS, ain_clock_wall_ms());
         cmd->result =
             ain__streams_open(pump->streams, cmd->user, hello, (size_t)n, now, &cmd->stream);
         break;
@@ -236,8 +236,11 @@ static void s_loop(ain__pump_t *pump)
         zmq_pollitem_t items[] = {{ain_bus_sub_socket(pump->sub), 0, ZMQ_POLLIN, 0},
                                   {NULL, pump->wake, ZMQ_POLLIN, 0},
                                   {NULL, ain__streams_fd(pump->streams), ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 3, wait > 0 ? (long)wait : 0) < 0 && zmq_errno() != EINTR)
+        if (zmq_poll(items, 3, wait > 0 ? (long)wait : 0) < 0 && zmq_errno() != EINTR) {
+            ain_error(pump->edge->log, "stream pump: poll failed (%s): streams end",
+                      zmq_strerror(zmq_errno()));
             break;
+        }
         now = ain_clock_mono_ms();
         if (items[1].revents)
             s_commands(pump, now);
