@@ -13,12 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "edge/internal.h"
 #include "runtime/alloc.h"
 #include "runtime/signal.h"
 
 #define S_CALL_TIMEOUT_MS 2000
+/* Descriptors kept for everything but streams. */
+#define S_FDS_RESERVED 256
 
 /* civetweb worker threads get an MDP client each (thread_type 1). */
 static void *s_init_thread(const struct mg_context *ctx, int thread_type)
@@ -123,11 +126,36 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.status_5xx = ain_metrics_counter(r, "http.5xx");
     self->m.not_found = ain_metrics_counter(r, "http.not_found");
     self->m.streams = ain_metrics_gauge(r, "sse.streams");
-    self->m.streams_refused = ain_metrics_counter(r, "sse.refused_full");
-    self->m.streams_cut = ain_metrics_counter(r, "sse.cut_slow");
+    self->m.users = ain_metrics_gauge(r, "sse.users");
+    self->m.max_streams = ain_metrics_gauge(r, "sse.max_streams");
+    self->m.max_per_user = ain_metrics_gauge(r, "sse.max_per_user");
+    self->m.opened = ain_metrics_counter(r, "sse.opened");
+    self->m.closed = ain_metrics_counter(r, "sse.closed");
+    self->m.cut_slow = ain_metrics_counter(r, "sse.cut_slow");
+    self->m.refused_full = ain_metrics_counter(r, "sse.refused_full");
+    self->m.refused_user = ain_metrics_counter(r, "sse.refused_user");
+    self->m.handoff_failed = ain_metrics_counter(r, "sse.handoff_failed");
     self->m.events_delivered = ain_metrics_counter(r, "sse.events_delivered");
     self->m.limited = ain_metrics_counter(r, "ratelimit.refused");
     self->m.limits_unchecked = ain_metrics_counter(r, "ratelimit.unchecked");
+    self->m.bytes_written = ain_metrics_counter(r, "sse.bytes_written");
+}
+
+/* MAX_CONNECTIONS, lowered to what the descriptor limit allows: a stream
+ * is one descriptor, and requests, the broker and the bus need some. */
+static int s_max_streams(ain_edge_t *self, const ain_config_t *cfg)
+{
+    long max = ain_config_int(cfg, AIN_CFG_MAX_CONNECTIONS);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (rlim_t)max + S_FDS_RESERVED > rl.rlim_cur) {
+        long fit = rl.rlim_cur > S_FDS_RESERVED * 2 ? (long)(rl.rlim_cur - S_FDS_RESERVED)
+                                                    : (long)(rl.rlim_cur / 2);
+        ain_warn(self->log, "MAX_CONNECTIONS=%ld lowered to %ld: %ld descriptors allowed", max, fit,
+                 (long)rl.rlim_cur);
+        max = fit;
+    }
+    return (int)max;
 }
 
 static struct mg_context *s_start_civetweb(ain_edge_t *self)
@@ -178,13 +206,12 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->heartbeat_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SSE_HEARTBEAT_MS);
     self->call_timeout_ms = S_CALL_TIMEOUT_MS;
     self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
-    /* One thread per stream for now: keep a quarter of the pool for REST. */
-    long threads = ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_THREADS);
-    long for_streams = threads - (threads / 4 > 2 ? threads / 4 : 2);
-    long max = ain_config_int(cfg, AIN_CFG_MAX_CONNECTIONS);
-    self->max_streams = (int)(max < for_streams ? max : for_streams);
-    self->hub = ain__hub_new(self);
-    if (self->hub)
+    self->max_streams = s_max_streams(self, cfg);
+    self->max_per_user = (int)ain_config_int(cfg, AIN_CFG_AINBOX_SSE_PER_USER_MAX);
+    ain_metric_set(self->m.max_streams, self->max_streams);
+    ain_metric_set(self->m.max_per_user, self->max_per_user);
+    self->pump = ain__pump_new(self);
+    if (self->pump)
         self->mg = s_start_civetweb(self);
     if (!self->mg) {
         ain_edge_destroy(&self);
@@ -219,13 +246,12 @@ void ain_edge_destroy(ain_edge_t **self_p)
         return;
     ain_edge_t *self = *self_p;
     atomic_store(&self->stopping, true);
-    if (self->hub)
-        ain__hub_wake_all(self->hub);
     if (self->mg) {
         mg_stop(self->mg); /* waits for the handlers: each request has a deadline */
         ain_info(self->log, "stopped");
     }
-    ain__hub_destroy(&self->hub);
+    /* After civetweb: no handler can still be handing a stream over. */
+    ain__pump_destroy(&self->pump);
     ain_metrics_destroy(&self->metrics);
     ain_log_destroy(&self->log);
     free(self);

@@ -3,8 +3,8 @@
  * Each civetweb worker thread owns an MDP client (runtime/client.h); a
  * request is matched against the route table (edge/routes.c), answered by
  * asking actors through the broker, and written back as JSON. Server-sent
- * event streams receive user events from the bus through the stream hub
- * (edge/hub.c). See edge/README.md.
+ * event streams are handed from civetweb to the stream pump thread
+ * (edge/pump.c), which feeds them from the bus. See edge/README.md.
  */
 #ifndef AIN_EDGE_EDGE_H
 #define AIN_EDGE_EDGE_H
@@ -26,5 +26,10 @@ int ain_edge_run(ain_edge_t *self, zsock_t *pipe);
 /* Stops: ends the streams, lets requests in flight finish (each has a
  * deadline), stops civetweb. Safe twice. */
 void ain_edge_destroy(ain_edge_t **self_p);
+
+/* Selftests of the edge's inner parts (tests/unit/selftest.c): the socket
+ * hand-off against the civetweb we link, and the stream pump's streams. */
+int ain_edge_handoff_test(bool verbose);
+int ain_edge_streams_test(bool verbose);
 
 #endif

@@ -4,8 +4,11 @@
  *   routes.c  the route table: path, method, handler, authentication
  *   http.c    responses: JSON bodies, errors, status mapping
  *   health.c  GET /health;  stats.c  GET /stats
- *   sse.c     GET /api/v1/emails/stream, one civetweb thread per stream
- *   hub.c     the bus subscriber that feeds the streams, and edge metrics
+ *   sse.c     GET /api/v1/emails/stream: caps, head, hand-off to the pump
+ *   handoff.c taking a connection's socket away from civetweb
+ *   pump.c    the stream pump thread: bus subscriber, epoll, commands,
+ *             and the edge's metrics reports
+ *   streams.c the pump's streams: per-user index, buffers, heartbeats
  *   limits.c  the user API limit (ratelimit actor) and GET /api/v1/limits
  */
 #ifndef AIN_EDGE_INTERNAL_H
@@ -23,12 +26,17 @@
 #include "runtime/log.h"
 #include "runtime/metrics.h"
 
-typedef struct ain__hub ain__hub_t;
+typedef struct ain__pump ain__pump_t;
 
 typedef struct {
     ain_metric_t *requests, *status_2xx, *status_4xx, *status_5xx, *not_found;
-    ain_metric_t *streams, *streams_refused, *streams_cut, *events_delivered;
-    ain_metric_t *limited, *limits_unchecked;
+    /* SSE, gauges: streams open (pending hand-offs included), users with
+     * a stream (= bus subscriptions), and the two caps. */
+    ain_metric_t *streams, *users, *max_streams, *max_per_user;
+    /* SSE, counters. */
+    ain_metric_t *opened, *closed, *cut_slow, *refused_full, *refused_user, *handoff_failed;
+    ain_metric_t *events_delivered, *bytes_written;
+    ain_metric_t *limited, *limits_unchecked; /* limits.c */
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {
@@ -37,10 +45,10 @@ struct _ain_edge_t {
     ain_metrics_t *metrics;
     ain__edge_metrics_t m;
     struct mg_context *mg;
-    ain__hub_t *hub;
+    ain__pump_t *pump;
     atomic_bool stopping;
-    int max_streams;
-    atomic_int streams;
+    int max_streams;  /* MAX_CONNECTIONS, within the descriptor limit */
+    int max_per_user; /* AINBOX_SSE_PER_USER_MAX */
     int64_t heartbeat_ms;
     int call_timeout_ms;
     bool api_limit;                       /* AINBOX_API_RATELIMIT */
@@ -109,19 +117,93 @@ int ain__limits_usage(ain__http_t *http);
  * RateLimit headers are in http->limit_headers), or -1 having answered 429. */
 int ain__limits_check(ain__http_t *http);
 
-/* hub.c: the bus subscriber and the registry of open streams. */
+/* handoff.c: the descriptors the pump owns, as a bitmap any thread may
+ * read and update (atomics). Sized by the process's descriptor limit at
+ * creation; numbers beyond it are never "owned". */
+typedef struct ain__fdset ain__fdset_t;
+ain__fdset_t *ain__fdset_new(void);
+void ain__fdset_destroy(ain__fdset_t **self_p);
+int ain__fdset_size(const ain__fdset_t *self);
+void ain__fdset_add(ain__fdset_t *self, int fd);
+void ain__fdset_del(ain__fdset_t *self, int fd);
+bool ain__fdset_has(const ain__fdset_t *self, int fd);
+
+/* Takes the socket of `conn` from civetweb (see handoff.c for how and its
+ * limits): returns a non-blocking descriptor of the connection, owned by
+ * the caller and added to `owned`, with an unconnected socket left in
+ * civetweb's place; or -1 (TLS connection, socket not found, out of
+ * descriptors), with civetweb's connection untouched. Call it after the
+ * response head is written, then return from the handler. Does not block. */
+int ain__handoff_take(struct mg_connection *conn, ain__fdset_t *owned);
+
+/* Answers of ain__pump_open / ain__streams_open. */
+enum { AIN__OPEN_OK, AIN__OPEN_FULL, AIN__OPEN_USER_FULL, AIN__OPEN_STOPPING };
+
+/* pump.c: the stream pump thread. Every call is thread-safe; each waits
+ * for the pump thread's answer (a queue and an eventfd), which comes
+ * within one turn of its loop. */
 typedef struct ain__stream ain__stream_t;
-ain__hub_t *ain__hub_new(ain_edge_t *edge);
-void ain__hub_destroy(ain__hub_t **self_p);
-/* Registers a stream for `user`; NULL if the hub is stopping. */
-ain__stream_t *ain__hub_open(ain__hub_t *hub, uint64_t user);
-void ain__hub_close(ain__hub_t *hub, ain__stream_t **stream_p);
-/* Waits up to `timeout_ms` for events; copies them (SSE text) into *out
- * (malloc'ed, caller frees; NULL if none). Returns 1 with events, 0 on
- * timeout, -1 if the stream must end (edge stopping, or the consumer fell
- * behind its buffer). */
-int ain__hub_wait(ain__hub_t *hub, ain__stream_t *stream, int timeout_ms, char **out, size_t *len);
-/* Wakes every stream (on stop). */
-void ain__hub_wake_all(ain__hub_t *hub);
+/* Starts the thread (bus subscriber and publisher, epoll set); NULL if it
+ * cannot (logged). Reads edge->max_streams, max_per_user, heartbeat_ms. */
+ain__pump_t *ain__pump_new(ain_edge_t *edge);
+/* Ends every stream (pending bytes offered once, then closed), stops and
+ * joins the thread. Call after civetweb has stopped. Safe twice. */
+void ain__pump_destroy(ain__pump_t **self_p);
+/* The descriptors the pump owns, for ain__handoff_take. Borrowed. */
+ain__fdset_t *ain__pump_owned(ain__pump_t *pump);
+/* Reserves a stream for `user`: checks both caps, subscribes the user's
+ * topic if this is its first stream, queues the `connected` frame. On
+ * AIN__OPEN_OK, *stream is a token for exactly one later attach or abort
+ * (never dereferenced outside the pump); events for the user are kept
+ * for it from now on. */
+int ain__pump_open(ain__pump_t *pump, uint64_t user, ain__stream_t **stream);
+/* Gives the reserved stream its socket (`fd` is taken over in every
+ * case). Returns 0, or -1 if the stream ended at once (peer gone, or it
+ * fell behind before it had a socket, or the pump is stopping). */
+int ain__pump_attach(ain__pump_t *pump, ain__stream_t *stream, int fd);
+/* Releases a reserved stream that will get no socket. */
+void ain__pump_abort(ain__pump_t *pump, ain__stream_t *stream);
+
+/* streams.c: the pump thread's streams; see the file for the design.
+ * Single-threaded: only the pump thread calls these. */
+typedef struct ain__streams ain__streams_t;
+/* Called when `user`'s first stream opens (first) or its last ends. */
+typedef void(ain__streams_user_fn)(void *arg, uint64_t user, bool first);
+typedef struct {
+    ain__fdset_t *owned;                /* borrowed: closed sockets leave it */
+    size_t max_total, max_user;         /* the caps */
+    int64_t heartbeat_ms;               /* a comment after this much silence */
+    int sndbuf;                         /* SO_SNDBUF of each socket; 0 = the kernel's */
+    const ain__edge_metrics_t *metrics; /* borrowed */
+    ain__streams_user_fn *on_user;
+    void *arg;
+} ain__streams_config_t;
+/* NULL if no epoll set can be made. */
+ain__streams_t *ain__streams_new(const ain__streams_config_t *config);
+/* Ends every stream (pending bytes offered once, then closed). */
+void ain__streams_destroy(ain__streams_t **self_p);
+/* The epoll descriptor: readable when a stream socket is ready. */
+int ain__streams_fd(const ain__streams_t *self);
+size_t ain__streams_count(const ain__streams_t *self);
+/* A pending stream with `hello` queued; AIN__OPEN_OK with *stream, or
+ * AIN__OPEN_FULL / AIN__OPEN_USER_FULL (counted). */
+int ain__streams_open(ain__streams_t *self, uint64_t user, const char *hello, size_t len,
+                      int64_t now, ain__stream_t **stream);
+/* Takes `fd` for a pending stream and writes what waits. Returns 0, or -1
+ * if the stream ended (fd closed). */
+int ain__streams_attach(ain__streams_t *self, ain__stream_t *stream, int fd, int64_t now);
+void ain__streams_abort(ain__streams_t *self, ain__stream_t *stream);
+/* Sends `text` to each stream of `user`; a stream that would pass its
+ * buffer cap is cut. Returns how many streams took it. */
+size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *text, size_t len,
+                            int64_t now);
+/* Handles ready sockets (closed peers, writable again) without blocking.
+ * Returns how many events it handled. */
+int ain__streams_io(ain__streams_t *self);
+/* Pings the streams silent for a heartbeat interval; returns the ms until
+ * the next one is due. */
+int64_t ain__streams_tick(ain__streams_t *self, int64_t now);
+/* Frees the streams that ended since the last call. */
+void ain__streams_reap(ain__streams_t *self);
 
 #endif

@@ -34,10 +34,11 @@ int ain__stats(ain__http_t *http)
     json_decref(overview);
     char now[40];
     ain__http_iso_time(ain_clock_wall_ms(), now, sizeof now);
-    json_t *body = json_pack("{s:I,s:{s:I},s:s,s:{s:i,s:i},s:o}", "uptime",
-                             (json_int_t)(ain_proc_uptime_ms(edge->proc) / 1000), "memory", "rss",
-                             (json_int_t)ain_proc_rss_bytes(), "timestamp", now, "connections",
-                             "activeConnections", atomic_load(&edge->streams), "maxConnections",
-                             edge->max_streams, "processes", processes ? processes : json_array());
+    json_t *body =
+        json_pack("{s:I,s:{s:I},s:s,s:{s:i,s:i},s:o}", "uptime",
+                  (json_int_t)(ain_proc_uptime_ms(edge->proc) / 1000), "memory", "rss",
+                  (json_int_t)ain_proc_rss_bytes(), "timestamp", now, "connections",
+                  "activeConnections", (int)ain_metric_get(edge->m.streams), "maxConnections",
+                  edge->max_streams, "processes", processes ? processes : json_array());
     return ain__http_json(http, 200, body);
 }

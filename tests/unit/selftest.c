@@ -14,6 +14,7 @@
 #include "actors/ratelimit/policy.h"
 #include "actors/events/eventid.h"
 #include "actors/monitor/reports.h"
+#include "edge/edge.h"
 #include "proto/body.h"
 #include "proto/envelope.h"
 #include "proto/mdp.h"
@@ -60,6 +61,8 @@ static const struct {
     {"crypto", ain_crypto_test},
     {"oauth", ain_oauth_test},
     {"jwt", ain_jwt_test},
+    {"handoff", ain_edge_handoff_test},
+    {"streams", ain_edge_streams_test},
 };
 
 int main(int argc, char **argv)

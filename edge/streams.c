@@ -1,0 +1,652 @@
+/* streams.c: the stream pump's streams: who holds which, what is unsent,
+ * who is due a heartbeat.
+ *
+ * One set of streams belongs to one pump thread and is only ever touched
+ * from it (no locks). It holds:
+ *   - an epoll set with every attached socket (EPOLLOUT only while bytes
+ *     wait), so a peer that closes is noticed and partial writes resume;
+ *   - the per-user index, user -> that user's streams, so an event costs
+ *     one lookup and one write per stream of its user; the owner is told
+ *     when a user's first stream opens and the last closes (it subscribes
+ *     and unsubscribes the user's bus topic);
+ *   - each stream's unsent bytes, at most S_OUT_MAX beyond its kernel
+ *     send buffer (fixed by the owner, so that it does not grow to
+ *     megabytes for a client that stopped reading): a stream that would
+ *     pass it has stopped reading, and is cut (closed with a reset, which
+ *     frees its kernel buffers at once) while the others go on;
+ *   - every stream in one list ordered by when it was last sent anything.
+ *     The heartbeat interval is the same for all, so a stream that is sent
+ *     something moves to the tail and the streams due a heartbeat are
+ *     always at the head: each tick costs only the streams it pings.
+ *
+ * A stream is "pending" from ain__streams_open until the hand-off gives it
+ * its socket (attach) or fails (abort): it already counts against the caps,
+ * its user is subscribed and what arrives for it is kept, so nothing sent
+ * between the subscription and the hand-off is lost. Ended streams are
+ * unlinked at once but freed by ain__streams_reap, so a batch of epoll
+ * events never points at freed memory.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <czmq.h>
+
+#include "edge/internal.h"
+#include "runtime/alloc.h"
+
+#define S_OUT_MAX     (64 * 1024)
+#define S_OUT_MIN_CAP 1024
+#define S_EPOLL_BATCH 256
+#define S_PING        ": ping\n\n"
+/* Reconnection delays given out when the edge stops. */
+#define S_STOP_RETRY_MIN_MS    1000
+#define S_STOP_RETRY_SPREAD_MS 9000
+
+enum { S_PENDING, S_LIVE, S_DEAD };
+enum { S_END_PEER, S_END_CUT, S_END_STOP, S_END_ABORT };
+
+typedef struct {
+    uint64_t id;
+    int count;
+    ain__stream_t *first;
+} s_user_t;
+
+struct ain__stream {
+    int fd; /* -1 until attached */
+    int state;
+    bool overflow; /* fell too far behind while pending: cut at attach */
+    bool pollout;  /* EPOLLOUT is in the epoll set */
+    s_user_t *user;
+    char *out; /* unsent bytes: out[off, off + len); NULL when none */
+    size_t off, len, cap;
+    int64_t last_ms;              /* when it was last sent something */
+    ain__stream_t *unext, *uprev; /* the user's streams; unext links the dead */
+    ain__stream_t *inext, *iprev; /* every open stream, by last_ms */
+};
+
+struct ain__streams {
+    int epfd;
+    ain__fdset_t *owned;
+    zhashx_t *users; /* "<id>" -> s_user_t, owned */
+    ain__stream_t *head, *tail;
+    ain__stream_t *dead;
+    size_t count, max_total, max_user;
+    int64_t heartbeat_ms;
+    int sndbuf;
+    const ain__edge_metrics_t *m;
+    ain__streams_user_fn *on_user;
+    void *arg;
+};
+
+static void s_key(uint64_t user, char key[24])
+{
+    snprintf(key, 24, "%" PRIu64, user);
+}
+
+static void s_user_free(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+static bool s_in_order(const ain__streams_t *self, const ain__stream_t *s)
+{
+    return s->iprev || s->inext || self->head == s;
+}
+
+static void s_order_unlink(ain__streams_t *self, ain__stream_t *s)
+{
+    if (!s_in_order(self, s))
+        return;
+    if (s->iprev)
+        s->iprev->inext = s->inext;
+    else
+        self->head = s->inext;
+    if (s->inext)
+        s->inext->iprev = s->iprev;
+    else
+        self->tail = s->iprev;
+    s->inext = s->iprev = NULL;
+}
+
+/* Marks `s` as just sent something: to the tail of the heartbeat order. */
+static void s_touch(ain__streams_t *self, ain__stream_t *s, int64_t now)
+{
+    s->last_ms = now;
+    if (self->tail == s)
+        return;
+    s_order_unlink(self, s);
+    s->iprev = self->tail;
+    if (self->tail)
+        self->tail->inext = s;
+    else
+        self->head = s;
+    self->tail = s;
+}
+
+static void s_user_unlink(ain__streams_t *self, ain__stream_t *s)
+{
+    s_user_t *u = s->user;
+    if (s->uprev)
+        s->uprev->unext = s->unext;
+    else
+        u->first = s->unext;
+    if (s->unext)
+        s->unext->uprev = s->uprev;
+    s->unext = s->uprev = NULL;
+    s->user = NULL;
+    if (--u->count == 0) {
+        uint64_t id = u->id;
+        char key[24];
+        s_key(id, key);
+        zhashx_delete(self->users, key); /* frees u */
+        ain_metric_set(self->m->users, (int64_t)zhashx_size(self->users));
+        self->on_user(self->arg, id, false);
+    }
+}
+
+/* Discards what the client sent (an SSE client sends nothing after its
+ * request), so closing does not reset a connection over unread input. */
+static bool s_drain_input(int fd)
+{
+    char buf[512];
+    for (int i = 0; i < 8; i++) {
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0)
+            return false;
+        if (n < 0)
+            return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+    }
+    return true;
+}
+
+/* An edge that stops offers each stream what waits and a reconnection
+ * delay spread over S_STOP_RETRY_SPREAD_MS, so that its clients do not all
+ * come back in the same instant; then it reads what the client sent, so
+ * the close is a FIN, not a reset. Nothing blocks. */
+static void s_last_words(ain__stream_t *s)
+{
+    ssize_t sent = s->len ? send(s->fd, s->out + s->off, s->len, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
+    if (sent == (ssize_t)s->len) { /* never after half a frame */
+        char retry[32];
+        uint64_t mix = ((uint64_t)(uintptr_t)s ^ (uint64_t)s->fd) * 0x9E3779B97F4A7C15ULL;
+        int n = snprintf(retry, sizeof retry, "retry: %d\n\n",
+                         S_STOP_RETRY_MIN_MS + (int)((mix >> 33) % S_STOP_RETRY_SPREAD_MS));
+        send(s->fd, retry, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    s_drain_input(s->fd);
+}
+
+/* Ends a stream now: socket closed, unlinked from the user and the order;
+ * freed at the next reap. */
+static void s_end(ain__streams_t *self, ain__stream_t *s, int why)
+{
+    if (s->state == S_DEAD)
+        return;
+    s->state = S_DEAD;
+    if (s->fd >= 0) {
+        epoll_ctl(self->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+        if (why == S_END_CUT) {
+            /* A reset: the kernel drops the unread backlog at once. */
+            struct linger lg = {1, 0};
+            setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        } else if (why == S_END_STOP) {
+            s_last_words(s);
+        }
+        /* Forget the number before closing it: a hand-off probing it after
+         * the close must see it (civetweb may accept into it). */
+        ain__fdset_del(self->owned, s->fd);
+        close(s->fd);
+        s->fd = -1;
+    }
+    free(s->out);
+    s->out = NULL;
+    s->off = s->len = s->cap = 0;
+    s_order_unlink(self, s);
+    s_user_unlink(self, s);
+    self->count--;
+    s->unext = self->dead;
+    self->dead = s;
+    ain_metric_inc(self->m->closed);
+    if (why == S_END_CUT)
+        ain_metric_inc(self->m->cut_slow);
+    ain_metric_set(self->m->streams, (int64_t)self->count);
+}
+
+static void s_want_out(ain__streams_t *self, ain__stream_t *s, bool on)
+{
+    if (s->fd < 0 || s->pollout == on)
+        return;
+    struct epoll_event ev = {EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0), {.ptr = s}};
+    if (epoll_ctl(self->epfd, EPOLL_CTL_MOD, s->fd, &ev) == 0)
+        s->pollout = on;
+}
+
+static void s_append(ain__stream_t *s, const char *text, size_t len)
+{
+    if (s->off + s->len + len > s->cap) {
+        if (s->off) {
+            memmove(s->out, s->out + s->off, s->len);
+            s->off = 0;
+        }
+        if (s->len + len > s->cap) {
+            size_t cap = s->cap ? s->cap : S_OUT_MIN_CAP;
+            while (cap < s->len + len)
+                cap *= 2;
+            s->cap = cap < S_OUT_MAX ? cap : S_OUT_MAX;
+            s->out = ain_realloc(s->out, s->cap);
+        }
+    }
+    memcpy(s->out + s->off + s->len, text, len);
+    s->len += len;
+}
+
+/* Writes what waits; returns 0, or -1 if the stream ended. */
+static int s_flush(ain__streams_t *self, ain__stream_t *s)
+{
+    while (s->len) {
+        ssize_t n = send(s->fd, s->out + s->off, s->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            s_end(self, s, S_END_PEER);
+            return -1;
+        }
+        ain_metric_add(self->m->bytes_written, n);
+        s->off += (size_t)n;
+        s->len -= (size_t)n;
+    }
+    if (s->len == 0) {
+        free(s->out); /* an idle stream holds no buffer */
+        s->out = NULL;
+        s->off = s->cap = 0;
+    }
+    s_want_out(self, s, s->len > 0);
+    return 0;
+}
+
+/* Sends `text` to one stream: straight to the socket if nothing waits,
+ * the rest queued. Returns 0, or -1 if the stream ended (peer gone, or
+ * cut for being S_OUT_MAX behind). */
+static int s_send(ain__streams_t *self, ain__stream_t *s, const char *text, size_t len, int64_t now)
+{
+    if (s->state == S_DEAD)
+        return -1;
+    if (s->overflow) {
+        s_touch(self, s, now);
+        return -1;
+    }
+    size_t done = 0;
+    if (s->state == S_LIVE && s->len == 0) {
+        ssize_t n = send(s->fd, text, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            s_end(self, s, S_END_PEER);
+            return -1;
+        }
+        if (n > 0) {
+            ain_metric_add(self->m->bytes_written, n);
+            done = (size_t)n;
+        }
+    }
+    if (done < len) {
+        if (s->len + (len - done) > S_OUT_MAX) {
+            if (s->state == S_PENDING) {
+                /* The handler still holds it: cut when it attaches. To
+                 * the tail, so the heartbeat tick passes it by. */
+                s->overflow = true;
+                s_touch(self, s, now);
+                return -1;
+            }
+            s_end(self, s, S_END_CUT);
+            return -1;
+        }
+        s_append(s, text + done, len - done);
+        s_want_out(self, s, true);
+    }
+    s_touch(self, s, now);
+    return 0;
+}
+
+ain__streams_t *ain__streams_new(const ain__streams_config_t *config)
+{
+    int epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0)
+        return NULL;
+    ain__streams_t *self = AIN_NEW(ain__streams_t);
+    self->epfd = epfd;
+    self->owned = config->owned;
+    self->users = zhashx_new();
+    zhashx_set_destructor(self->users, s_user_free);
+    self->max_total = config->max_total;
+    self->max_user = config->max_user;
+    self->heartbeat_ms = config->heartbeat_ms;
+    self->sndbuf = config->sndbuf;
+    self->m = config->metrics;
+    self->on_user = config->on_user;
+    self->arg = config->arg;
+    return self;
+}
+
+void ain__streams_destroy(ain__streams_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ain__streams_t *self = *self_p;
+    while (self->head)
+        s_end(self, self->head, S_END_STOP);
+    ain__streams_reap(self);
+    zhashx_destroy(&self->users);
+    close(self->epfd);
+    free(self);
+    *self_p = NULL;
+}
+
+int ain__streams_fd(const ain__streams_t *self)
+{
+    return self->epfd;
+}
+
+size_t ain__streams_count(const ain__streams_t *self)
+{
+    return self->count;
+}
+
+int ain__streams_open(ain__streams_t *self, uint64_t user, const char *hello, size_t len,
+                      int64_t now, ain__stream_t **stream)
+{
+    *stream = NULL;
+    if (self->count >= self->max_total) {
+        ain_metric_inc(self->m->refused_full);
+        return AIN__OPEN_FULL;
+    }
+    char key[24];
+    s_key(user, key);
+    s_user_t *u = zhashx_lookup(self->users, key);
+    if (u && (size_t)u->count >= self->max_user) {
+        ain_metric_inc(self->m->refused_user);
+        return AIN__OPEN_USER_FULL;
+    }
+    if (!u) {
+        u = AIN_NEW(s_user_t);
+        u->id = user;
+        zhashx_insert(self->users, key, u);
+        ain_metric_set(self->m->users, (int64_t)zhashx_size(self->users));
+        /* Subscribed before a byte of the stream exists. */
+        self->on_user(self->arg, user, true);
+    }
+    ain__stream_t *s = AIN_NEW(ain__stream_t);
+    s->fd = -1;
+    s->state = S_PENDING;
+    s->user = u;
+    s->unext = u->first;
+    if (u->first)
+        u->first->uprev = s;
+    u->first = s;
+    u->count++;
+    self->count++;
+    ain_metric_inc(self->m->opened);
+    ain_metric_set(self->m->streams, (int64_t)self->count);
+    s_send(self, s, hello, len, now);
+    *stream = s;
+    return AIN__OPEN_OK;
+}
+
+int ain__streams_attach(ain__streams_t *self, ain__stream_t *s, int fd, int64_t now)
+{
+    s->fd = fd;
+    if (self->sndbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &self->sndbuf, sizeof self->sndbuf);
+    struct epoll_event ev = {EPOLLIN | EPOLLRDHUP | (s->len ? EPOLLOUT : 0), {.ptr = s}};
+    if (s->overflow || epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        s_end(self, s, s->overflow ? S_END_CUT : S_END_PEER);
+        return -1;
+    }
+    s->state = S_LIVE;
+    s->pollout = s->len > 0;
+    return s_flush(self, s);
+}
+
+void ain__streams_abort(ain__streams_t *self, ain__stream_t *s)
+{
+    s_end(self, s, S_END_ABORT);
+}
+
+size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *text, size_t len,
+                            int64_t now)
+{
+    char key[24];
+    s_key(user, key);
+    s_user_t *u = zhashx_lookup(self->users, key);
+    size_t delivered = 0;
+    /* `next` is read first: a send may end the stream, and the last
+     * stream's end frees its user. */
+    for (ain__stream_t *s = u ? u->first : NULL, *next; s; s = next) {
+        next = s->unext;
+        if (s_send(self, s, text, len, now) == 0)
+            delivered++;
+    }
+    ain_metric_add(self->m->events_delivered, (int64_t)delivered);
+    return delivered;
+}
+
+int ain__streams_io(ain__streams_t *self)
+{
+    struct epoll_event ev[S_EPOLL_BATCH];
+    int n = epoll_wait(self->epfd, ev, S_EPOLL_BATCH, 0);
+    for (int i = 0; i < n; i++) {
+        ain__stream_t *s = ev[i].data.ptr;
+        if (s->state == S_DEAD)
+            continue;
+        if ((ev[i].events & (EPOLLERR | EPOLLHUP | EPOLLRDHUP)) ||
+            ((ev[i].events & EPOLLIN) && !s_drain_input(s->fd))) {
+            s_end(self, s, S_END_PEER);
+            continue;
+        }
+        if (ev[i].events & EPOLLOUT)
+            s_flush(self, s);
+    }
+    return n < 0 ? 0 : n;
+}
+
+int64_t ain__streams_tick(ain__streams_t *self, int64_t now)
+{
+    /* A ping moves its stream to the tail (or ends it), so this stops at
+     * the first stream not yet due. */
+    while (self->head && self->head->last_ms + self->heartbeat_ms <= now)
+        s_send(self, self->head, S_PING, sizeof S_PING - 1, now);
+    return self->head ? self->head->last_ms + self->heartbeat_ms - now : self->heartbeat_ms;
+}
+
+void ain__streams_reap(ain__streams_t *self)
+{
+    while (self->dead) {
+        ain__stream_t *s = self->dead;
+        self->dead = s->unext;
+        free(s);
+    }
+}
+
+/* ------------------------------------------------------------- selftest */
+
+typedef struct {
+    int failures;
+    int calls;
+    uint64_t user[8];
+    bool first[8];
+} s_test_t;
+
+static void s_test_on_user(void *arg, uint64_t user, bool first)
+{
+    s_test_t *t = arg;
+    if (t->calls < 8) {
+        t->user[t->calls] = user;
+        t->first[t->calls] = first;
+    }
+    t->calls++;
+}
+
+#define S_CHECK(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "streams: %s:%d: %s\n", __FILE__, __LINE__, #cond);                    \
+            t.failures++;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* A connected pair: *ours is non-blocking, *peer is the client's end. */
+static void s_test_pair(int *ours, int *peer)
+{
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+    fcntl(sv[0], F_SETFL, O_NONBLOCK);
+    fcntl(sv[1], F_SETFL, O_NONBLOCK);
+    *ours = sv[0];
+    *peer = sv[1];
+}
+
+/* Everything readable from `fd` now, into buf (NUL-terminated); returns
+ * its length, or -1 if the stream ended with nothing left to read. */
+static ssize_t s_test_recv(int fd, char *buf, size_t size)
+{
+    size_t n = 0;
+    ssize_t r = 0;
+    while (n < size - 1 && (r = recv(fd, buf + n, size - 1 - n, 0)) > 0)
+        n += (size_t)r;
+    buf[n] = '\0';
+    return n == 0 && r == 0 ? -1 : (ssize_t)n;
+}
+
+int ain_edge_streams_test(bool verbose)
+{
+    s_test_t t = {0};
+    ain_metrics_t *registry = ain_metrics_new();
+    ain__edge_metrics_t m = {0};
+    ain_metric_t **slots[] = {
+        &m.streams,      &m.users,          &m.max_streams,      &m.max_per_user,
+        &m.opened,       &m.closed,         &m.cut_slow,         &m.refused_full,
+        &m.refused_user, &m.handoff_failed, &m.events_delivered, &m.bytes_written};
+    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "m%zu", i);
+        *slots[i] = ain_metrics_counter(registry, name);
+    }
+    ain__fdset_t *owned = ain__fdset_new();
+    /* A small kernel buffer, so that writes stop early. */
+    ain__streams_config_t config = {owned, 3, 2, 100, 4096, &m, s_test_on_user, &t};
+    ain__streams_t *set = ain__streams_new(&config);
+    char buf[256 * 1024];
+    int64_t now = 1000;
+
+    /* Caps: two streams per user, three in all. */
+    ain__stream_t *a, *b, *c, *none;
+    S_CHECK(ain__streams_open(set, 1, "hello\n\n", 7, now, &a) == AIN__OPEN_OK);
+    S_CHECK(t.calls == 1 && t.user[0] == 1 && t.first[0]);
+    S_CHECK(ain__streams_open(set, 1, "hello\n\n", 7, now, &b) == AIN__OPEN_OK);
+    S_CHECK(t.calls == 1); /* already subscribed */
+    S_CHECK(ain__streams_open(set, 1, "x", 1, now, &none) == AIN__OPEN_USER_FULL && !none);
+    S_CHECK(ain__streams_open(set, 2, "hello\n\n", 7, now, &c) == AIN__OPEN_OK);
+    S_CHECK(t.calls == 2 && t.user[1] == 2 && t.first[1]);
+    S_CHECK(ain__streams_open(set, 3, "x", 1, now, &none) == AIN__OPEN_FULL && !none);
+    S_CHECK(ain_metric_get(m.refused_user) == 1 && ain_metric_get(m.refused_full) == 1);
+    S_CHECK(ain__streams_count(set) == 3 && ain_metric_get(m.users) == 2);
+
+    /* An event that arrives before the hand-off waits for the socket,
+     * behind the hello. */
+    S_CHECK(ain__streams_deliver(set, 2, "data: early\n\n", 13, now) == 1);
+    int fa, pa, fb, pb, fc, pc;
+    s_test_pair(&fa, &pa);
+    s_test_pair(&fb, &pb);
+    s_test_pair(&fc, &pc);
+    ain__fdset_add(owned, fa);
+    S_CHECK(ain__streams_attach(set, a, fa, now) == 0);
+    S_CHECK(ain__streams_attach(set, b, fb, now) == 0);
+    S_CHECK(ain__streams_attach(set, c, fc, now) == 0);
+    S_CHECK(s_test_recv(pc, buf, sizeof buf) == 20 && strcmp(buf, "hello\n\ndata: early\n\n") == 0);
+    S_CHECK(s_test_recv(pa, buf, sizeof buf) == 7 && s_test_recv(pb, buf, sizeof buf) == 7);
+
+    /* An event reaches each stream of its user, and nobody else's. */
+    S_CHECK(ain__streams_deliver(set, 1, "data: 1\n\n", 9, now) == 2);
+    S_CHECK(ain__streams_deliver(set, 9, "data: 9\n\n", 9, now) == 0);
+    S_CHECK(s_test_recv(pa, buf, sizeof buf) == 9 && strcmp(buf, "data: 1\n\n") == 0);
+    S_CHECK(s_test_recv(pb, buf, sizeof buf) == 9);
+    S_CHECK(s_test_recv(pc, buf, sizeof buf) == 0);
+
+    /* Heartbeats: only streams silent for the interval, then the next one
+     * is due a full interval later. */
+    S_CHECK(ain__streams_tick(set, now + 50) == 50);
+    S_CHECK(s_test_recv(pa, buf, sizeof buf) == 0);
+    S_CHECK(ain__streams_tick(set, now + 100) == 100);
+    S_CHECK(s_test_recv(pa, buf, sizeof buf) == 8 && strcmp(buf, S_PING) == 0);
+    S_CHECK(s_test_recv(pb, buf, sizeof buf) == 8 && s_test_recv(pc, buf, sizeof buf) == 8);
+    now += 100;
+
+    /* Partial writes: what the socket does not take waits, in order, and
+     * leaves once the client reads again. */
+    char chunk[1000];
+    size_t sent = 0, got = 0;
+    for (int i = 0; i < 40; i++) {
+        memset(chunk, 'a' + i % 26, sizeof chunk);
+        S_CHECK(ain__streams_deliver(set, 1, chunk, sizeof chunk, now) == 2);
+        sent += sizeof chunk;
+        s_test_recv(pa, buf, sizeof buf); /* a reads along, b does not */
+        ain__streams_io(set);
+    }
+    for (int i = 0; i < 1000 && got < sent; i++) {
+        ssize_t n = s_test_recv(pb, buf + got, sizeof buf - got);
+        got += n > 0 ? (size_t)n : 0;
+        ain__streams_io(set);
+    }
+    S_CHECK(got == sent && buf[0] == 'a' && buf[sent - 1] == 'a' + 39 % 26);
+    S_CHECK(ain_metric_get(m.cut_slow) == 0);
+
+    /* A client that stops reading is cut at 64 KiB behind; the other
+     * stream of the same user goes on. */
+    int cut_at = -1;
+    for (int i = 0; i < 200 && cut_at < 0; i++) {
+        if (ain__streams_deliver(set, 1, chunk, sizeof chunk, now) < 2)
+            cut_at = i;
+        s_test_recv(pa, buf, sizeof buf);
+        ain__streams_io(set);
+    }
+    S_CHECK(cut_at > 60 && ain_metric_get(m.cut_slow) == 1);
+    S_CHECK(ain__streams_deliver(set, 1, "data: 2\n\n", 9, now) == 1);
+    S_CHECK(s_test_recv(pa, buf, sizeof buf) == 9);
+    ain__streams_reap(set);
+    S_CHECK(s_test_recv(pb, buf, sizeof buf) >= 0 && s_test_recv(pb, buf, sizeof buf) == -1);
+
+    /* A client that leaves is noticed and its user unsubscribed. */
+    close(pc);
+    S_CHECK(ain__streams_io(set) >= 1);
+    S_CHECK(t.calls == 3 && t.user[2] == 2 && !t.first[2]);
+    S_CHECK(ain__streams_count(set) == 1);
+
+    /* A hand-off that fails gives the slot back. */
+    ain__stream_t *d;
+    S_CHECK(ain__streams_open(set, 4, "x", 1, now, &d) == AIN__OPEN_OK);
+    ain__streams_abort(set, d);
+    S_CHECK(t.calls == 5 && t.user[3] == 4 && t.first[3] && t.user[4] == 4 && !t.first[4]);
+    S_CHECK(ain_metric_get(m.opened) == 4 && ain_metric_get(m.closed) == 3);
+
+    ain__streams_destroy(&set);
+    ain__streams_destroy(&set);
+    /* Stopping closes what is left, with a reconnection delay. */
+    S_CHECK(s_test_recv(pa, buf, sizeof buf) > 0 && strncmp(buf, "retry: ", 7) == 0);
+    S_CHECK(s_test_recv(pa, buf, sizeof buf) == -1);
+    S_CHECK(!ain__fdset_has(owned, fa) && ain_metric_get(m.streams) == 0);
+    close(pa);
+    close(pb);
+    ain__fdset_destroy(&owned);
+    ain_metrics_destroy(&registry);
+    if (verbose)
+        printf("streams: %s\n", t.failures ? "FAILED" : "ok");
+    return t.failures ? 1 : 0;
+}
