@@ -19,7 +19,8 @@
 
 #define AIN__RL_BUCKETS       3   /* per decision: the subject's, the project's, a lease */
 #define AIN__RL_BATCH         64  /* decisions per request, and per Redis script call */
-#define AIN__RL_INFLIGHT      4   /* script calls in flight at once */
+#define AIN__RL_LANES         2   /* Redis connections carrying decisions */
+#define AIN__RL_INFLIGHT      2   /* script calls in flight per lane */
 #define AIN__RL_CREDIT        512 /* requests the actor holds at once */
 #define AIN__RL_KEY           192
 #define AIN__RL_LEASE_ID      40
@@ -84,12 +85,13 @@ struct ain__rl {
     int64_t index_ttl_ms;
     uint64_t instance;
     uint64_t lease_seq;
-    ain_redis_t *redis;
+    ain_redis_t *lanes[AIN__RL_LANES]; /* decisions; lanes[0] also the rest */
+    int lane_inflight[AIN__RL_LANES];
+    ain_redis_t *redis;         /* = lanes[0]: usage, reset, release */
     ain_redis_t *sub;           /* the reset channel */
     char sha[41];               /* the decision script's SHA1 once Redis knows it, else "" */
     ain__rl_decision_t **queue; /* decisions waiting for a script call: a ring */
     size_t q_head, q_len, q_cap;
-    int inflight;
     bool stopping;
     int64_t invalid_logged_ms;
     ain_rl_local_t *deny;     /* Redis's refusals, on our clock */

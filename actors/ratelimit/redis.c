@@ -3,14 +3,17 @@
  * Every decision runs inside one Lua script, so read-decide-write is atomic
  * and any number of actors on any hosts sharing a Redis admit exactly what
  * the policy allows. The clock is Redis's (TIME inside the script), so host
- * clocks cannot skew a limit. Decisions wait in a queue while
- * AIN__RL_INFLIGHT script calls are out; the next call takes up to
- * AIN__RL_BATCH of them at once. At low load a decision goes out at once,
+ * clocks cannot skew a limit. Decisions wait in a queue while every lane
+ * (a Redis connection; AIN__RL_LANES of them) has AIN__RL_INFLIGHT script
+ * calls out; the next call takes up to AIN__RL_BATCH of them at once. Two
+ * lanes keep Redis busy while this actor digests the replies of one: Redis
+ * answers a connection's pipelined calls together, and with a single lane
+ * it sat idle a third of the time. At low load a decision goes out at once,
  * alone; under load, batches grow and Redis does less per decision.
  *
  * Keys (one Redis, not Redis Cluster: the scripts touch keys of many users):
- *   ain:rl:<policy>:<subject>  a rate's TAT in µs (a string, expiring once
- *                              the bucket is full again), or a lease set
+ *   ain:rl:<policy>:<subject>  a rate's TAT in µs (a string, expiring tau
+ *                              after its last write), or a lease set
  *                              (ZSET lease id -> expiry µs)
  *   ain:rl:ix:<user>           the user's provider keys (SET), for usage
  *                              and reset
@@ -172,7 +175,7 @@ void ain__rl_index_key(uint64_t user, char *buf, size_t size)
 
 typedef struct {
     ain__rl_t *st;
-    int n;
+    int n, lane;
     int64_t sent_us;
     bool eval; /* sent with the script's text */
     ain__rl_decision_t *d[AIN__RL_BATCH];
@@ -273,12 +276,12 @@ static int s_send(ain__rl_t *st, s_call_t *c)
         }
     }
     c->sent_us = ain_clock_mono_us();
-    int rc = ain_redis_command(st->redis, s_on_decide, c, a.argc, a.argv, a.len);
+    int rc = ain_redis_command(st->lanes[c->lane], s_on_decide, c, a.argc, a.argv, a.len);
     free(a.argv);
     free(a.len);
     free(a.num);
     if (rc == 0) {
-        st->inflight++;
+        st->lane_inflight[c->lane]++;
         ain_metric_inc(st->m.calls);
         ain_metric_add(st->m.call_decisions, c->n);
     }
@@ -326,7 +329,7 @@ static void s_on_decide(ain_redis_t *redis, redisReply *r, void *arg)
     s_call_t *c = arg;
     ain__rl_t *st = c->st;
     (void)redis;
-    st->inflight--;
+    st->lane_inflight[c->lane]--;
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !st->stopping) {
         /* Redis lost its script cache (a restart): send the text this once. */
         ain_metric_inc(st->m.reloads);
@@ -352,11 +355,43 @@ static void s_on_decide(ain_redis_t *redis, redisReply *r, void *arg)
     s_flush(st);
 }
 
+/* The connected lane with the fewest calls out and room for one, or -1. */
+static int s_lane(const ain__rl_t *st)
+{
+    int best = -1;
+    for (int i = 0; i < AIN__RL_LANES; i++)
+        if (ain_redis_connected(st->lanes[i]) && st->lane_inflight[i] < AIN__RL_INFLIGHT &&
+            (best < 0 || st->lane_inflight[i] < st->lane_inflight[best]))
+            best = i;
+    return best;
+}
+
+static bool s_connected(const ain__rl_t *st)
+{
+    for (int i = 0; i < AIN__RL_LANES; i++)
+        if (st->lanes[i] && ain_redis_connected(st->lanes[i]))
+            return true;
+    return false;
+}
+
+static void s_drain_degraded(ain__rl_t *st)
+{
+    while (st->q_len > 0) {
+        ain__rl_decision_t *d = st->queue[st->q_head];
+        st->q_head = (st->q_head + 1) % st->q_cap;
+        st->q_len--;
+        ain__rl_decide_degraded(st, d);
+        ain__rl_done(st, d);
+    }
+}
+
 static void s_flush(ain__rl_t *st)
 {
-    while (!st->stopping && st->q_len > 0 && st->inflight < AIN__RL_INFLIGHT) {
+    int lane;
+    while (!st->stopping && st->q_len > 0 && (lane = s_lane(st)) >= 0) {
         s_call_t *c = AIN_NEW(s_call_t);
         c->st = st;
+        c->lane = lane;
         while (c->n < AIN__RL_BATCH && st->q_len > 0) {
             c->d[c->n++] = st->queue[st->q_head];
             st->q_head = (st->q_head + 1) % st->q_cap;
@@ -370,7 +405,7 @@ static void s_flush(ain__rl_t *st)
 
 void ain__rl_enqueue(ain__rl_t *st, ain__rl_decision_t *d)
 {
-    if (!ain_redis_connected(st->redis) || st->q_len == st->q_cap) {
+    if (!s_connected(st) || st->q_len == st->q_cap) {
         ain__rl_decide_degraded(st, d);
         ain__rl_done(st, d);
         return;
@@ -420,9 +455,13 @@ static void s_on_load(ain_redis_t *redis, redisReply *r, void *arg)
 static void s_on_state(ain_redis_t *redis, bool connected, void *arg)
 {
     ain__rl_t *st = arg;
-    ain_metric_set(st->m.redis_up, connected);
-    if (!connected)
+    ain_metric_set(st->m.redis_up, connected || s_connected(st));
+    if (!connected) {
+        /* Queued decisions go out on another lane, or are answered now. */
+        if (!st->stopping && !s_connected(st))
+            s_drain_degraded(st);
         return;
+    }
     /* Its SHA, so calls send 40 bytes rather than the script. */
     const char *argv[] = {"SCRIPT", "LOAD", s_decide_lua};
     size_t len[] = {6, 4, sizeof s_decide_lua - 1};
@@ -450,7 +489,12 @@ void ain__rl_redis_start(ain__rl_t *st)
 {
     st->q_cap = (size_t)AIN__RL_CREDIT * AIN__RL_BATCH;
     st->queue = ain_calloc(st->q_cap, sizeof *st->queue);
-    st->redis = ain_redis_new(st->actor, "ratelimit", s_on_state, st);
+    for (int i = 0; i < AIN__RL_LANES; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "ratelimit-%d", i);
+        st->lanes[i] = ain_redis_new(st->actor, name, s_on_state, st);
+    }
+    st->redis = st->lanes[0];
     st->sub = ain_redis_new(st->actor, "ratelimit-resets", s_on_sub_state, st);
     ain_redis_set_urgent(st->sub); /* a reset before the checks that follow it */
 }
@@ -460,14 +504,10 @@ void ain__rl_redis_stop(ain__rl_t *st)
     /* Pending calls fail now: their decisions are answered degraded. */
     st->stopping = true;
     ain_redis_destroy(&st->sub);
-    ain_redis_destroy(&st->redis);
-    while (st->q_len > 0) {
-        ain__rl_decision_t *d = st->queue[st->q_head];
-        st->q_head = (st->q_head + 1) % st->q_cap;
-        st->q_len--;
-        ain__rl_decide_degraded(st, d);
-        ain__rl_done(st, d);
-    }
+    st->redis = NULL;
+    for (int i = 0; i < AIN__RL_LANES; i++)
+        ain_redis_destroy(&st->lanes[i]);
+    s_drain_degraded(st);
     free(st->queue);
     st->queue = NULL;
 }

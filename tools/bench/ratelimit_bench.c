@@ -11,7 +11,7 @@
  * admitted, and from the actors' own counters how many decisions each
  * Redis script call carried and how many were answered from the deny cache.
  *
- * The actor batches by itself too: single requests that arrive while four
+ * The actor batches by itself too: single requests that arrive while its
  * script calls are out go to Redis together. So "single" measures one
  * decision per broker round trip, not one per Redis call.
  *
