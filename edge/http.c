@@ -9,6 +9,7 @@
 #include "edge/internal.h"
 #include "proto/body.h"
 #include "proto/status.h"
+#include "runtime/mpjson.h"
 
 void ain__http_count(ain_edge_t *edge, int status)
 {
@@ -83,6 +84,34 @@ int ain__http_error(ain__http_t *http, int status, const char *code, const char 
 int ain__http_fail(ain__http_t *http, int status, const char *message)
 {
     return ain__http_error(http, ain_status_http(status), ain_status_name(status), message);
+}
+
+json_t *ain__http_call_json(ain__http_t *http, const char *service, uint16_t type, uint64_t user,
+                            const void *body, size_t len, int *status)
+{
+    ain_reply_t reply;
+    ain_status_t st = ain_client_call(http->client, service, type, user, body, len,
+                                      http->edge->call_timeout_ms, &reply);
+    if (st != AIN_STATUS_OK) {
+        char why[160];
+        if (!reply.env.body_len)
+            snprintf(why, sizeof why, "the %s service did not answer", service);
+        else
+            ain__reply_message(&reply, why, sizeof why);
+        ain_reply_close(&reply);
+        *status = ain__http_fail(http, st, why);
+        return NULL;
+    }
+    json_t *out = ain_mpjson_from_body(reply.env.body, reply.env.body_len);
+    ain_reply_close(&reply);
+    if (!json_is_object(out)) {
+        json_decref(out);
+        char why[96];
+        snprintf(why, sizeof why, "malformed answer from the %s service", service);
+        *status = ain__http_error(http, 502, "BAD_GATEWAY", why);
+        return NULL;
+    }
+    return out;
 }
 
 const char *ain__reply_message(const ain_reply_t *reply, char *buf, size_t size)

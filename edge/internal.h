@@ -99,6 +99,13 @@ int ain__http_error(ain__http_t *http, int status, const char *code, const char 
 int ain__http_error_allow(ain__http_t *http, const char *allow);
 /* An error for a status of ours, mapped with ain_status_http. */
 int ain__http_fail(ain__http_t *http, int status, const char *message);
+/* Asks `service` for `type` on behalf of `user` (0 = the edge itself) and
+ * returns the reply body as a JSON object (caller owns), or NULL having
+ * answered the request: the actor's error with its status, that it did
+ * not answer, or 502 for a body that is not a map. *status is the HTTP
+ * status sent then. */
+json_t *ain__http_call_json(ain__http_t *http, const char *service, uint16_t type, uint64_t user,
+                            const void *body, size_t len, int *status);
 /* The message of an error reply body {message}, or a default. */
 const char *ain__reply_message(const ain_reply_t *reply, char *buf, size_t size);
 /* Query parameter `name` into buf; returns its length, or -1 if absent. */

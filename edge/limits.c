@@ -26,7 +26,6 @@
 #include "proto/body.h"
 #include "proto/msgtype.h"
 #include "runtime/clock.h"
-#include "runtime/mpjson.h"
 
 #define S_WARN_EVERY_MS  10000
 #define S_PROBE_EVERY_MS 1000
@@ -136,23 +135,8 @@ int ain__limits_check(ain__http_t *http)
 
 int ain__limits_usage(ain__http_t *http)
 {
-    ain_edge_t *edge = http->edge;
-    ain_reply_t reply;
-    ain_status_t st = ain_client_call(http->client, "ratelimit", AIN_MSG_RATE_USAGE, http->user,
-                                      NULL, 0, edge->call_timeout_ms, &reply);
-    if (st != AIN_STATUS_OK) {
-        char why[160];
-        int rc = ain__http_fail(http, st,
-                                reply.env.body_len ? ain__reply_message(&reply, why, sizeof why)
-                                                   : "the ratelimit service did not answer");
-        ain_reply_close(&reply);
-        return rc;
-    }
-    json_t *usage = ain_mpjson_from_body(reply.env.body, reply.env.body_len);
-    ain_reply_close(&reply);
-    if (!json_is_object(usage)) {
-        json_decref(usage);
-        return ain__http_error(http, 502, "BAD_GATEWAY", "malformed answer from ratelimit");
-    }
-    return ain__http_json(http, 200, usage);
+    int status;
+    json_t *usage =
+        ain__http_call_json(http, "ratelimit", AIN_MSG_RATE_USAGE, http->user, NULL, 0, &status);
+    return usage ? ain__http_json(http, 200, usage) : status;
 }

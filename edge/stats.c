@@ -9,7 +9,6 @@
 #include "edge/internal.h"
 #include "proto/msgtype.h"
 #include "runtime/clock.h"
-#include "runtime/mpjson.h"
 
 int ain__stats(ain__http_t *http)
 {
@@ -17,19 +16,11 @@ int ain__stats(ain__http_t *http)
     if (!ain_config_bool(ain_proc_config(edge->proc), AIN_CFG_ENABLE_MONITORING))
         return ain__http_fail(http, AIN_STATUS_UNAVAILABLE,
                               "monitoring is disabled (ENABLE_MONITORING=false)");
-    ain_reply_t reply;
-    ain_status_t st = ain_client_call(http->client, "monitor", AIN_MSG_MONITOR_OVERVIEW, 0, NULL, 0,
-                                      edge->call_timeout_ms, &reply);
-    if (st != AIN_STATUS_OK) {
-        char why[160];
-        int rc = ain__http_fail(http, st,
-                                reply.env.body_len ? ain__reply_message(&reply, why, sizeof why)
-                                                   : "the monitor did not answer");
-        ain_reply_close(&reply);
-        return rc;
-    }
-    json_t *overview = ain_mpjson_from_body(reply.env.body, reply.env.body_len);
-    ain_reply_close(&reply);
+    int status;
+    json_t *overview =
+        ain__http_call_json(http, "monitor", AIN_MSG_MONITOR_OVERVIEW, 0, NULL, 0, &status);
+    if (!overview)
+        return status;
     json_t *processes = json_incref(json_object_get(overview, "processes"));
     json_decref(overview);
     char now[40];

@@ -37,6 +37,7 @@
 #include "runtime/config.h"
 #include "runtime/mpjson.h"
 #include "runtime/proc.h"
+#include "tools/bench/connect.h"
 
 #define S_RING        16384 /* > the most requests in flight */
 #define S_MAX_THREADS 200
@@ -688,18 +689,9 @@ int main(int argc, char **argv)
         free(b);
         return rc < 0 ? 2 : 0;
     }
-    extern char **environ;
-    char *error = NULL;
-    ain_config_t *cfg = ain_config_load(environ, NULL, stderr, &error);
-    if (!cfg) {
-        fprintf(stderr, "ainbox-bench-cache: configuration: %s\n", error ? error : "?");
-        free(error);
-        free(b);
-        return 2;
-    }
-    const char *broker = b->o.broker ? b->o.broker : ain_config_str(cfg, AIN_CFG_AINBOX_BROKER);
-    void *zmq = zmq_ctx_new();
-    b->client = ain_client_new(zmq, broker, cfg);
+    ain_bench_conn_t conn;
+    rc = ain_bench_connect(&conn, "ainbox-bench-cache", b->o.broker, "cache");
+    b->client = conn.client;
     b->users = ain_calloc((size_t)b->o.users, sizeof *b->users);
     b->nviews = S_FIXED_VIEWS + b->o.threads;
     b->cdf_users = s_zipf_cdf(b->o.users, b->o.zipf_users);
@@ -712,26 +704,22 @@ int main(int argc, char **argv)
             b->users[i].unread[k] = k % 3 == 0;
     b->rng = ain_random_u64() | 1;
     msgpack_sbuffer_init(&b->buf);
-    rc = 1;
-    if (!b->client)
-        fprintf(stderr, "ainbox-bench-cache: cannot connect to %s\n", broker);
-    else if (ain_client_mmi_service(b->client, "cache", 5000) != 200)
-        fprintf(stderr, "ainbox-bench-cache: no cache actor behind %s\n", broker);
-    else if (b->o.seed && s_seed(b) < 0)
-        fprintf(stderr, "ainbox-bench-cache: could not seed the mailboxes\n");
-    else if (!b->o.seed_only && s_run(b) < 0)
-        fprintf(stderr, "ainbox-bench-cache: the broker stopped answering\n");
-    else
-        rc = 0;
+    if (rc == 0) {
+        rc = 1;
+        if (b->o.seed && s_seed(b) < 0)
+            fprintf(stderr, "ainbox-bench-cache: could not seed the mailboxes\n");
+        else if (!b->o.seed_only && s_run(b) < 0)
+            fprintf(stderr, "ainbox-bench-cache: the broker stopped answering\n");
+        else
+            rc = 0;
+    }
     msgpack_sbuffer_destroy(&b->buf);
     free(b->lat_us);
     free(b->cdf_users);
     free(b->cdf_views);
     free(b->cdf_threads);
     free(b->users);
-    ain_client_destroy(&b->client);
-    zmq_ctx_term(zmq);
-    ain_config_destroy(&cfg);
+    ain_bench_disconnect(&conn);
     free(b);
     return rc;
 }

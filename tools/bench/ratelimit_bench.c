@@ -32,6 +32,7 @@
 #include "runtime/clock.h"
 #include "runtime/config.h"
 #include "runtime/proc.h"
+#include "tools/bench/connect.h"
 
 #define S_RING        16384
 #define S_SAMPLES_MAX 20000000
@@ -319,32 +320,17 @@ int main(int argc, char **argv)
         free(b);
         return rc < 0 ? 2 : 0;
     }
-    extern char **environ;
-    char *error = NULL;
-    ain_config_t *cfg = ain_config_load(environ, NULL, stderr, &error);
-    if (!cfg) {
-        fprintf(stderr, "ainbox-bench-ratelimit: configuration: %s\n", error ? error : "?");
-        free(error);
-        free(b);
-        return 2;
-    }
-    const char *broker = b->o.broker ? b->o.broker : ain_config_str(cfg, AIN_CFG_AINBOX_BROKER);
-    void *zmq = zmq_ctx_new();
-    b->client = ain_client_new(zmq, broker, cfg);
+    ain_bench_conn_t conn;
+    rc = ain_bench_connect(&conn, "ainbox-bench-ratelimit", b->o.broker, "ratelimit");
+    b->client = conn.client;
     b->lat_us = ain_malloc(S_SAMPLES_MAX * sizeof *b->lat_us);
     b->next_corr = 1;
     b->rng = ain_random_u64() | 1;
     msgpack_sbuffer_init(&b->buf);
-    rc = 1;
-    if (!b->client)
-        fprintf(stderr, "ainbox-bench-ratelimit: cannot connect to %s\n", broker);
-    else if (ain_client_mmi_service(b->client, "ratelimit", 5000) != 200)
-        fprintf(stderr, "ainbox-bench-ratelimit: no ratelimit actor behind %s\n", broker);
-    else {
+    if (rc == 0) {
         printf("%s decisions over %d subjects, %d decisions in flight, %d s per phase\n",
                b->o.gmail ? "Gmail messages.get" : "user API", b->o.subjects, b->o.inflight,
                b->o.seconds);
-        rc = 0;
         for (int i = 0; i < b->o.nbatch && rc == 0; i++)
             if (s_phase(b, b->o.batches[i]) < 0) {
                 fprintf(stderr, "ainbox-bench-ratelimit: the broker stopped answering\n");
@@ -353,9 +339,7 @@ int main(int argc, char **argv)
     }
     msgpack_sbuffer_destroy(&b->buf);
     free(b->lat_us);
-    ain_client_destroy(&b->client);
-    zmq_ctx_term(zmq);
-    ain_config_destroy(&cfg);
+    ain_bench_disconnect(&conn);
     free(b);
     return rc;
 }
