@@ -273,21 +273,32 @@ static void s_on_usage(ain_redis_t *redis, redisReply *r, void *arg)
     free(op);
 }
 
-static int s_usage(ain_actor_t *actor, ain_request_t *req)
+/* Runs the usage or reset script for the request's target user; returns
+ * the user, 0 if the request was answered (refused), or -1 if Redis is
+ * down (the request is the caller's to answer). */
+static int64_t s_start_op(ain__rl_t *st, ain_request_t *req, bool reset, ain_redis_fn *fn)
 {
-    ain__rl_t *st = ain_actor_state(actor);
     uint64_t user;
-    if (s_target(st, req, false, &user) < 0)
+    if (s_target(st, req, reset, &user) < 0)
         return 0;
     s_op_t *op = AIN_NEW(s_op_t);
     *op = (s_op_t){st, req, user};
-    if (ain__rl_usage(st, user, false, s_on_usage, op) == 0)
-        return 0;
+    if (ain__rl_usage(st, user, reset, fn, op) == 0)
+        return (int64_t)user;
     free(op);
+    return -(int64_t)user;
+}
+
+static int s_usage(ain_actor_t *actor, ain_request_t *req)
+{
+    ain__rl_t *st = ain_actor_state(actor);
+    int64_t user = s_start_op(st, req, false, s_on_usage);
+    if (user >= 0)
+        return 0;
     /* Redis is down: nothing shared is known; say so rather than guess. */
     msgpack_packer *pk = ain_actor_body(actor);
     msgpack_pack_map(pk, 3);
-    ain_mp_pack_kv_u64(pk, "user", user);
+    ain_mp_pack_kv_u64(pk, "user", (uint64_t)-user);
     ain_mp_pack_str(pk, "degraded");
     msgpack_pack_true(pk);
     ain_mp_pack_str(pk, "usage");
@@ -330,15 +341,8 @@ static void s_on_reset(ain_redis_t *redis, redisReply *r, void *arg)
 static int s_reset(ain_actor_t *actor, ain_request_t *req)
 {
     ain__rl_t *st = ain_actor_state(actor);
-    uint64_t user;
-    if (s_target(st, req, true, &user) < 0)
-        return 0;
-    s_op_t *op = AIN_NEW(s_op_t);
-    *op = (s_op_t){st, req, user};
-    if (ain__rl_usage(st, user, true, s_on_reset, op) < 0) {
-        free(op);
+    if (s_start_op(st, req, true, s_on_reset) < 0)
         ain_request_fail(req, AIN_STATUS_UNAVAILABLE, "Redis is down: nothing to reset yet");
-    }
     return 0;
 }
 
