@@ -94,6 +94,10 @@ static int s_dispatch(struct mg_connection *conn, void *cbdata)
                         .conn = conn,
                         .info = mg_get_request_info(conn),
                         .client = mg_get_thread_pointer(conn)};
+    ain__cors_headers(&http);
+    int status;
+    if (ain__cors_preflight(&http, &status))
+        return status;
     if (!http.client)
         return ain__http_fail(&http, AIN_STATUS_UNAVAILABLE, "edge thread has no broker client");
     bool known = false;
@@ -165,20 +169,12 @@ static struct mg_context *s_start_civetweb(ain_edge_t *self)
     snprintf(ports, sizeof ports, "%s:%ld", ain_config_str(cfg, AIN_CFG_AINBOX_HTTP_ADDR),
              ain_config_int(cfg, AIN_CFG_HTTP_PORT));
     snprintf(threads, sizeof threads, "%ld", ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_THREADS));
-    const char *options[] = {"listening_ports",
-                             ports,
-                             "num_threads",
-                             threads,
-                             "listen_backlog",
-                             "4096",
-                             "request_timeout_ms",
-                             "10000",
-                             "enable_keep_alive",
-                             "yes",
-                             "keep_alive_timeout_ms",
-                             "10000",
-                             "max_request_size",
-                             "16384",
+    const char *options[] = {"listening_ports", ports, "num_threads", threads, "listen_backlog",
+                             "4096", "request_timeout_ms", "10000", "enable_keep_alive", "yes",
+                             "keep_alive_timeout_ms", "10000", "max_request_size", "16384",
+                             /* civetweb's own CORS answers every origin ("*"), preflights
+                              * included, before our handler runs: off, cors.c decides. */
+                             "access_control_allow_origin", "", "access_control_allow_methods", "",
                              NULL};
     struct mg_callbacks callbacks;
     memset(&callbacks, 0, sizeof callbacks);
@@ -206,6 +202,13 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->heartbeat_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SSE_HEARTBEAT_MS);
     self->call_timeout_ms = S_CALL_TIMEOUT_MS;
     self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
+    const char *why = NULL;
+    self->cors = ain__cors_new(cfg, &why);
+    if (!self->cors) {
+        ain_error(self->log, "%s", why);
+        ain_edge_destroy(&self);
+        return NULL;
+    }
     self->max_streams = s_max_streams(self, cfg);
     self->max_per_user = (int)ain_config_int(cfg, AIN_CFG_AINBOX_SSE_PER_USER_MAX);
     ain_metric_set(self->m.max_streams, self->max_streams);
@@ -252,6 +255,7 @@ void ain_edge_destroy(ain_edge_t **self_p)
     }
     /* After civetweb: no handler can still be handing a stream over. */
     ain__pump_destroy(&self->pump);
+    ain__cors_destroy(&self->cors);
     ain_metrics_destroy(&self->metrics);
     ain_log_destroy(&self->log);
     free(self);

@@ -40,11 +40,11 @@ static int s_send_json(ain__http_t *http, int status, json_t *body, const char *
     char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6));
     json_decref(body);
     size_t len = text ? strlen(text) : 0;
-    char headers[640];
+    char headers[1152];
     snprintf(headers, sizeof headers,
              "Content-Type: application/json\r\nContent-Length: %zu\r\n"
              "Cache-Control: no-store\r\n%s%s",
-             len, http->limit_headers, extra ? extra : "");
+             len, http->headers, extra ? extra : "");
     ain__http_head(http->conn, status, headers);
     if (len)
         mg_write(http->conn, text, len);

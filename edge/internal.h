@@ -10,6 +10,7 @@
  *             and the edge's metrics reports
  *   streams.c the pump's streams: per-user index, buffers, heartbeats
  *   limits.c  the user API limit (ratelimit actor) and GET /api/v1/limits
+ *   cors.c    cross-origin requests: allowed origins, preflight
  */
 #ifndef AIN_EDGE_INTERNAL_H
 #define AIN_EDGE_INTERNAL_H
@@ -27,6 +28,7 @@
 #include "runtime/metrics.h"
 
 typedef struct ain__pump ain__pump_t;
+typedef struct ain__cors ain__cors_t;
 
 typedef struct {
     ain_metric_t *requests, *status_2xx, *status_4xx, *status_5xx, *not_found;
@@ -54,7 +56,9 @@ struct _ain_edge_t {
     bool api_limit;                       /* AINBOX_API_RATELIMIT */
     atomic_int_fast64_t limits_warned_ms; /* limits.c: last "not checked" warning */
     atomic_int_fast64_t limits_probe_ms;  /* limits.c: when to ask MMI again */
-    atomic_bool limiter_present;          /* limits.c: the ratelimit service has workers */
+    atomic_bool limiter_present;
+    ain__cors_t *cors;
+        /* cors.c: allowed origins */ /* limits.c: the ratelimit service has workers */
 };
 
 /* One HTTP request being served. */
@@ -62,9 +66,9 @@ typedef struct {
     ain_edge_t *edge;
     struct mg_connection *conn;
     const struct mg_request_info *info;
-    ain_client_t *client;    /* this thread's: borrowed */
-    uint64_t user;           /* authenticated user, 0 = none */
-    char limit_headers[256]; /* RateLimit-Policy and RateLimit lines, or "" */
+    ain_client_t *client; /* this thread's: borrowed */
+    uint64_t user;        /* authenticated user, 0 = none */
+    char headers[768];    /* extra header lines for every answer: CORS, RateLimit */
 } ain__http_t;
 
 typedef int(ain__handler_fn)(ain__http_t *http);
@@ -121,8 +125,20 @@ int ain__sse_stream(ain__http_t *http);
 int ain__limits_usage(ain__http_t *http);
 
 /* limits.c: takes one unit of the user's API limit. Returns 0 (go on; the
- * RateLimit headers are in http->limit_headers), or -1 having answered 429. */
+ * RateLimit headers are added to http->headers), or -1 having answered 429. */
 int ain__limits_check(ain__http_t *http);
+
+/* cors.c: cross-origin requests from the configured origins. */
+/* From AINBOX_CORS_ORIGINS and FRONTEND_BASE_URL; NULL with a reason in
+ * *why (static) if an origin is malformed. An empty set allows none. */
+ain__cors_t *ain__cors_new(const ain_config_t *cfg, const char **why);
+void ain__cors_destroy(ain__cors_t **self_p);
+/* Adds the CORS lines for this request's Origin to http->headers. */
+void ain__cors_headers(ain__http_t *http);
+/* True if the request is a CORS preflight (OPTIONS with an Origin and
+ * Access-Control-Request-Method); then answers it and returns the status
+ * in *status. */
+bool ain__cors_preflight(ain__http_t *http, int *status);
 
 /* handoff.c: the descriptors the pump owns, as a bitmap any thread may
  * read and update (atomics). Sized by the process's descriptor limit at

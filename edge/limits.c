@@ -110,7 +110,8 @@ int ain__limits_check(ain__http_t *http)
     }
     uint64_t t = (a.allowed ? a.reset_ms : a.retry_ms) / 1000 +
                  ((a.allowed ? a.reset_ms : a.retry_ms) % 1000 ? 1 : 0);
-    snprintf(http->limit_headers, sizeof http->limit_headers,
+    size_t used = strlen(http->headers);
+    snprintf(http->headers + used, sizeof http->headers - used,
              "RateLimit-Policy: \"%.*s\";q=%llu;w=%llu\r\nRateLimit: \"%.*s\";r=%llu;t=%llu\r\n",
              (int)a.policy_len, a.policy, (unsigned long long)a.limit,
              (unsigned long long)a.window_s, (int)a.policy_len, a.policy,

@@ -27,6 +27,15 @@
     "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n"          \
     "X-Accel-Buffering: no\r\n"
 
+/* The stream's head, with the request's CORS lines (a cross-origin
+ * EventSource with credentials needs them). */
+static void s_head(ain__http_t *http)
+{
+    char headers[sizeof S_STREAM_HEADERS + sizeof http->headers];
+    snprintf(headers, sizeof headers, "%s%s", S_STREAM_HEADERS, http->headers);
+    ain__http_head(http->conn, 200, headers);
+}
+
 static int s_retry_ms(ain__http_t *http)
 {
     uint64_t mix = (uint64_t)ain_clock_mono_us() ^ ((uint64_t)http->info->remote_port << 20);
@@ -43,7 +52,7 @@ static int s_refuse(ain__http_t *http, const char *reason)
                      "retry: %d\ndata: {\"type\":\"retry\",\"reason\":\"%s\",\"retry_ms\":%d}\n\n",
                      retry, reason, retry);
     mg_disable_connection_keep_alive(http->conn);
-    ain__http_head(http->conn, 200, S_STREAM_HEADERS);
+    s_head(http);
     mg_write(http->conn, body, (size_t)n);
     ain__http_count(http->edge, 200);
     return 200;
@@ -65,7 +74,7 @@ int ain__sse_stream(ain__http_t *http)
     if (rc != AIN__OPEN_OK)
         return ain__http_fail(http, AIN_STATUS_UNAVAILABLE, "the edge is stopping");
     mg_disable_connection_keep_alive(http->conn);
-    ain__http_head(http->conn, 200, S_STREAM_HEADERS);
+    s_head(http);
     ain__http_count(edge, 200);
     int fd = ain__handoff_take(http->conn, ain__pump_owned(edge->pump));
     if (fd < 0) {

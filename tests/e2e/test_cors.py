@@ -1,0 +1,105 @@
+"""CORS at the edge: only the configured origins, with credentials.
+
+The original frontend calls the API from its own origin with credentials
+and `Content-Type: application/json` even on GET, so every call is
+preflighted. Allowed origins (AINBOX_CORS_ORIGINS and FRONTEND_BASE_URL's
+origin) get the Access-Control headers and a 204 preflight; any other
+origin gets none, and its preflight is refused; a malformed origin list
+stops the edge at start with the variable's name.
+"""
+
+import subprocess
+import unittest
+
+from ainbox_harness import AinboxTestCase, free_ports
+
+APP = "https://app.example.com"
+
+
+class CorsCase(AinboxTestCase):
+
+    def setUp(self):
+        super().setUp()
+        port, = free_ports(1)
+        self.env = self.base_env(port, AINBOX_ACTORS="monitor,events", AINBOX_DEV_TOKEN="dev",
+                                 AINBOX_HEALTH_SERVICES="monitor",
+                                 AINBOX_CORS_ORIGINS=f"{APP}, http://localhost:5173",
+                                 FRONTEND_BASE_URL="https://mail.example.org/app/")
+        self.spawn("bundle", ["run"], self.env)
+        self.wait_health(self.env)
+
+    def preflight(self, origin, path="/api/v1/limits", method="GET"):
+        return self.http(self.env, path, method="OPTIONS", headers={
+            "Origin": origin, "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "content-type, last-event-id"})
+
+    def test_preflight_from_allowed_origins(self):
+        for origin in (APP, "http://localhost:5173", "https://mail.example.org"):
+            status, headers, body = self.preflight(origin)
+            self.assertEqual(status, 204, body)
+            self.assertEqual(headers["Access-Control-Allow-Origin"], origin)
+            self.assertEqual(headers["Access-Control-Allow-Credentials"], "true")
+            self.assertEqual(headers["Access-Control-Allow-Methods"], "GET")
+            allowed = headers["Access-Control-Allow-Headers"].lower()
+            for h in ("content-type", "last-event-id", "authorization"):
+                self.assertIn(h, allowed)
+            self.assertIn("Origin", headers["Vary"])
+        # The stream route too: EventSource with credentials preflights
+        # nothing, but a fetch-based client does.
+        status, headers, _ = self.preflight(APP, path="/api/v1/emails/stream")
+        self.assertEqual(status, 204)
+
+    def test_other_origins_get_nothing(self):
+        for origin in ("https://evil.example", "null", "https://app.example.com.evil.example",
+                       "https://app.example.com/x", "https://app.example.com\r\nX: y"):
+            try:
+                status, headers, _ = self.preflight(origin)
+            except ValueError:
+                continue  # the client refuses to send a header with CR/LF itself
+            self.assertEqual(status, 403, origin)
+            self.assertNotIn("Access-Control-Allow-Origin", headers)
+        status, headers, _ = self.http(self.env, "/health", headers={"Origin": "https://evil.example"})
+        self.assertEqual(status, 200)
+        self.assertNotIn("Access-Control-Allow-Origin", headers)
+        self.assertEqual(headers["Vary"], "Origin")
+
+    def test_answers_carry_cors_for_allowed_origins(self):
+        status, headers, _ = self.http(self.env, "/health", headers={"Origin": APP})
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["Access-Control-Allow-Origin"], APP)
+        self.assertEqual(headers["Access-Control-Allow-Credentials"], "true")
+        self.assertIn("RateLimit", headers["Access-Control-Expose-Headers"])
+        # The event stream too (a cross-origin EventSource with credentials).
+        import socket
+        sock = socket.create_connection(("127.0.0.1", int(self.env["HTTP_PORT"])), timeout=5)
+        sock.sendall(f"GET /api/v1/emails/stream?token=dev&user=5 HTTP/1.1\r\nHost: x\r\n"
+                     f"Origin: {APP}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            self.assertTrue(chunk)
+            head += chunk
+        sock.close()
+        self.assertIn(f"Access-Control-Allow-Origin: {APP}\r\n".encode(), head)
+        self.assertIn(b"text/event-stream", head)
+        # Errors too, so the frontend can read them.
+        status, headers, _ = self.http(self.env, "/nope", headers={"Origin": APP})
+        self.assertEqual(status, 404)
+        self.assertEqual(headers["Access-Control-Allow-Origin"], APP)
+        # A preflight for a route that does not take the method: 405.
+        status, headers, _ = self.preflight(APP, method="DELETE")
+        self.assertEqual(status, 405)
+        self.assertEqual(headers["Allow"], "GET")
+
+    def test_malformed_origin_list_stops_the_edge(self):
+        for bad in ("ftp://x.example", "https://x.example/path", "x.example"):
+            port, = free_ports(1)
+            env = self.base_env(port, AINBOX_ACTORS="monitor", AINBOX_CORS_ORIGINS=bad)
+            out = subprocess.run([self.bin, "run"], env=env, capture_output=True, text=True,
+                                 timeout=30)
+            self.assertNotEqual(out.returncode, 0, bad)
+            self.assertIn("AINBOX_CORS_ORIGINS", out.stderr + out.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
