@@ -46,6 +46,29 @@ static int s_log_message(const struct mg_connection *conn, const char *message)
     return 1;
 }
 
+/* civetweb's own errors (a malformed or oversized request, a timeout) as
+ * our JSON errors, counted like every other answer. */
+static int s_http_error(struct mg_connection *conn, int status, const char *errmsg)
+{
+    static const struct {
+        int status;
+        const char *code;
+    } codes[] = {{400, "BAD_REQUEST"},     {404, "NOT_FOUND"},          {405, "METHOD_NOT_ALLOWED"},
+                 {408, "REQUEST_TIMEOUT"}, {411, "LENGTH_REQUIRED"},    {413, "PAYLOAD_TOO_LARGE"},
+                 {414, "URI_TOO_LONG"},    {417, "EXPECTATION_FAILED"}, {431, "HEADERS_TOO_LARGE"},
+                 {500, "INTERNAL"},        {501, "NOT_IMPLEMENTED"},    {505, "HTTP_VERSION"}};
+    ain_edge_t *edge = mg_get_user_data(mg_get_context(conn));
+    const char *code = "HTTP_ERROR";
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (codes[i].status == status)
+            code = codes[i].code;
+    ain__http_t http = {.edge = edge, .conn = conn, .info = mg_get_request_info(conn)};
+    ain_metric_inc(edge->m.http_errors);
+    mg_disable_connection_keep_alive(conn);
+    ain__http_error(&http, status, code, errmsg && errmsg[0] ? errmsg : "bad request");
+    return 0;
+}
+
 static bool s_same_secret(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
@@ -129,6 +152,7 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.status_4xx = ain_metrics_counter(r, "http.4xx");
     self->m.status_5xx = ain_metrics_counter(r, "http.5xx");
     self->m.not_found = ain_metrics_counter(r, "http.not_found");
+    self->m.http_errors = ain_metrics_counter(r, "http.malformed");
     self->m.streams = ain_metrics_gauge(r, "sse.streams");
     self->m.users = ain_metrics_gauge(r, "sse.users");
     self->m.max_streams = ain_metrics_gauge(r, "sse.max_streams");
@@ -181,6 +205,7 @@ static struct mg_context *s_start_civetweb(ain_edge_t *self)
     callbacks.init_thread = s_init_thread;
     callbacks.exit_thread = s_exit_thread;
     callbacks.log_message = s_log_message;
+    callbacks.http_error = s_http_error;
     struct mg_context *mg = mg_start(&callbacks, self, options);
     if (!mg) {
         ain_error(self->log, "cannot listen on %s", ports);

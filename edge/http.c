@@ -76,8 +76,10 @@ int ain__http_error(ain__http_t *http, int status, const char *code, const char 
 {
     json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
     if (status >= 500)
-        ain_warn(http->edge->log, "%s %s: %d %s (%s)", http->info->request_method,
-                 http->info->local_uri, status, code, message);
+        ain_warn(http->edge->log, "%s %s: %d %s (%s)",
+                 http->info && http->info->request_method ? http->info->request_method : "-",
+                 http->info && http->info->local_uri ? http->info->local_uri : "-", status, code,
+                 message);
     return ain__http_json(http, status, body);
 }
 

@@ -39,6 +39,7 @@ typedef struct {
     ain_metric_t *opened, *closed, *cut_slow, *refused_full, *refused_user, *handoff_failed;
     ain_metric_t *events_delivered, *bytes_written;
     ain_metric_t *limited, *limits_unchecked; /* limits.c */
+    ain_metric_t *http_errors;                /* requests civetweb refused */
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {
@@ -58,7 +59,7 @@ struct _ain_edge_t {
     atomic_int_fast64_t limits_probe_ms;  /* limits.c: when to ask MMI again */
     atomic_bool limiter_present;
     ain__cors_t *cors;
-        /* cors.c: allowed origins */ /* limits.c: the ratelimit service has workers */
+    /* cors.c: allowed origins */ /* limits.c: the ratelimit service has workers */
 };
 
 /* One HTTP request being served. */

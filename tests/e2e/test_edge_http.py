@@ -1,4 +1,6 @@
-"""CORS at the edge: only the configured origins, with credentials.
+"""The edge's HTTP front: CORS, and hostile requests.
+
+CORS: only the configured origins, with credentials.
 
 The original frontend calls the API from its own origin with credentials
 and `Content-Type: application/json` even on GET, so every call is
@@ -6,12 +8,18 @@ preflighted. Allowed origins (AINBOX_CORS_ORIGINS and FRONTEND_BASE_URL's
 origin) get the Access-Control headers and a 204 preflight; any other
 origin gets none, and its preflight is refused; a malformed origin list
 stops the edge at start with the variable's name.
+
+Hostile requests (garbage request lines, oversized headers, an unknown
+HTTP version) get JSON errors from civetweb's own error path, are counted,
+and the edge goes on serving.
 """
 
+import json
+import socket
 import subprocess
 import unittest
 
-from ainbox_harness import AinboxTestCase, free_ports
+from ainbox_harness import AinboxTestCase, free_ports, wait_until
 
 APP = "https://app.example.com"
 
@@ -70,7 +78,6 @@ class CorsCase(AinboxTestCase):
         self.assertEqual(headers["Access-Control-Allow-Credentials"], "true")
         self.assertIn("RateLimit", headers["Access-Control-Expose-Headers"])
         # The event stream too (a cross-origin EventSource with credentials).
-        import socket
         sock = socket.create_connection(("127.0.0.1", int(self.env["HTTP_PORT"])), timeout=5)
         sock.sendall(f"GET /api/v1/emails/stream?token=dev&user=5 HTTP/1.1\r\nHost: x\r\n"
                      f"Origin: {APP}\r\n\r\n".encode())
@@ -90,6 +97,51 @@ class CorsCase(AinboxTestCase):
         status, headers, _ = self.preflight(APP, method="DELETE")
         self.assertEqual(status, 405)
         self.assertEqual(headers["Allow"], "GET")
+
+    def raw(self, data):
+        """Sends raw bytes; returns (status, headers text, body) of the answer."""
+        sock = socket.create_connection(("127.0.0.1", int(self.env["HTTP_PORT"])), timeout=5)
+        sock.sendall(data)
+        got = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            got += chunk
+            head, _, body = got.partition(b"\r\n\r\n")
+            length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")]
+            if length and len(body) >= length[0]:
+                break
+        sock.close()
+        head, _, body = got.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), head.decode(), body
+
+    def test_hostile_requests_get_json_errors(self):
+        cases = [
+            b"GARBAGE\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+            b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
+            b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        ]
+        for data in cases:
+            status, head, body = self.raw(data)
+            self.assertGreaterEqual(status, 400, data[:40])
+            self.assertLess(status, 600)
+            self.assertIn("application/json", head)
+            self.assertIn("code", json.loads(body)["error"])
+        # Still serving, and every refusal counted.
+        self.assertEqual(self.http(self.env, "/health")[0], 200)
+
+        def counted():
+            _, stats = self.http_json(self.env, "/stats")
+            return sum(v for p in stats["processes"] for k, v in p["report"]["metrics"].items()
+                       if k.endswith("http.malformed"))
+        wait_until(lambda: counted() >= len(cases), 10, "the refusals to be counted")
 
     def test_malformed_origin_list_stops_the_edge(self):
         for bad in ("ftp://x.example", "https://x.example/path", "x.example"):
