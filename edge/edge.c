@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 
 #include "edge/internal.h"
+#include "runtime/jwt.h"
 #include "runtime/alloc.h"
 #include "runtime/signal.h"
 
@@ -69,48 +70,6 @@ static int s_http_error(struct mg_connection *conn, int status, const char *errm
     return 0;
 }
 
-static bool s_same_secret(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = (unsigned char)(la != lb);
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return diff == 0;
-}
-
-/* Development authentication until real sign-in exists: the shared
- * AINBOX_DEV_TOKEN (Bearer header, or `token` query parameter for an
- * EventSource) and the user in `user`. Returns 0, or -1 having answered. */
-static int s_dev_auth(ain__http_t *http)
-{
-    const char *token = ain_config_str(ain_proc_config(http->edge->proc), AIN_CFG_AINBOX_DEV_TOKEN);
-    const char *header = mg_get_header(http->conn, "Authorization");
-    char given[256] = "", user[32];
-    if (header && strncmp(header, "Bearer ", 7) == 0)
-        snprintf(given, sizeof given, "%s", header + 7);
-    else
-        ain__http_query(http, "token", given, sizeof given);
-    if (!token) {
-        ain__http_fail(http, AIN_STATUS_UNAUTHENTICATED,
-                       "no authentication configured (AINBOX_DEV_TOKEN, development only)");
-        return -1;
-    }
-    if (!given[0] || !s_same_secret(given, token)) {
-        ain__http_fail(http, AIN_STATUS_UNAUTHENTICATED, "missing or invalid token");
-        return -1;
-    }
-    char *end = NULL;
-    unsigned long long id = 0;
-    if (ain__http_query(http, "user", user, sizeof user) > 0)
-        id = strtoull(user, &end, 10);
-    if (id == 0 || !end || *end != '\0') {
-        ain__http_fail(http, AIN_STATUS_INVALID, "query parameter user must be a positive integer");
-        return -1;
-    }
-    http->user = id;
-    return 0;
-}
-
 static int s_dispatch(struct mg_connection *conn, void *cbdata)
 {
     ain__http_t http = {.edge = cbdata,
@@ -135,7 +94,7 @@ static int s_dispatch(struct mg_connection *conn, void *cbdata)
         ain_metric_inc(http.edge->m.not_found);
         return ain__http_error(&http, 404, "NOT_FOUND", "no such route");
     }
-    if (route->auth == AIN__AUTH_DEV && s_dev_auth(&http) < 0)
+    if (route->auth == AIN__AUTH_USER && ain__auth_user(&http) < 0)
         return 401;
     /* The API limit counts signed-in users' requests, after authentication
      * (the original counted before it, so all users shared one bucket). */
@@ -153,6 +112,7 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.status_5xx = ain_metrics_counter(r, "http.5xx");
     self->m.not_found = ain_metrics_counter(r, "http.not_found");
     self->m.http_errors = ain_metrics_counter(r, "http.malformed");
+    self->m.auth_refused = ain_metrics_counter(r, "http.auth_refused");
     self->m.streams = ain_metrics_gauge(r, "sse.streams");
     self->m.users = ain_metrics_gauge(r, "sse.users");
     self->m.max_streams = ain_metrics_gauge(r, "sse.max_streams");
@@ -229,6 +189,10 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
     const char *why = NULL;
     self->cors = ain__cors_new(cfg, &why);
+    if (ain__auth_init(self, cfg) < 0) {
+        ain_edge_destroy(&self);
+        return NULL;
+    }
     if (!self->cors) {
         ain_error(self->log, "%s", why);
         ain_edge_destroy(&self);
@@ -281,6 +245,7 @@ void ain_edge_destroy(ain_edge_t **self_p)
     /* After civetweb: no handler can still be handing a stream over. */
     ain__pump_destroy(&self->pump);
     ain__cors_destroy(&self->cors);
+    ain_jwt_destroy(&self->jwt);
     ain_metrics_destroy(&self->metrics);
     ain_log_destroy(&self->log);
     free(self);

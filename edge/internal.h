@@ -11,6 +11,7 @@
  *   streams.c the pump's streams: per-user index, buffers, heartbeats
  *   limits.c  the user API limit (ratelimit actor) and GET /api/v1/limits
  *   cors.c    cross-origin requests: allowed origins, preflight
+ *   auth.c    who is asking: access tokens (JWT), the development token
  */
 #ifndef AIN_EDGE_INTERNAL_H
 #define AIN_EDGE_INTERNAL_H
@@ -40,6 +41,7 @@ typedef struct {
     ain_metric_t *events_delivered, *bytes_written;
     ain_metric_t *limited, *limits_unchecked; /* limits.c */
     ain_metric_t *http_errors;                /* requests civetweb refused */
+    ain_metric_t *auth_refused;               /* auth.c: 401s */
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {
@@ -57,9 +59,9 @@ struct _ain_edge_t {
     bool api_limit;                       /* AINBOX_API_RATELIMIT */
     atomic_int_fast64_t limits_warned_ms; /* limits.c: last "not checked" warning */
     atomic_int_fast64_t limits_probe_ms;  /* limits.c: when to ask MMI again */
-    atomic_bool limiter_present;
-    ain__cors_t *cors;
-    /* cors.c: allowed origins */ /* limits.c: the ratelimit service has workers */
+    atomic_bool limiter_present;          /* limits.c: the ratelimit service has workers */
+    ain__cors_t *cors;                    /* cors.c: allowed origins */
+    struct _ain_jwt_t *jwt;               /* auth.c: access token verifier, or NULL */
 };
 
 /* One HTTP request being served. */
@@ -69,12 +71,15 @@ typedef struct {
     const struct mg_request_info *info;
     ain_client_t *client; /* this thread's: borrowed */
     uint64_t user;        /* authenticated user, 0 = none */
+    uint64_t session;     /* the access token's session, 0 = development token */
+    bool admin;           /* the access token's role */
     char headers[768];    /* extra header lines for every answer: CORS, RateLimit */
 } ain__http_t;
 
 typedef int(ain__handler_fn)(ain__http_t *http);
 
-enum { AIN__AUTH_NONE, AIN__AUTH_DEV };
+/* AIN__AUTH_USER: a signed-in user (auth.c), else 401. */
+enum { AIN__AUTH_NONE, AIN__AUTH_USER };
 
 /* Whether a route's requests count against the user API limit. */
 enum { AIN__LIMIT_NONE, AIN__LIMIT_API };
@@ -128,6 +133,12 @@ int ain__limits_usage(ain__http_t *http);
 /* limits.c: takes one unit of the user's API limit. Returns 0 (go on; the
  * RateLimit headers are added to http->headers), or -1 having answered 429. */
 int ain__limits_check(ain__http_t *http);
+
+/* auth.c: the access token verifier from the configuration (required in
+ * production); 0, or -1 having logged why. */
+int ain__auth_init(ain_edge_t *edge, const ain_config_t *cfg);
+/* Sets http->user (and session, admin) or answers 401: returns 0 or -1. */
+int ain__auth_user(ain__http_t *http);
 
 /* cors.c: cross-origin requests from the configured origins. */
 /* From AINBOX_CORS_ORIGINS and FRONTEND_BASE_URL; NULL with a reason in

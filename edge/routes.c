@@ -15,8 +15,8 @@
 static const ain__route_t s_routes[] = {
     {"GET", "/health", ain__health, AIN__AUTH_NONE, AIN__LIMIT_NONE},
     {"GET", "/stats", ain__stats, AIN__AUTH_NONE, AIN__LIMIT_NONE},
-    {"GET", "/api/v1/emails/stream", ain__sse_stream, AIN__AUTH_DEV, AIN__LIMIT_NONE},
-    {"GET", "/api/v1/limits", ain__limits_usage, AIN__AUTH_DEV, AIN__LIMIT_API},
+    {"GET", "/api/v1/emails/stream", ain__sse_stream, AIN__AUTH_USER, AIN__LIMIT_NONE},
+    {"GET", "/api/v1/limits", ain__limits_usage, AIN__AUTH_USER, AIN__LIMIT_API},
 };
 
 const ain__route_t *ain__routes_find(const char *method, const char *path, bool *path_known)

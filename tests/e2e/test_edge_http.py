@@ -14,8 +14,12 @@ HTTP version) get JSON errors from civetweb's own error path, are counted,
 and the edge goes on serving.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import socket
+import time
 import subprocess
 import unittest
 
@@ -151,6 +155,104 @@ class CorsCase(AinboxTestCase):
                                  timeout=30)
             self.assertNotEqual(out.returncode, 0, bad)
             self.assertIn("AINBOX_CORS_ORIGINS", out.stderr + out.stdout)
+
+
+ACCESS = "a" * 16 + "-access-secret-for-tests-only"
+REFRESH = "r" * 16 + "-refresh-secret-for-tests-only"
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def token(secret=ACCESS, typ="access", sub="42", exp_in=600, alg="HS256", header_extra=None):
+    """An HS256 token as our issuer writes it (runtime/jwt.h), minted here
+    independently of the C code."""
+    kid = b64(hmac.new(secret.encode(), b"ainbox/jwt-kid/v1", hashlib.sha256).digest()[:6])
+    header = {"alg": alg, "typ": "JWT", "kid": kid, **(header_extra or {})}
+    now = int(time.time())
+    payload = {"sub": sub, "sid": "7", "role": "user", "typ": typ,
+               "iat": min(now - 5, now + exp_in - 600),
+               "exp": now + exp_in, "jti": b64(b"j" * 32)}
+    signing = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+    sig = b64(hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest())
+    return f"{signing}.{sig}"
+
+
+class AccessTokenCase(AinboxTestCase):
+    """Access tokens at the edge: Bearer or the access_token cookie, each
+    refusal a 401 naming its reason; the development token still works in
+    development."""
+
+    def setUp(self):
+        super().setUp()
+        port, = free_ports(1)
+        self.env = self.base_env(port, AINBOX_ACTORS="monitor,events", AINBOX_DEV_TOKEN="dev",
+                                 AINBOX_HEALTH_SERVICES="monitor", JWT_ACCESS_SECRET=ACCESS,
+                                 JWT_REFRESH_SECRET=REFRESH)
+        self.spawn("bundle", ["run"], self.env)
+        self.wait_health(self.env)
+
+    def stream_head(self, headers, query=""):
+        """Status line and head of GET /api/v1/emails/stream; the first
+        frame too if it is a stream."""
+        sock = socket.create_connection(("127.0.0.1", int(self.env["HTTP_PORT"])), timeout=5)
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall(f"GET /api/v1/emails/stream{query} HTTP/1.1\r\nHost: x\r\n{lines}\r\n"
+                     .encode())
+        got = b""
+        while b"\n\n" not in got.partition(b"\r\n\r\n")[2] and len(got) < 65536:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        sock.close()
+        return got.decode(errors="replace")
+
+    def test_bearer_and_cookie(self):
+        for headers in ({"Authorization": f"Bearer {token()}"},
+                        {"Cookie": f"theme=dark; access_token={token()}"}):
+            got = self.stream_head(headers)
+            self.assertTrue(got.startswith("HTTP/1.1 200"), got[:200])
+            self.assertIn('"type":"connected"', got)
+
+    def test_refusals_name_their_reason(self):
+        cases = {
+            "expired": token(exp_in=-120),
+            "bad_signature": token()[:-2] + ("AA" if not token().endswith("AA") else "BB"),
+            "wrong_typ": token(typ="refresh"),
+            "unknown_key": token(secret="x" * 40),
+            # A refresh token (its own secret) is no access token.
+            "unknown_key ": token(secret=REFRESH, typ="refresh"),
+            "bad_alg": token(alg="none"),
+            "bad_header": token(header_extra={"crit": ["exp"]}),
+            "malformed": "a.b.c",
+        }
+        for reason, tok in cases.items():
+            status, _, body = self.http(self.env, "/api/v1/limits",
+                                        headers={"Authorization": f"Bearer {tok}"})
+            self.assertEqual(status, 401, reason)
+            err = json.loads(body)["error"]
+            self.assertIn(reason.strip(), err["message"], reason)
+            self.assertEqual(err["code"], "TOKEN_EXPIRED" if reason == "expired"
+                             else "INVALID_TOKEN")
+        # A present but invalid token never falls back to the development one.
+        status, _, _ = self.http(self.env, "/api/v1/limits?token=dev&user=1",
+                                 headers={"Cookie": "access_token=" + cases["expired"]})
+        self.assertEqual(status, 401)
+        # Without any credentials.
+        self.assertEqual(self.http(self.env, "/api/v1/limits")[0], 401)
+        # The development token still signs in, in development.
+        got = self.stream_head({}, "?token=dev&user=3")
+        self.assertTrue(got.startswith("HTTP/1.1 200"), got[:200])
+
+    def test_production_needs_the_secrets(self):
+        port, = free_ports(1)
+        env = self.base_env(port, AINBOX_ACTORS="monitor", NODE_ENV="production")
+        out = subprocess.run([self.bin, "run"], env=env, capture_output=True, text=True,
+                             timeout=30)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("JWT_ACCESS_SECRET", out.stderr + out.stdout)
 
 
 if __name__ == "__main__":
