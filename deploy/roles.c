@@ -8,6 +8,7 @@
 #include "actors/events/events.h"
 #include "actors/monitor/monitor.h"
 #include "actors/ratelimit/ratelimit.h"
+#include "actors/session/session.h"
 #include "broker/broker.h"
 #include "edge/edge.h"
 
@@ -22,6 +23,8 @@ static const struct {
      "the mail store's read side (L1, L2 Redis, L3 PostgreSQL), its writes"},
     {"ratelimit", &ain_ratelimit_actor,
      "provider quotas and the user API limit, shared across hosts (Redis)"},
+    {"session", &ain_session_actor,
+     "users and sign-in sessions (PostgreSQL): open, refresh, revoke, profile, terms"},
     {"echo", &ain_echo_actor, "answers with what it is sent (diagnostics, benchmarks)"},
 };
 
