@@ -116,3 +116,21 @@ int ain__auth_user(ain__http_t *http)
         return s_jwt(http, given);
     return s_dev(http, given);
 }
+
+int ain__auth_peek(ain__http_t *http)
+{
+    char given[AIN_JWT_MAX_LEN + 1] = "";
+    const char *header = mg_get_header(http->conn, "Authorization");
+    const char *cookies = mg_get_header(http->conn, "Cookie");
+    if (header && strncmp(header, "Bearer ", 7) == 0 && strlen(header + 7) <= AIN_JWT_MAX_LEN)
+        snprintf(given, sizeof given, "%s", header + 7);
+    else if (!cookies || mg_get_cookie(cookies, "access_token", given, sizeof given) <= 0)
+        return -1;
+    ain_jwt_claims_t claims;
+    if (!http->edge->jwt || ain_jwt_verify(http->edge->jwt, given, strlen(given), AIN_JWT_ACCESS,
+                                           (int64_t)time(NULL), &claims) != AIN_JWT_OK)
+        return -1;
+    http->user = claims.user;
+    http->session = claims.session;
+    return 0;
+}

@@ -9,6 +9,7 @@
 #include "edge/internal.h"
 #include "proto/body.h"
 #include "proto/status.h"
+#include "runtime/alloc.h"
 #include "runtime/mpjson.h"
 
 void ain__http_count(ain_edge_t *edge, int status)
@@ -40,12 +41,12 @@ static int s_send_json(ain__http_t *http, int status, json_t *body, const char *
     char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6));
     json_decref(body);
     size_t len = text ? strlen(text) : 0;
-    char headers[1152];
-    snprintf(headers, sizeof headers,
-             "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-             "Cache-Control: no-store\r\n%s%s",
-             len, http->headers, extra ? extra : "");
+    /* Allocated: the session cookies alone take about a kilobyte. */
+    char *headers = ain_sprintf("Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                                "Cache-Control: no-store\r\n%s%s",
+                                len, http->headers, extra ? extra : "");
     ain__http_head(http->conn, status, headers);
+    free(headers);
     if (len)
         mg_write(http->conn, text, len);
     free(text);
@@ -145,4 +146,51 @@ void ain__http_iso_time(int64_t ms, char *buf, size_t size)
     gmtime_r(&secs, &tm);
     size_t n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(buf + n, size - n, ".%03dZ", (int)(ms % 1000));
+}
+
+/* Reads at most max + 1 bytes of the body into a new buffer; *len is what was read. */
+static char *s_read_body(ain__http_t *http, size_t max, size_t *len)
+{
+    char *buf = ain_malloc(max + 1);
+    size_t n = 0;
+    while (n <= max) {
+        int got = mg_read(http->conn, buf + n, max + 1 - n);
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+    }
+    *len = n;
+    return buf;
+}
+
+json_t *ain__http_read_json(ain__http_t *http, size_t max, int *status)
+{
+    long long declared = http->info->content_length;
+    if (declared > (long long)max) {
+        *status = ain__http_error(http, 413, "PAYLOAD_TOO_LARGE", "the request body is too large");
+        return NULL;
+    }
+    size_t len = 0;
+    char *buf = s_read_body(http, max, &len);
+    if (len > max) {
+        free(buf);
+        *status = ain__http_error(http, 413, "PAYLOAD_TOO_LARGE", "the request body is too large");
+        return NULL;
+    }
+    json_error_t err;
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
+    free(buf);
+    if (!root) {
+        char message[224];
+        snprintf(message, sizeof message, "the body is not JSON: %s (at byte %d)", err.text,
+                 err.position);
+        *status = ain__http_error(http, 400, "INVALID_JSON", message);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        *status = ain__http_error(http, 400, "INVALID_JSON", "the body must be a JSON object");
+        return NULL;
+    }
+    return root;
 }

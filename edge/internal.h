@@ -12,6 +12,7 @@
  *   limits.c  the user API limit (ratelimit actor) and GET /api/v1/limits
  *   cors.c    cross-origin requests: allowed origins, preflight
  *   auth.c    who is asking: access tokens (JWT), the development token
+ *   session.c sign-in sessions and terms: cookies, refresh, logout
  */
 #ifndef AIN_EDGE_INTERNAL_H
 #define AIN_EDGE_INTERNAL_H
@@ -116,6 +117,10 @@ int ain__http_fail(ain__http_t *http, int status, const char *message);
  * status sent then. */
 json_t *ain__http_call_json(ain__http_t *http, const char *service, uint16_t type, uint64_t user,
                             const void *body, size_t len, int *status);
+/* The request body as a JSON object (caller owns), parsed strictly (duplicate members refused)
+ * from at most `max` bytes; or NULL having answered 413 or 400 INVALID_JSON naming the problem.
+ * *status is the HTTP status sent then. Blocks reading the body (civetweb's request timeout). */
+json_t *ain__http_read_json(ain__http_t *http, size_t max, int *status);
 /* The message of an error reply body {message}, or a default. */
 const char *ain__reply_message(const ain_reply_t *reply, char *buf, size_t size);
 /* Query parameter `name` into buf; returns its length, or -1 if absent. */
@@ -129,6 +134,13 @@ int ain__health(ain__http_t *http);
 int ain__stats(ain__http_t *http);
 int ain__sse_stream(ain__http_t *http);
 int ain__limits_usage(ain__http_t *http);
+/* session.c: sessions and terms (the session actor). */
+int ain__session_get(ain__http_t *http);
+int ain__session_refresh(ain__http_t *http);
+int ain__session_logout(ain__http_t *http);
+int ain__session_dev_open(ain__http_t *http);
+int ain__terms_get(ain__http_t *http);
+int ain__terms_accept(ain__http_t *http);
 
 /* limits.c: takes one unit of the user's API limit. Returns 0 (go on; the
  * RateLimit headers are added to http->headers), or -1 having answered 429. */
@@ -139,6 +151,9 @@ int ain__limits_check(ain__http_t *http);
 int ain__auth_init(ain_edge_t *edge, const ain_config_t *cfg);
 /* Sets http->user (and session, admin) or answers 401: returns 0 or -1. */
 int ain__auth_user(ain__http_t *http);
+/* Sets http->user and session from a valid access token (Bearer or cookie) if there is one,
+ * answering nothing either way; returns 0 if it did, -1 if not. */
+int ain__auth_peek(ain__http_t *http);
 
 /* cors.c: cross-origin requests from the configured origins. */
 /* From AINBOX_CORS_ORIGINS and FRONTEND_BASE_URL; NULL with a reason in

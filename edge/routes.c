@@ -17,6 +17,16 @@ static const ain__route_t s_routes[] = {
     {"GET", "/stats", ain__stats, AIN__AUTH_NONE, AIN__LIMIT_NONE},
     {"GET", "/api/v1/emails/stream", ain__sse_stream, AIN__AUTH_USER, AIN__LIMIT_NONE},
     {"GET", "/api/v1/limits", ain__limits_usage, AIN__AUTH_USER, AIN__LIMIT_API},
+    {"GET", "/api/v1/session", ain__session_get, AIN__AUTH_USER, AIN__LIMIT_API},
+    /* Refresh and logout authenticate by the refresh token themselves (the access token may
+     * have expired: that is why they are called). */
+    {"POST", "/api/v1/session/refresh", ain__session_refresh, AIN__AUTH_NONE, AIN__LIMIT_NONE},
+    {"POST", "/auth/refresh", ain__session_refresh, AIN__AUTH_NONE, AIN__LIMIT_NONE},
+    {"POST", "/auth/logout", ain__session_logout, AIN__AUTH_NONE, AIN__LIMIT_NONE},
+    {"GET", "/api/v1/terms", ain__terms_get, AIN__AUTH_NONE, AIN__LIMIT_NONE},
+    {"POST", "/api/v1/terms/accept", ain__terms_accept, AIN__AUTH_USER, AIN__LIMIT_API},
+    /* Development and test only: answers 404 in production. */
+    {"POST", "/api/v1/dev/session", ain__session_dev_open, AIN__AUTH_NONE, AIN__LIMIT_NONE},
 };
 
 const ain__route_t *ain__routes_find(const char *method, const char *path, bool *path_known)
