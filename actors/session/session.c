@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "actors/session/input.h"
 #include "actors/session/queries.h"
 #include "proto/body.h"
 #include "proto/msgtype.h"
@@ -131,41 +132,6 @@ static bool s_db_failed(s_call_t *c, const ain_pg_outcome_t *o)
     return true;
 }
 
-/* Copies an optional string field into out (NUL-terminated). Returns 0 (absent: out = ""),
- * 1 (present), or -1 (wrong type, too long, or control characters). */
-static int s_field(const msgpack_object *root, const char *key, char *out, size_t size)
-{
-    const char *p = NULL;
-    size_t n = 0;
-    out[0] = '\0';
-    int rc = ain_mp_get_str(root, key, &p, &n);
-    if (rc <= 0)
-        return rc;
-    if (n >= size)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-            return -1;
-    memcpy(out, p, n);
-    out[n] = '\0';
-    return 1;
-}
-
-/* An address we accept: local@domain, printable ASCII without spaces, lowered in place. */
-static bool s_email_ok(char *email)
-{
-    const char *at = strchr(email, '@');
-    if (!at || at == email || !at[1] || strchr(at + 1, '@') || !strchr(at + 1, '.'))
-        return false;
-    for (char *p = email; *p; p++) {
-        if (*p <= ' ' || *p > '~')
-            return false;
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p - 'A' + 'a');
-    }
-    return true;
-}
-
 static ain_jwt_role_t s_role(const char *role)
 {
     return strcmp(role, "admin") == 0 ? AIN_JWT_ROLE_ADMIN : AIN_JWT_ROLE_USER;
@@ -256,11 +222,12 @@ static int s_open(ain_actor_t *actor, ain_request_t *req)
     ain_body_t body;
     bool ok = ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK &&
               body.root->type == MSGPACK_OBJECT_MAP &&
-              s_field(body.root, "email", email, sizeof email) == 1 && s_email_ok(email) &&
-              s_field(body.root, "name", name, sizeof name) >= 0 &&
-              s_field(body.root, "picture", picture, sizeof picture) >= 0 &&
-              s_field(body.root, "user_agent", ua, sizeof ua) >= 0 &&
-              s_field(body.root, "ip", ip, sizeof ip) >= 0;
+              ain_session_field(body.root, "email", email, sizeof email) == 1 &&
+              ain_session_email_norm(email) &&
+              ain_session_field(body.root, "name", name, sizeof name) >= 0 &&
+              ain_session_field(body.root, "picture", picture, sizeof picture) >= 0 &&
+              ain_session_field(body.root, "user_agent", ua, sizeof ua) >= 0 &&
+              ain_session_field(body.root, "ip", ip, sizeof ip) >= 0;
     ain_body_release(&body);
     if (!ok) {
         s_refuse(st, req, AIN_STATUS_INVALID, "INVALID_REQUEST",
@@ -379,7 +346,7 @@ static int s_refresh_claims(s_state_t *st, ain_request_t *req, ain_jwt_claims_t 
     ain_body_t body;
     int got = -1;
     if (ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK)
-        got = s_field(body.root, "refresh", token, sizeof token);
+        got = ain_session_field(body.root, "refresh", token, sizeof token);
     ain_body_release(&body);
     if (got != 1) {
         s_refuse(st, req, AIN_STATUS_INVALID, "INVALID_REQUEST", "body must be {refresh: token}");
@@ -609,7 +576,7 @@ static int s_terms_accept(ain_actor_t *actor, ain_request_t *req)
     ain_body_t body;
     int got = -1;
     if (ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK)
-        got = s_field(body.root, "version", version, sizeof version);
+        got = ain_session_field(body.root, "version", version, sizeof version);
     ain_body_release(&body);
     if (got != 1 || !version[0]) {
         s_refuse(st, req, AIN_STATUS_INVALID, "INVALID_REQUEST",

@@ -5,7 +5,8 @@ shape; refresh rotation (the new cookies work, the old refresh token is a
 reuse that revokes the whole session); logout revoking; terms acceptance;
 one user never reading or changing another's session or terms; malformed
 bodies answered 400 with the problem named; production refusing to start
-without the token secrets or the database, and hiding the development route.
+without the token secrets or the database, hiding the development route,
+and marking cookies Secure.
 """
 
 import http.client
@@ -294,6 +295,16 @@ class ConfigurationTest(AinboxTestCase):
         res = conn.getresponse()
         self.assertEqual(res.status, 404)
         self.assertIsNone(res.getheader("Set-Cookie"))
+        res.read()
+        # Cookies are Secure in production (AINBOX_COOKIE_SECURE=auto): logout clears them.
+        conn.request("POST", "/auth/logout")
+        res = conn.getresponse()
+        self.assertEqual(res.status, 200)
+        cleared = res.msg.get_all("Set-Cookie")
+        self.assertEqual(len(cleared), 2)
+        for line in cleared:
+            self.assertIn("Max-Age=0", line)
+            self.assertIn("; Secure", line)
         conn.close()
 
 

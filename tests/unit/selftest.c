@@ -12,6 +12,7 @@
 #include "actors/cache/sketch.h"
 #include "actors/ratelimit/local.h"
 #include "actors/ratelimit/policy.h"
+#include "actors/session/input.h"
 #include "actors/events/eventid.h"
 #include "actors/monitor/reports.h"
 #include "edge/edge.h"
@@ -61,6 +62,7 @@ static const struct {
     {"crypto", ain_crypto_test},
     {"oauth", ain_oauth_test},
     {"jwt", ain_jwt_test},
+    {"session_input", ain_session_input_test},
     {"handoff", ain_edge_handoff_test},
     {"streams", ain_edge_streams_test},
 };
