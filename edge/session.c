@@ -41,9 +41,12 @@ static bool s_production(ain__http_t *http)
     return strcmp(ain_config_str(s_cfg(http), AIN_CFG_NODE_ENV), "production") == 0;
 }
 
-/* The original's envelope around `data` (stolen). */
+/* The original's envelope around `data` (stolen; NULL when an answer could not be read). */
 static int s_envelope(ain__http_t *http, json_t *data, const char *extra)
 {
+    if (!data)
+        return ain__http_error(http, 502, "BAD_GATEWAY",
+                               "malformed answer from the session service");
     json_t *body = json_pack("{s:o,s:n,s:n,s:n}", "data", data, "error", "meta", "requestId");
     return ain__http_json_extra(http, 200, body, extra);
 }
@@ -224,9 +227,6 @@ int ain__session_get(ain__http_t *http)
                   "acceptedAt", accepted_at, "providers", "google", json_object_get(r, "google"),
                   "microsoft", json_object_get(r, "microsoft"));
     json_decref(r);
-    if (!data)
-        return ain__http_error(http, 502, "BAD_GATEWAY",
-                               "malformed answer from the session service");
     return s_envelope(http, data, NULL);
 }
 
