@@ -59,6 +59,7 @@ struct _ain_edge_t {
     atomic_int_fast64_t limits_warned_ms; /* limits.c: last "not checked" warning */
     atomic_int_fast64_t limits_probe_ms;  /* limits.c: when to ask MMI again */
     atomic_bool limiter_present;          /* limits.c: the ratelimit service has workers */
+    atomic_int_fast64_t replay_warned_ms; /* sse.c: last "replay failed" warning */
 };
 
 /* One HTTP request being served. */

@@ -51,11 +51,12 @@
 #define S_FULL_JITTER_MS 5000
 /* Replay: events per EVENT_REPLAY page, pages per connection, and the
  * longest id asked for (the log's ids are at most 41 bytes). */
-#define S_PAGE       256
-#define S_PAGES      4
-#define S_ID_MAX     64
-#define S_MORE_RETRY "retry: 100\n\n"
-#define S_RESET      "data: {\"type\":\"reset\",\"reason\":\"%s\"}\n\n"
+#define S_PAGE          256
+#define S_PAGES         4
+#define S_ID_MAX        64
+#define S_MORE_RETRY    "retry: 100\n\n"
+#define S_WARN_EVERY_MS 10000
+#define S_RESET         "data: {\"type\":\"reset\",\"reason\":\"%s\"}\n\n"
 /* The connection closes when the stream ends: no length, no keep-alive. */
 #define S_STREAM_HEADERS                                                                           \
     "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n"          \
@@ -143,6 +144,20 @@ static int s_write_page(ain__http_t *http, const msgpack_object *events, char *l
     return n;
 }
 
+/* Logs a replay that failed, at most every S_WARN_EVERY_MS (a reconnect
+ * storm while the log is down would otherwise flood the log; the count is
+ * in sse.replay_failed). */
+static void s_warn_failed(ain__http_t *http, const char *why)
+{
+    ain_edge_t *edge = http->edge;
+    int64_t now = ain_clock_mono_ms();
+    int64_t last = atomic_load(&edge->replay_warned_ms);
+    if ((last == 0 || now - last >= S_WARN_EVERY_MS) &&
+        atomic_compare_exchange_strong(&edge->replay_warned_ms, &last, now))
+        ain_warn(edge->log, "SSE replay for user %llu failed (%s): clients get reset",
+                 (unsigned long long)http->user, why);
+}
+
 /* Asks for and writes what followed `last` (updated to the last id
  * written). Returns an S_REPLAY_* outcome. */
 static int s_replay(ain__http_t *http, char *last)
@@ -179,8 +194,7 @@ static int s_replay(ain__http_t *http, char *last)
             return S_REPLAY_GONE;
         if (!ok || n < 0) {
             ain_metric_inc(edge->m.replay_failed);
-            ain_warn(edge->log, "SSE replay for user %llu failed (%s): reset",
-                     (unsigned long long)http->user, ok ? "malformed answer" : ain_status_name(st));
+            s_warn_failed(http, ok ? "malformed answer" : ain_status_name(st));
             return S_REPLAY_FAILED;
         }
         if (reset)

@@ -161,19 +161,20 @@ class TestSseResume(AinboxTestCase):
                               "MAXLEN", "2"], capture_output=True, text=True, timeout=10)
         self.assertEqual(out.stdout.strip(), "3")
         cases = [
-            {"headers": {"Last-Event-ID": ids[0]}},  # trimmed away
-            {"headers": {"Last-Event-ID": "1-0"}},   # never existed
-            {"headers": {"Last-Event-ID": "not-an-id"}},
-            {"headers": {"Last-Event-ID": "9" * 30 + "-0"}},
-            {"headers": {"Last-Event-ID": "x" * 500}},
-            {"lastEventId": "%FF%00-1"},
-            {"lastEventId": "y" * 300},
+            ({"headers": {"Last-Event-ID": ids[0]}}, "unknown_id"),  # trimmed away
+            ({"headers": {"Last-Event-ID": "1-0"}}, "unknown_id"),   # never existed
+            ({"headers": {"Last-Event-ID": "not-an-id"}}, "unknown_id"),
+            ({"headers": {"Last-Event-ID": "9" * 30 + "-0"}}, "unknown_id"),
+            ({"headers": {"Last-Event-ID": "x" * 500}}, "malformed"),
+            ({"lastEventId": "%FF%00-1"}, "unknown_id"),
+            ({"lastEventId": "y" * 300}, "malformed"),
         ]
         readers = []
-        for case in cases:
+        for case, reason in cases:
             r = self.open(user, **case)
             ev = r.event()
-            self.assertEqual(proto.json_type(ev["data"]), "reset", (case, ev))
+            self.assertEqual(json.loads(ev["data"]), {"type": "reset", "reason": reason},
+                             (case, ev))
             self.assertNotIn("id", ev)
             readers.append(r)
         live = self.publish(user, 42)
@@ -213,7 +214,8 @@ class TestSseResume(AinboxTestCase):
         self.assertGreater(id_key(unlogged), id_key(logged))
         self.assertGreaterEqual(self.metric("events.unlogged"), 1)
         resumed = self.open(user, headers={"Last-Event-ID": logged})
-        self.assertEqual(proto.json_type(resumed.event()["data"]), "reset")
+        self.assertEqual(json.loads(resumed.event()["data"]),
+                         {"type": "reset", "reason": "log_unavailable"})
         again = self.publish(user, 3, logged=False)
         self.assertEqual(self.read_ids(resumed, 1), [again])
         self.assertEqual(self.read_ids(live, 1), [again])
