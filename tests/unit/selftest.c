@@ -13,6 +13,7 @@
 #include "actors/ratelimit/local.h"
 #include "actors/ratelimit/policy.h"
 #include "actors/events/eventid.h"
+#include "actors/events/evlog.h"
 #include "actors/monitor/reports.h"
 #include "edge/edge.h"
 #include "proto/body.h"
@@ -56,6 +57,7 @@ static const struct {
     {"redis", ain_redis_test},
     {"reports", ain_reports_test},
     {"eventid", ain_eventid_test},
+    {"evlog", ain_evlog_test},
     {"rl_policy", ain_rl_policy_test},
     {"rl_local", ain_rl_local_test},
     {"crypto", ain_crypto_test},
