@@ -18,7 +18,8 @@ static const struct {
     const char *summary;
 } s_actors[] = {
     {"monitor", &ain_monitor_actor, "collects every process's metrics; answers GET /stats"},
-    {"events", &ain_events_actor, "the one writer of user events (ids, bus u/<user>/)"},
+    {"events", &ain_events_actor,
+     "the one writer of user events: log in Redis, bus u/<user>/, replay"},
     {"cache", &ain_cache_actor,
      "the mail store's read side (L1, L2 Redis, L3 PostgreSQL), its writes"},
     {"ratelimit", &ain_ratelimit_actor,

@@ -127,6 +127,11 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.limited = ain_metrics_counter(r, "ratelimit.refused");
     self->m.limits_unchecked = ain_metrics_counter(r, "ratelimit.unchecked");
     self->m.bytes_written = ain_metrics_counter(r, "sse.bytes_written");
+    self->m.resumed = ain_metrics_counter(r, "sse.resumed");
+    self->m.replayed = ain_metrics_counter(r, "sse.replayed");
+    self->m.resets = ain_metrics_counter(r, "sse.resets");
+    self->m.replay_more = ain_metrics_counter(r, "sse.replay_more");
+    self->m.replay_failed = ain_metrics_counter(r, "sse.replay_failed");
 }
 
 /* MAX_CONNECTIONS, lowered to what the descriptor limit allows: a stream

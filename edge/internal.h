@@ -43,6 +43,10 @@ typedef struct {
     ain_metric_t *limited, *limits_unchecked; /* limits.c */
     ain_metric_t *http_errors;                /* requests civetweb refused */
     ain_metric_t *auth_refused;               /* auth.c: 401s */
+    /* Resume (sse.c): streams opened with a Last-Event-ID, events replayed,
+     * resets sent, replays cut short for the client to come back for more,
+     * replays the events service could not answer. */
+    ain_metric_t *resumed, *replayed, *resets, *replay_more, *replay_failed;
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {
@@ -63,6 +67,7 @@ struct _ain_edge_t {
     atomic_bool limiter_present;          /* limits.c: the ratelimit service has workers */
     ain__cors_t *cors;                    /* cors.c: allowed origins */
     struct _ain_jwt_t *jwt;               /* auth.c: access token verifier, or NULL */
+    atomic_int_fast64_t replay_warned_ms; /* sse.c: last "replay failed" warning */
 };
 
 /* One HTTP request being served. */
@@ -205,12 +210,17 @@ ain__fdset_t *ain__pump_owned(ain__pump_t *pump);
  * topic if this is its first stream, queues the `connected` frame. On
  * AIN__OPEN_OK, *stream is a token for exactly one later attach or abort
  * (never dereferenced outside the pump); events for the user are kept
- * for it from now on. */
-int ain__pump_open(ain__pump_t *pump, uint64_t user, ain__stream_t **stream);
+ * for it from now on. With `resume`, no `connected` frame is queued (the
+ * handler writes it, then the replay) and live events are held with their
+ * ids until attach. */
+int ain__pump_open(ain__pump_t *pump, uint64_t user, bool resume, ain__stream_t **stream);
 /* Gives the reserved stream its socket (`fd` is taken over in every
- * case). Returns 0, or -1 if the stream ended at once (peer gone, or it
+ * case); a resumed stream sends its held events above `after` (NULL: all
+ * of them). Returns 0, or -1 if the stream ended at once (peer gone, or it
  * fell behind before it had a socket, or the pump is stopping). */
-int ain__pump_attach(ain__pump_t *pump, ain__stream_t *stream, int fd);
+int ain__pump_attach(ain__pump_t *pump, ain__stream_t *stream, int fd, const char *after);
+/* The `connected` frame (with the `retry:` line) into buf; its length. */
+int ain__pump_hello(char *buf, size_t size);
 /* Releases a reserved stream that will get no socket. */
 void ain__pump_abort(ain__pump_t *pump, ain__stream_t *stream);
 
@@ -235,18 +245,23 @@ void ain__streams_destroy(ain__streams_t **self_p);
 /* The epoll descriptor: readable when a stream socket is ready. */
 int ain__streams_fd(const ain__streams_t *self);
 size_t ain__streams_count(const ain__streams_t *self);
-/* A pending stream with `hello` queued; AIN__OPEN_OK with *stream, or
- * AIN__OPEN_FULL / AIN__OPEN_USER_FULL (counted). */
-int ain__streams_open(ain__streams_t *self, uint64_t user, const char *hello, size_t len,
+/* A pending stream with `hello` queued (none if len is 0); AIN__OPEN_OK
+ * with *stream, or AIN__OPEN_FULL / AIN__OPEN_USER_FULL (counted). With
+ * `hold`, live events are held apart (bounded) until attach. */
+int ain__streams_open(ain__streams_t *self, uint64_t user, const char *hello, size_t len, bool hold,
                       int64_t now, ain__stream_t **stream);
-/* Takes `fd` for a pending stream and writes what waits. Returns 0, or -1
- * if the stream ended (fd closed). */
-int ain__streams_attach(ain__streams_t *self, ain__stream_t *stream, int fd, int64_t now);
+/* Takes `fd` for a pending stream and writes what waits. A holding stream
+ * first queues its held events whose ids are above `after` (every one if
+ * `after` is NULL; borrowed). Returns 0, or -1 if the stream ended (fd
+ * closed). */
+int ain__streams_attach(ain__streams_t *self, ain__stream_t *stream, int fd, const char *after,
+                        int64_t now);
 void ain__streams_abort(ain__streams_t *self, ain__stream_t *stream);
-/* Sends `text` to each stream of `user`; a stream that would pass its
- * buffer cap is cut. Returns how many streams took it. */
-size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *text, size_t len,
-                            int64_t now);
+/* Sends `text` (the SSE frame of event `id`) to each stream of `user`; a
+ * stream that would pass its buffer cap is cut; a holding stream holds it.
+ * Returns how many streams sent or queued it (held ones not counted). */
+size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *id, size_t id_len,
+                            const char *text, size_t len, int64_t now);
 /* Handles ready sockets (closed peers, writable again) without blocking.
  * Returns how many events it handled. */
 int ain__streams_io(ain__streams_t *self);

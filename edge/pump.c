@@ -54,6 +54,8 @@ enum { S_CMD_OPEN, S_CMD_ATTACH, S_CMD_ABORT };
 typedef struct s_cmd {
     int kind;
     uint64_t user;
+    bool resume;       /* open */
+    const char *after; /* attach: borrowed from the caller */
     ain__stream_t *stream;
     int fd;
     int result;
@@ -97,13 +99,13 @@ static void s_run_command(ain__pump_t *pump, s_cmd_t *cmd, int64_t now)
     switch (cmd->kind) {
     case S_CMD_OPEN: {
         char hello[128];
-        int n = snprintf(hello, sizeof hello, S_HELLO, S_RETRY_MS, ain_clock_wall_ms());
-        cmd->result =
-            ain__streams_open(pump->streams, cmd->user, hello, (size_t)n, now, &cmd->stream);
+        int n = cmd->resume ? 0 : ain__pump_hello(hello, sizeof hello);
+        cmd->result = ain__streams_open(pump->streams, cmd->user, hello, (size_t)n, cmd->resume,
+                                        now, &cmd->stream);
         break;
     }
     case S_CMD_ATTACH:
-        cmd->result = ain__streams_attach(pump->streams, cmd->stream, cmd->fd, now);
+        cmd->result = ain__streams_attach(pump->streams, cmd->stream, cmd->fd, cmd->after, now);
         break;
     case S_CMD_ABORT:
         ain__streams_abort(pump->streams, cmd->stream);
@@ -152,7 +154,7 @@ static void s_on_event(ain__pump_t *pump, ain_bus_msg_t *msg, int64_t now)
         return;
     }
     char *text = ain_sprintf("id: %.*s\ndata: %.*s\n\n", (int)id_len, id, (int)data_len, data);
-    ain__streams_deliver(pump->streams, user, text, strlen(text), now);
+    ain__streams_deliver(pump->streams, user, id, id_len, text, strlen(text), now);
     free(text);
     ain_body_release(&body);
     ain_metric_inc(pump->received);
@@ -364,17 +366,22 @@ static int s_call(ain__pump_t *pump, s_cmd_t *cmd)
     return cmd->result;
 }
 
-int ain__pump_open(ain__pump_t *pump, uint64_t user, ain__stream_t **stream)
+int ain__pump_hello(char *buf, size_t size)
 {
-    s_cmd_t cmd = {.kind = S_CMD_OPEN, .user = user, .fd = -1};
+    return snprintf(buf, size, S_HELLO, S_RETRY_MS, ain_clock_wall_ms());
+}
+
+int ain__pump_open(ain__pump_t *pump, uint64_t user, bool resume, ain__stream_t **stream)
+{
+    s_cmd_t cmd = {.kind = S_CMD_OPEN, .user = user, .resume = resume, .fd = -1};
     int rc = s_call(pump, &cmd);
     *stream = rc == AIN__OPEN_OK ? cmd.stream : NULL;
     return rc;
 }
 
-int ain__pump_attach(ain__pump_t *pump, ain__stream_t *stream, int fd)
+int ain__pump_attach(ain__pump_t *pump, ain__stream_t *stream, int fd, const char *after)
 {
-    s_cmd_t cmd = {.kind = S_CMD_ATTACH, .stream = stream, .fd = fd};
+    s_cmd_t cmd = {.kind = S_CMD_ATTACH, .stream = stream, .fd = fd, .after = after};
     int rc = s_call(pump, &cmd);
     if (rc == AIN__OPEN_STOPPING && !cmd.done) {
         /* Refused before it was queued: the socket is still ours. */

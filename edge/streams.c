@@ -25,6 +25,13 @@
  * between the subscription and the hand-off is lost. Ended streams are
  * unlinked at once but freed by ain__streams_reap, so a batch of epoll
  * events never points at freed memory.
+ *
+ * A resuming stream (Last-Event-ID) is opened "holding": while its handler
+ * replays the log, live events are held apart with their ids (at most
+ * S_HOLD_MAX of them and S_OUT_MAX bytes; beyond that it is cut at attach,
+ * and the client resumes again from what it got). Attach names the last
+ * id the replay wrote: held events above it go out, in arrival order, the
+ * others were in the replay.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +52,7 @@
 #define S_OUT_MIN_CAP 1024
 #define S_EPOLL_BATCH 256
 #define S_PING        ": ping\n\n"
+#define S_HOLD_MAX    256
 /* Reconnection delays given out when the edge stops. */
 #define S_STOP_RETRY_MIN_MS    1000
 #define S_STOP_RETRY_SPREAD_MS 9000
@@ -58,11 +66,22 @@ typedef struct {
     ain__stream_t *first;
 } s_user_t;
 
+/* A live event held while its stream replays. */
+typedef struct s_held {
+    struct s_held *next;
+    uint64_t ms, seq; /* its id */
+    size_t len;
+    char text[];
+} s_held_t;
+
 struct ain__stream {
     int fd; /* -1 until attached */
     int state;
-    bool overflow; /* fell too far behind while pending: cut at attach */
-    bool pollout;  /* EPOLLOUT is in the epoll set */
+    bool holding;                  /* replaying: live events go to `held` */
+    s_held_t *held, **held_tail;   /* in arrival order */
+    size_t held_count, held_bytes; /* bounded by S_HOLD_MAX, S_OUT_MAX */
+    bool overflow;                 /* fell too far behind while pending: cut at attach */
+    bool pollout;                  /* EPOLLOUT is in the epoll set */
     s_user_t *user;
     char *out; /* unsent bytes: out[off, off + len); NULL when none */
     size_t off, len, cap;
@@ -88,6 +107,41 @@ struct ain__streams {
 static void s_key(uint64_t user, char key[24])
 {
     snprintf(key, 24, "%" PRIu64, user);
+}
+
+/* Parses "<ms>-<seq>" (len bytes); returns 0 or -1. */
+static int s_id_parse(const char *id, size_t len, uint64_t *ms, uint64_t *seq)
+{
+    uint64_t part[2] = {0, 0};
+    int k = 0;
+    size_t digits = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (id[i] == '-' && k == 0 && digits > 0) {
+            k = 1;
+            digits = 0;
+        } else if (id[i] >= '0' && id[i] <= '9' && digits < 19) {
+            part[k] = part[k] * 10 + (uint64_t)(id[i] - '0');
+            digits++;
+        } else {
+            return -1;
+        }
+    }
+    if (k != 1 || digits == 0)
+        return -1;
+    *ms = part[0];
+    *seq = part[1];
+    return 0;
+}
+
+static void s_held_free(ain__stream_t *s)
+{
+    for (s_held_t *h = s->held, *next; h; h = next) {
+        next = h->next;
+        free(h);
+    }
+    s->held = NULL;
+    s->held_tail = &s->held;
+    s->held_count = s->held_bytes = 0;
 }
 
 static void s_user_free(void **item)
@@ -209,6 +263,7 @@ static void s_end(ain__streams_t *self, ain__stream_t *s, int why)
     free(s->out);
     s->out = NULL;
     s->off = s->len = s->cap = 0;
+    s_held_free(s);
     s_order_unlink(self, s);
     s_user_unlink(self, s);
     self->count--;
@@ -360,7 +415,7 @@ size_t ain__streams_count(const ain__streams_t *self)
     return self->count;
 }
 
-int ain__streams_open(ain__streams_t *self, uint64_t user, const char *hello, size_t len,
+int ain__streams_open(ain__streams_t *self, uint64_t user, const char *hello, size_t len, bool hold,
                       int64_t now, ain__stream_t **stream)
 {
     *stream = NULL;
@@ -386,6 +441,8 @@ int ain__streams_open(ain__streams_t *self, uint64_t user, const char *hello, si
     ain__stream_t *s = AIN_NEW(ain__stream_t);
     s->fd = -1;
     s->state = S_PENDING;
+    s->holding = hold;
+    s->held_tail = &s->held;
     s->user = u;
     s->unext = u->first;
     if (u->first)
@@ -395,13 +452,63 @@ int ain__streams_open(ain__streams_t *self, uint64_t user, const char *hello, si
     self->count++;
     ain_metric_inc(self->m->opened);
     ain_metric_set(self->m->streams, (int64_t)self->count);
-    s_send(self, s, hello, len, now);
+    if (len)
+        s_send(self, s, hello, len, now);
+    else
+        s_touch(self, s, now);
     *stream = s;
     return AIN__OPEN_OK;
 }
 
-int ain__streams_attach(ain__streams_t *self, ain__stream_t *s, int fd, int64_t now)
+/* Ends holding: the held events whose ids are above `after` (all of them
+ * if `after` is NULL) are queued, in order. */
+static void s_release(ain__streams_t *self, ain__stream_t *s, const char *after, int64_t now)
 {
+    uint64_t ms = 0, seq = 0;
+    bool all = !after || s_id_parse(after, strlen(after), &ms, &seq) < 0;
+    s_held_t *h = s->held;
+    s->held = NULL; /* detached: a send below must not free it under us */
+    s_held_free(s);
+    s->holding = false;
+    while (h) {
+        s_held_t *next = h->next;
+        if (s->state != S_DEAD && (all || h->ms > ms || (h->ms == ms && h->seq > seq)))
+            s_send(self, s, h->text, h->len, now);
+        free(h);
+        h = next;
+    }
+}
+
+/* Holds a live event for a replaying stream; one that does not fit makes
+ * the stream overflow (cut at attach). */
+static void s_hold(ain__stream_t *s, const char *id, size_t id_len, const char *text, size_t len)
+{
+    uint64_t ms, seq;
+    if (s->overflow)
+        return;
+    if (s->held_count >= S_HOLD_MAX || s->held_bytes + len > S_OUT_MAX ||
+        s_id_parse(id, id_len, &ms, &seq) < 0) {
+        s->overflow = true; /* an id we cannot order: resume again, from the log */
+        s_held_free(s);
+        return;
+    }
+    s_held_t *h = ain_malloc(sizeof *h + len);
+    h->next = NULL;
+    h->ms = ms;
+    h->seq = seq;
+    h->len = len;
+    memcpy(h->text, text, len);
+    *s->held_tail = h;
+    s->held_tail = &h->next;
+    s->held_count++;
+    s->held_bytes += len;
+}
+
+int ain__streams_attach(ain__streams_t *self, ain__stream_t *s, int fd, const char *after,
+                        int64_t now)
+{
+    if (s->holding)
+        s_release(self, s, after, now);
     s->fd = fd;
     if (self->sndbuf > 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &self->sndbuf, sizeof self->sndbuf);
@@ -420,8 +527,8 @@ void ain__streams_abort(ain__streams_t *self, ain__stream_t *s)
     s_end(self, s, S_END_ABORT);
 }
 
-size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *text, size_t len,
-                            int64_t now)
+size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *id, size_t id_len,
+                            const char *text, size_t len, int64_t now)
 {
     char key[24];
     s_key(user, key);
@@ -431,7 +538,9 @@ size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *tex
      * stream's end frees its user. */
     for (ain__stream_t *s = u ? u->first : NULL, *next; s; s = next) {
         next = s->unext;
-        if (s_send(self, s, text, len, now) == 0)
+        if (s->holding)
+            s_hold(s, id, id_len, text, len);
+        else if (s_send(self, s, text, len, now) == 0)
             delivered++;
     }
     ain_metric_add(self->m->events_delivered, (int64_t)delivered);
@@ -548,34 +657,34 @@ int ain_edge_streams_test(bool verbose)
 
     /* Caps: two streams per user, three in all. */
     ain__stream_t *a, *b, *c, *none;
-    S_CHECK(ain__streams_open(set, 1, "hello\n\n", 7, now, &a) == AIN__OPEN_OK);
+    S_CHECK(ain__streams_open(set, 1, "hello\n\n", 7, false, now, &a) == AIN__OPEN_OK);
     S_CHECK(t.calls == 1 && t.user[0] == 1 && t.first[0]);
-    S_CHECK(ain__streams_open(set, 1, "hello\n\n", 7, now, &b) == AIN__OPEN_OK);
+    S_CHECK(ain__streams_open(set, 1, "hello\n\n", 7, false, now, &b) == AIN__OPEN_OK);
     S_CHECK(t.calls == 1); /* already subscribed */
-    S_CHECK(ain__streams_open(set, 1, "x", 1, now, &none) == AIN__OPEN_USER_FULL && !none);
-    S_CHECK(ain__streams_open(set, 2, "hello\n\n", 7, now, &c) == AIN__OPEN_OK);
+    S_CHECK(ain__streams_open(set, 1, "x", 1, false, now, &none) == AIN__OPEN_USER_FULL && !none);
+    S_CHECK(ain__streams_open(set, 2, "hello\n\n", 7, false, now, &c) == AIN__OPEN_OK);
     S_CHECK(t.calls == 2 && t.user[1] == 2 && t.first[1]);
-    S_CHECK(ain__streams_open(set, 3, "x", 1, now, &none) == AIN__OPEN_FULL && !none);
+    S_CHECK(ain__streams_open(set, 3, "x", 1, false, now, &none) == AIN__OPEN_FULL && !none);
     S_CHECK(ain_metric_get(m.refused_user) == 1 && ain_metric_get(m.refused_full) == 1);
     S_CHECK(ain__streams_count(set) == 3 && ain_metric_get(m.users) == 2);
 
     /* An event that arrives before the hand-off waits for the socket,
      * behind the hello. */
-    S_CHECK(ain__streams_deliver(set, 2, "data: early\n\n", 13, now) == 1);
+    S_CHECK(ain__streams_deliver(set, 2, "1-0", 3, "data: early\n\n", 13, now) == 1);
     int fa, pa, fb, pb, fc, pc;
     s_test_pair(&fa, &pa);
     s_test_pair(&fb, &pb);
     s_test_pair(&fc, &pc);
     ain__fdset_add(owned, fa);
-    S_CHECK(ain__streams_attach(set, a, fa, now) == 0);
-    S_CHECK(ain__streams_attach(set, b, fb, now) == 0);
-    S_CHECK(ain__streams_attach(set, c, fc, now) == 0);
+    S_CHECK(ain__streams_attach(set, a, fa, NULL, now) == 0);
+    S_CHECK(ain__streams_attach(set, b, fb, NULL, now) == 0);
+    S_CHECK(ain__streams_attach(set, c, fc, NULL, now) == 0);
     S_CHECK(s_test_recv(pc, buf, sizeof buf) == 20 && strcmp(buf, "hello\n\ndata: early\n\n") == 0);
     S_CHECK(s_test_recv(pa, buf, sizeof buf) == 7 && s_test_recv(pb, buf, sizeof buf) == 7);
 
     /* An event reaches each stream of its user, and nobody else's. */
-    S_CHECK(ain__streams_deliver(set, 1, "data: 1\n\n", 9, now) == 2);
-    S_CHECK(ain__streams_deliver(set, 9, "data: 9\n\n", 9, now) == 0);
+    S_CHECK(ain__streams_deliver(set, 1, "1-0", 3, "data: 1\n\n", 9, now) == 2);
+    S_CHECK(ain__streams_deliver(set, 9, "1-0", 3, "data: 9\n\n", 9, now) == 0);
     S_CHECK(s_test_recv(pa, buf, sizeof buf) == 9 && strcmp(buf, "data: 1\n\n") == 0);
     S_CHECK(s_test_recv(pb, buf, sizeof buf) == 9);
     S_CHECK(s_test_recv(pc, buf, sizeof buf) == 0);
@@ -595,7 +704,7 @@ int ain_edge_streams_test(bool verbose)
     size_t sent = 0, got = 0;
     for (int i = 0; i < 40; i++) {
         memset(chunk, 'a' + i % 26, sizeof chunk);
-        S_CHECK(ain__streams_deliver(set, 1, chunk, sizeof chunk, now) == 2);
+        S_CHECK(ain__streams_deliver(set, 1, "1-0", 3, chunk, sizeof chunk, now) == 2);
         sent += sizeof chunk;
         s_test_recv(pa, buf, sizeof buf); /* a reads along, b does not */
         ain__streams_io(set);
@@ -612,13 +721,13 @@ int ain_edge_streams_test(bool verbose)
      * stream of the same user goes on. */
     int cut_at = -1;
     for (int i = 0; i < 200 && cut_at < 0; i++) {
-        if (ain__streams_deliver(set, 1, chunk, sizeof chunk, now) < 2)
+        if (ain__streams_deliver(set, 1, "1-0", 3, chunk, sizeof chunk, now) < 2)
             cut_at = i;
         s_test_recv(pa, buf, sizeof buf);
         ain__streams_io(set);
     }
     S_CHECK(cut_at > 60 && ain_metric_get(m.cut_slow) == 1);
-    S_CHECK(ain__streams_deliver(set, 1, "data: 2\n\n", 9, now) == 1);
+    S_CHECK(ain__streams_deliver(set, 1, "1-0", 3, "data: 2\n\n", 9, now) == 1);
     S_CHECK(s_test_recv(pa, buf, sizeof buf) == 9);
     ain__streams_reap(set);
     S_CHECK(s_test_recv(pb, buf, sizeof buf) >= 0 && s_test_recv(pb, buf, sizeof buf) == -1);
@@ -629,12 +738,29 @@ int ain_edge_streams_test(bool verbose)
     S_CHECK(t.calls == 3 && t.user[2] == 2 && !t.first[2]);
     S_CHECK(ain__streams_count(set) == 1);
 
+    /* A resuming stream holds live events until attach, then sends only
+     * those above the last replayed id, in order. */
+    ain__stream_t *r;
+    int fr, pr;
+    S_CHECK(ain__streams_open(set, 5, "", 0, true, now, &r) == AIN__OPEN_OK);
+    S_CHECK(ain__streams_deliver(set, 5, "7-1", 3, "id: 7-1\n\n", 9, now) == 0);
+    S_CHECK(ain__streams_deliver(set, 5, "7-2", 3, "id: 7-2\n\n", 9, now) == 0);
+    S_CHECK(ain__streams_deliver(set, 5, "8-0", 3, "id: 8-0\n\n", 9, now) == 0);
+    s_test_pair(&fr, &pr);
+    S_CHECK(ain__streams_attach(set, r, fr, "7-1", now) == 0);
+    S_CHECK(s_test_recv(pr, buf, sizeof buf) == 18 && strcmp(buf, "id: 7-2\n\nid: 8-0\n\n") == 0);
+    S_CHECK(ain__streams_deliver(set, 5, "9-0", 3, "id: 9-0\n\n", 9, now) == 1);
+    S_CHECK(s_test_recv(pr, buf, sizeof buf) == 9);
+    close(pr);
+    ain__streams_io(set);
+    S_CHECK(t.calls == 5 && !t.first[4]);
+
     /* A hand-off that fails gives the slot back. */
     ain__stream_t *d;
-    S_CHECK(ain__streams_open(set, 4, "x", 1, now, &d) == AIN__OPEN_OK);
+    S_CHECK(ain__streams_open(set, 4, "x", 1, false, now, &d) == AIN__OPEN_OK);
     ain__streams_abort(set, d);
-    S_CHECK(t.calls == 5 && t.user[3] == 4 && t.first[3] && t.user[4] == 4 && !t.first[4]);
-    S_CHECK(ain_metric_get(m.opened) == 4 && ain_metric_get(m.closed) == 3);
+    S_CHECK(t.calls == 7 && t.user[5] == 4 && t.first[5] && t.user[6] == 4 && !t.first[6]);
+    S_CHECK(ain_metric_get(m.opened) == 5 && ain_metric_get(m.closed) == 4);
 
     ain__streams_destroy(&set);
     ain__streams_destroy(&set);

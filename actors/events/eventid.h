@@ -2,8 +2,8 @@
  *
  * Strictly increasing per generator even if the wall clock steps back (the
  * last millisecond is kept until the clock passes it), and shaped like
- * Redis stream ids, which is what the persistent event log will hand out.
- * Pure logic.
+ * Redis stream ids. Events get their ids from the log in Redis; these are
+ * for events published while Redis is down (events.c). Pure logic.
  */
 #ifndef AIN_ACTORS_EVENTS_EVENTID_H
 #define AIN_ACTORS_EVENTS_EVENTID_H

@@ -3,27 +3,67 @@
  * The event's JSON is parsed and written back compactly: an SSE `data:`
  * line must not contain a newline, and nothing that is not a JSON object
  * with a string "type" reaches a browser.
+ *
+ * EVENT_PUBLISH appends the event to the user's log in Redis (evlog.h)
+ * and publishes it on the bus only once the append answered, with the
+ * stream entry's id: whoever replays the log after seeing an id live
+ * finds that id there. Appends go out on one connection and Redis answers
+ * them in order, so one actor publishes a user's events in id order.
+ *
+ * Redis down (not connected, an error, or no answer within
+ * AINBOX_REDIS_TIMEOUT_MS): the event is published live anyway, with an id
+ * of this actor's own (`<ms>-<2^32 + seq>`, never a Redis entry id: Redis
+ * numbers entries within a millisecond from 0), counted in
+ * `events.unlogged` and answered {id, logged: false}. Live push keeps
+ * working; a client that resumes from such an id is told `reset` (the id
+ * is not in the log), so it refetches instead of silently missing events.
+ *
+ * EVENT_REPLAY answers from the log; with Redis down it answers
+ * UNAVAILABLE (the edge then tells the client `reset`).
  */
 #include "actors/events/events.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <jansson.h>
 
 #include "actors/events/eventid.h"
+#include "actors/events/evlog.h"
 #include "proto/body.h"
 #include "proto/msgtype.h"
 #include "proto/topic.h"
 #include "runtime/alloc.h"
 #include "runtime/clock.h"
+#include "runtime/redis.h"
 
 #define S_MAX_EVENT_BYTES (64 * 1024)
+/* Replay pages: events and data bytes per answer (a page always holds at
+ * least one event). */
+#define S_REPLAY_LIMIT_DEFAULT 256
+#define S_REPLAY_LIMIT_MAX     1000
+#define S_REPLAY_BYTES         (128 * 1024)
+#define S_LOCAL_SEQ_BASE       (UINT64_C(1) << 32)
 
 typedef struct {
-    ain_eventid_t ids;
+    ain_actor_t *actor;
+    ain_eventid_t ids;     /* local ids, for events Redis did not take */
     msgpack_sbuffer event; /* the USER_EVENT body being built */
-    ain_metric_t *published, *rejected, *dropped;
+    ain_redis_t *redis;
+    bool stopping;
+    ain_metric_t *published, *rejected, *dropped, *unlogged;
+    ain_metric_t *replays, *replay_resets, *replay_failed, *redis_up;
 } s_state_t;
+
+/* An append or a replay waiting for Redis. */
+typedef struct {
+    s_state_t *st;
+    ain_request_t *req;
+    uint64_t user;
+    char *json; /* appends only */
+} s_pending_t;
 
 /* The compact JSON text of an event, or NULL with a reason. */
 static char *s_check_event(const char *text, size_t len, const char **why)
@@ -39,6 +79,64 @@ static char *s_check_event(const char *text, size_t len, const char **why)
         out = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(j);
     return out;
+}
+
+/* Publishes {id, data} on u/<user>/ and answers {id, logged}. */
+static void s_publish_answer(s_state_t *st, ain_request_t *req, uint64_t user, const char *id,
+                             const char *json, bool logged)
+{
+    ain_actor_t *actor = st->actor;
+    char topic[AIN_TOPIC_MAX];
+    ain_topic_user(topic, sizeof topic, user);
+    msgpack_packer pk;
+    st->event.size = 0;
+    msgpack_packer_init(&pk, &st->event, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    ain_mp_pack_kv_str(&pk, "id", id);
+    ain_mp_pack_kv_str(&pk, "data", json);
+    const ain_envelope_t *env = ain_request_envelope(req);
+    ain_envelope_t event = {
+        AIN_MSG_USER_EVENT, 0, user, 0, env->trace, AIN_STATUS_OK, (const uint8_t *)st->event.data,
+        st->event.size};
+    ain_metric_inc(ain_actor_publish(actor, topic, &event) == 0 ? st->published : st->dropped);
+    msgpack_packer *reply = ain_actor_body(actor);
+    msgpack_pack_map(reply, 2);
+    ain_mp_pack_kv_str(reply, "id", id);
+    ain_mp_pack_str(reply, "logged");
+    if (logged)
+        msgpack_pack_true(reply);
+    else
+        msgpack_pack_false(reply);
+    ain_request_reply_packed(req, AIN_STATUS_OK);
+}
+
+/* Published live with a local id that no log entry can have. */
+static void s_publish_unlogged(s_state_t *st, ain_request_t *req, uint64_t user, const char *json)
+{
+    char scratch[AIN_EVENTID_MAX], id[AIN_EVENTID_MAX];
+    ain_eventid_next(&st->ids, ain_clock_wall_ms(), scratch);
+    snprintf(id, sizeof id, "%" PRId64 "-%" PRIu64, st->ids.last_ms,
+             S_LOCAL_SEQ_BASE + st->ids.seq);
+    ain_metric_inc(st->unlogged);
+    s_publish_answer(st, req, user, id, json, false);
+}
+
+static void s_on_appended(ain_redis_t *redis, redisReply *r, void *arg)
+{
+    s_pending_t *p = arg;
+    s_state_t *st = p->st;
+    (void)redis;
+    if (!st->stopping) {
+        if (r && r->type == REDIS_REPLY_STRING && ain__evlog_id_valid(r->str, r->len)) {
+            s_publish_answer(st, p->req, p->user, r->str, p->json, true);
+        } else {
+            if (r && r->type == REDIS_REPLY_ERROR)
+                ain_warn(ain_actor_log(st->actor), "events: log append: %s", r->str);
+            s_publish_unlogged(st, p->req, p->user, p->json);
+        }
+    }
+    free(p->json);
+    free(p);
 }
 
 static int s_publish(ain_actor_t *actor, ain_request_t *req)
@@ -60,53 +158,180 @@ static int s_publish(ain_actor_t *actor, ain_request_t *req)
         ain_request_fail(req, AIN_STATUS_INVALID, why);
         return 0;
     }
-    char id[AIN_EVENTID_MAX], topic[AIN_TOPIC_MAX];
-    ain_eventid_next(&st->ids, ain_clock_wall_ms(), id);
-    ain_topic_user(topic, sizeof topic, env->user);
-    msgpack_packer pk;
-    st->event.size = 0;
-    msgpack_packer_init(&pk, &st->event, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    ain_mp_pack_kv_str(&pk, "id", id);
-    ain_mp_pack_kv_str(&pk, "data", json);
-    free(json);
-    ain_envelope_t event = {AIN_MSG_USER_EVENT,
-                            0,
-                            env->user,
-                            0,
-                            env->trace,
-                            AIN_STATUS_OK,
-                            (const uint8_t *)st->event.data,
-                            st->event.size};
-    ain_metric_inc(ain_actor_publish(actor, topic, &event) == 0 ? st->published : st->dropped);
-    msgpack_packer *reply = ain_actor_body(actor);
-    msgpack_pack_map(reply, 1);
-    ain_mp_pack_kv_str(reply, "id", id);
-    ain_request_reply_packed(req, AIN_STATUS_OK);
+    char key[40], keep[24], window[24], cap[24], idle[24];
+    ain__evlog_key(env->user, key, sizeof key);
+    snprintf(keep, sizeof keep, "%d", AIN__EVLOG_KEEP);
+    snprintf(window, sizeof window, "%d", AIN__EVLOG_WINDOW_MS);
+    snprintf(cap, sizeof cap, "%d", AIN__EVLOG_CAP);
+    snprintf(idle, sizeof idle, "%d", AIN__EVLOG_IDLE_MS);
+    const char *argv[] = {"EVAL", ain__evlog_append_lua, "1", key, json, keep, window, cap, idle};
+    size_t argvlen[9];
+    for (int i = 0; i < 9; i++)
+        argvlen[i] = strlen(argv[i]);
+    s_pending_t *p = AIN_NEW(s_pending_t);
+    *p = (s_pending_t){st, req, env->user, json};
+    if (ain_redis_command(st->redis, s_on_appended, p, 9, argv, argvlen) < 0) {
+        s_publish_unlogged(st, req, p->user, json);
+        free(json);
+        free(p);
+    }
     return 0;
+}
+
+/* Packs the script's answer as {events: [{id, data}], complete, reset}. */
+static void s_replay_answer(s_state_t *st, ain_request_t *req, const redisReply *r)
+{
+    msgpack_packer *pk = ain_actor_body(st->actor);
+    bool reset = r->element[0]->integer == 0;
+    size_t n = reset ? 0 : (r->elements - 1) / 2;
+    msgpack_pack_map(pk, 3);
+    ain_mp_pack_str(pk, "events");
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *id = r->element[1 + 2 * i], *data = r->element[2 + 2 * i];
+        msgpack_pack_map(pk, 2);
+        ain_mp_pack_str(pk, "id");
+        msgpack_pack_str(pk, id->len);
+        msgpack_pack_str_body(pk, id->str, id->len);
+        ain_mp_pack_str(pk, "data");
+        msgpack_pack_str(pk, data->len);
+        msgpack_pack_str_body(pk, data->str, data->len);
+    }
+    ain_mp_pack_str(pk, "complete");
+    if (!reset && r->element[0]->integer == 1)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    ain_mp_pack_str(pk, "reset");
+    if (reset)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    if (reset)
+        ain_metric_inc(st->replay_resets);
+    ain_request_reply_packed(req, AIN_STATUS_OK);
+}
+
+static bool s_replay_reply_ok(const redisReply *r)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 || (r->elements - 1) % 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER)
+        return false;
+    for (size_t i = 1; i < r->elements; i++)
+        if (r->element[i]->type != REDIS_REPLY_STRING)
+            return false;
+    return true;
+}
+
+static void s_on_replayed(ain_redis_t *redis, redisReply *r, void *arg)
+{
+    s_pending_t *p = arg;
+    s_state_t *st = p->st;
+    (void)redis;
+    if (!st->stopping) {
+        if (s_replay_reply_ok(r)) {
+            s_replay_answer(st, p->req, r);
+        } else {
+            if (r && r->type == REDIS_REPLY_ERROR)
+                ain_warn(ain_actor_log(st->actor), "events: log replay: %s", r->str);
+            ain_metric_inc(st->replay_failed);
+            ain_request_fail(p->req, AIN_STATUS_UNAVAILABLE, "the event log is not available");
+        }
+    }
+    free(p);
+}
+
+/* An answer {events: [], complete: false, reset: true} without asking. */
+static void s_replay_reset(s_state_t *st, ain_request_t *req)
+{
+    redisReply zero = {.type = REDIS_REPLY_INTEGER, .integer = 0};
+    redisReply *elements[] = {&zero};
+    redisReply r = {.type = REDIS_REPLY_ARRAY, .elements = 1, .element = elements};
+    s_replay_answer(st, req, &r);
+}
+
+static int s_replay(ain_actor_t *actor, ain_request_t *req)
+{
+    s_state_t *st = ain_actor_state(actor);
+    const ain_envelope_t *env = ain_request_envelope(req);
+    ain_body_t body;
+    const char *after = NULL;
+    size_t after_len = 0;
+    uint64_t limit = S_REPLAY_LIMIT_DEFAULT;
+    bool parsed = ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK;
+    bool ok = parsed && env->user != 0 &&
+              ain_mp_get_str(body.root, "after", &after, &after_len) == 1 &&
+              ain_mp_get_u64(body.root, "limit", &limit) >= 0;
+    char id[AIN__EVLOG_ID_MAX + 1] = "";
+    bool valid = ok && ain__evlog_id_valid(after, after_len) && after_len <= AIN__EVLOG_ID_MAX;
+    if (valid)
+        memcpy(id, after, after_len);
+    ain_body_release(&body);
+    if (!ok) {
+        ain_metric_inc(st->rejected);
+        ain_request_fail(req, AIN_STATUS_INVALID, "body must be {after: id, limit?}, with a user");
+        return 0;
+    }
+    ain_metric_inc(st->replays);
+    if (!valid) { /* a malformed id cannot be in the log */
+        s_replay_reset(st, req);
+        return 0;
+    }
+    if (limit < 1 || limit > S_REPLAY_LIMIT_MAX)
+        limit = limit < 1 ? 1 : S_REPLAY_LIMIT_MAX;
+    char key[40], lim[24], bytes[24];
+    ain__evlog_key(env->user, key, sizeof key);
+    snprintf(lim, sizeof lim, "%" PRIu64, limit);
+    snprintf(bytes, sizeof bytes, "%d", S_REPLAY_BYTES);
+    const char *argv[] = {"EVAL", ain__evlog_replay_lua, "1", key, id, lim, bytes};
+    s_pending_t *p = AIN_NEW(s_pending_t);
+    *p = (s_pending_t){st, req, env->user, NULL};
+    if (ain_redis_command(st->redis, s_on_replayed, p, 7, argv, NULL) < 0) {
+        free(p);
+        ain_metric_inc(st->replay_failed);
+        ain_request_fail(req, AIN_STATUS_UNAVAILABLE, "the event log is not available");
+    }
+    return 0;
+}
+
+static void s_on_redis_state(ain_redis_t *redis, bool connected, void *arg)
+{
+    s_state_t *st = arg;
+    (void)redis;
+    ain_metric_set(st->redis_up, connected);
 }
 
 static int s_start(ain_actor_t *actor)
 {
     s_state_t *st = AIN_NEW(s_state_t);
     ain_metrics_t *m = ain_actor_metrics(actor);
+    st->actor = actor;
     msgpack_sbuffer_init(&st->event);
     st->published = ain_metrics_counter(m, "events.published");
     st->rejected = ain_metrics_counter(m, "events.rejected");
     st->dropped = ain_metrics_counter(m, "events.dropped");
+    st->unlogged = ain_metrics_counter(m, "events.unlogged");
+    st->replays = ain_metrics_counter(m, "events.replays");
+    st->replay_resets = ain_metrics_counter(m, "events.replay_resets");
+    st->replay_failed = ain_metrics_counter(m, "events.replay_failed");
+    st->redis_up = ain_metrics_gauge(m, "events.redis.connected");
     ain_actor_set_state(actor, st);
+    st->redis = ain_redis_new(actor, "events", s_on_redis_state, st);
     return 0;
 }
 
 static void s_stop(ain_actor_t *actor)
 {
     s_state_t *st = ain_actor_state(actor);
+    st->stopping = true; /* requests still waiting for Redis were answered */
+    ain_redis_destroy(&st->redis);
     msgpack_sbuffer_destroy(&st->event);
     free(st);
 }
 
 static const ain_handler_t s_handlers[] = {
     {AIN_MSG_EVENT_PUBLISH, s_publish},
+    {AIN_MSG_EVENT_REPLAY, s_replay},
     {0, NULL},
 };
 

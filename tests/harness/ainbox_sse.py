@@ -11,8 +11,10 @@ import socket
 import time
 
 
-def request(path):
-    return (f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").encode()
+def request(path, headers=None):
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    return (f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{extra}\r\n"
+            ).encode()
 
 
 def raise_fd_limit(need):
@@ -44,15 +46,15 @@ class SseReader:
     """One raw SSE client: reads the head, then blocks, with deadlines.
 
     `rcvbuf` sets SO_RCVBUF before connecting (a slow consumer's small
-    window)."""
+    window); `headers` adds request headers (e.g. Last-Event-ID)."""
 
-    def __init__(self, port, path, timeout=5, rcvbuf=None):
+    def __init__(self, port, path, timeout=5, rcvbuf=None, headers=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
-        self.sock.sendall(request(path))
+        self.sock.sendall(request(path, headers))
         self.buf = b""
         self.comments = []
         head = self._until(b"\r\n\r\n", timeout)

@@ -14,6 +14,7 @@
 #include "actors/ratelimit/policy.h"
 #include "actors/session/input.h"
 #include "actors/events/eventid.h"
+#include "actors/events/evlog.h"
 #include "actors/monitor/reports.h"
 #include "edge/edge.h"
 #include "proto/body.h"
@@ -57,6 +58,7 @@ static const struct {
     {"redis", ain_redis_test},
     {"reports", ain_reports_test},
     {"eventid", ain_eventid_test},
+    {"evlog", ain_evlog_test},
     {"rl_policy", ain_rl_policy_test},
     {"rl_local", ain_rl_local_test},
     {"crypto", ain_crypto_test},

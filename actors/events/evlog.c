@@ -1,0 +1,124 @@
+/* evlog.c: the per-user event log's Lua scripts and id check (see evlog.h).
+ *
+ * Trimming keeps max(AIN__EVLOG_KEEP events, everything younger than the
+ * window): if the window holds at least KEEP events, everything older
+ * than it goes (MINID), else the newest KEEP stay (MAXLEN); either way
+ * nothing inside both bounds is lost. Finding that out costs a range of
+ * KEEP entries, so it runs on one append in 64 once a stream is past
+ * KEEP (the stream may briefly hold up to 63 more). MAXLEN ~ CAP on every
+ * append bounds a user who publishes faster than the window drains.
+ *
+ * A replay starts only from an id that is still in the stream: ids are
+ * never reused and the oldest entries go first, so "the id is there"
+ * means "nothing after it was trimmed". Anything else (trimmed, expired,
+ * never logged, made up) is a reset.
+ */
+#include "actors/events/evlog.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+const char ain__evlog_append_lua[] =
+    "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[1])\n"
+    "local keep = tonumber(ARGV[2])\n"
+    "local n = redis.call('XLEN', KEYS[1])\n"
+    "if n > keep and n % 64 == 0 then\n"
+    "  local t = redis.call('TIME')\n"
+    "  local cut = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])\n"
+    "  cut = string.format('%d', cut)\n"
+    "  local inwin = redis.call('XRANGE', KEYS[1], cut, '+', 'COUNT', keep)\n"
+    "  if #inwin >= keep then\n"
+    "    redis.call('XTRIM', KEYS[1], 'MINID', cut)\n"
+    "  else\n"
+    "    redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)\n"
+    "  end\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+    "return id\n";
+
+const char ain__evlog_replay_lua[] =
+    "local after = ARGV[1]\n"
+    "if #redis.call('XRANGE', KEYS[1], after, after) == 0 then return {0} end\n"
+    "local limit, budget = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local items = redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', limit + 1)\n"
+    "local out, n, bytes = {1}, 0, 0\n"
+    "for i, e in ipairs(items) do\n"
+    "  if i > limit then break end\n"
+    "  local d = e[2][2]\n"
+    "  if n > 0 and bytes + #d > budget then break end\n"
+    "  bytes, n = bytes + #d, n + 1\n"
+    "  out[#out + 1] = e[1]\n"
+    "  out[#out + 1] = d\n"
+    "end\n"
+    "if n < #items then out[1] = 2 end\n"
+    "return out\n";
+
+void ain__evlog_key(uint64_t user, char *buf, size_t size)
+{
+    snprintf(buf, size, "ain:ev:%" PRIu64, user);
+}
+
+/* One decimal part of at most 20 digits that fits in 64 bits. */
+static bool s_part(const char *p, size_t len)
+{
+    if (len == 0 || len > 20)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        uint64_t d = (uint64_t)(p[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    return true;
+}
+
+bool ain__evlog_id_valid(const char *id, size_t len)
+{
+    const char *dash = len ? memchr(id, '-', len) : NULL;
+    if (!dash)
+        return false;
+    size_t head = (size_t)(dash - id);
+    return s_part(id, head) && s_part(dash + 1, len - head - 1);
+}
+
+int ain_evlog_test(bool verbose)
+{
+    static const struct {
+        const char *id;
+        bool ok;
+    } cases[] = {
+        {"1700000000000-0", true},
+        {"0-0", true},
+        {"18446744073709551615-18446744073709551615", true},
+        {"18446744073709551616-0", false},
+        {"", false},
+        {"-", false},
+        {"1-", false},
+        {"-1", false},
+        {"1-2-3", false},
+        {"+1-2", false},
+        {"1 -2", false},
+        {"abc", false},
+        {"1700000000000", false},
+        {"1-2\n", false},
+    };
+    int failures = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (ain__evlog_id_valid(cases[i].id, strlen(cases[i].id)) != cases[i].ok) {
+            fprintf(stderr, "evlog: id \"%s\" should be %s\n", cases[i].id,
+                    cases[i].ok ? "valid" : "invalid");
+            failures++;
+        }
+    }
+    char key[40];
+    ain__evlog_key(42, key, sizeof key);
+    if (strcmp(key, "ain:ev:42") != 0)
+        failures++;
+    if (verbose)
+        printf("evlog: %s\n", failures ? "FAILED" : "ok");
+    return failures ? -1 : 0;
+}

@@ -1,0 +1,46 @@
+/* evlog.h: the per-user event log in Redis, internal to the events actor.
+ *
+ * One capped Redis stream per user, `ain:ev:<user>`, entries {d: event
+ * JSON}. The entry id Redis gives (`<ms>-<seq>`, unique and ordered per
+ * stream even with several events actors appending) is the event's SSE
+ * id. A stream keeps at least AIN__EVLOG_KEEP events or AIN__EVLOG_WINDOW_MS
+ * of them, whichever is more, never more than about AIN__EVLOG_CAP, and
+ * expires AIN__EVLOG_IDLE_MS after its last append.
+ *
+ * Only the Lua scripts, the key and the id check live here; the actor
+ * (events.c) sends them with runtime/redis.h and reads the answers.
+ */
+#ifndef AIN_ACTORS_EVENTS_EVLOG_H
+#define AIN_ACTORS_EVENTS_EVLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AIN__EVLOG_KEEP      1000
+#define AIN__EVLOG_WINDOW_MS (10 * 60 * 1000)
+#define AIN__EVLOG_CAP       10000
+#define AIN__EVLOG_IDLE_MS   (24 * 60 * 60 * 1000)
+/* Longest id accepted from a client ("<20 digits>-<20 digits>"). */
+#define AIN__EVLOG_ID_MAX 41
+
+/* Appends ARGV[1] (event JSON) to KEYS[1]; ARGV[2..5] = keep, window ms,
+ * cap, idle ms. Returns the new entry's id. */
+extern const char ain__evlog_append_lua[];
+
+/* Replays KEYS[1] after ARGV[1] (an id that must still be in the stream),
+ * at most ARGV[2] events and about ARGV[3] bytes of data (at least one
+ * event). Returns {0} when ARGV[1] is not in the stream (reset), else
+ * {1 (complete) | 2 (more after these), id1, data1, id2, data2, ...}. */
+extern const char ain__evlog_replay_lua[];
+
+/* The stream key of `user` into buf. */
+void ain__evlog_key(uint64_t user, char *buf, size_t size);
+
+/* True if `id` (len bytes, not NUL-terminated) is a well-formed stream id
+ * "<ms>-<seq>", each part decimal, without sign or overflow. */
+bool ain__evlog_id_valid(const char *id, size_t len);
+
+int ain_evlog_test(bool verbose);
+
+#endif
