@@ -21,6 +21,7 @@
  *
  * Every query is scoped by the user ($1); a view names the rest.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,12 +261,21 @@ static bool s_ok(ain__load_t *load, const ain_pg_outcome_t *out)
     return false;
 }
 
-static void s_query(ain__load_t *load, const char *sql, int n, const char *const *params,
+/* Runs `sql` with the view's user as $1, then the `n` parameters given as
+ * $2...: every query of the read side is scoped by user, here, once. */
+static void s_query(ain__load_t *load, const char *sql, int n, const char *const *rest,
                     ain_pg_fn *fn)
 {
     ain__state_t *st = load->state;
+    char user[24];
+    const char *params[8];
+    assert(n < 8);
+    snprintf(user, sizeof user, "%llu", (unsigned long long)load->view.user);
+    params[0] = user;
+    for (int i = 0; i < n; i++)
+        params[i + 1] = rest[i];
     ain_metric_inc(st->m.l3_queries);
-    if (ain_pg_query(st->pg, sql, n, params, fn, load) < 0) {
+    if (ain_pg_query(st->pg, sql, n + 1, params, fn, load) < 0) {
         ain_metric_inc(st->m.l3_errors);
         s_fail(st, load, "the mail store is overloaded");
     }
@@ -318,19 +328,17 @@ static void s_on_list(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
         s_done(load->state, load);
         return;
     }
-    char user[24], account[24];
-    snprintf(user, sizeof user, "%llu", (unsigned long long)v->user);
+    char account[24];
     snprintf(account, sizeof account, "%llu", (unsigned long long)v->account);
-    const char *params[] = {user, v->account ? account : NULL, v->label[0] ? v->label : NULL,
+    const char *params[] = {v->account ? account : NULL, v->label[0] ? v->label : NULL,
                             v->role[0] ? v->role : NULL};
-    s_query(load, AIN_Q_COUNT_LABEL, 4, params, s_on_list_counts);
+    s_query(load, AIN_Q_COUNT_LABEL, 3, params, s_on_list_counts);
 }
 
 static void s_list(ain__load_t *load)
 {
     const ain__view_t *v = &load->view;
-    char user[24], account[24], limit[16], ms[32] = "", id[32] = "";
-    snprintf(user, sizeof user, "%llu", (unsigned long long)v->user);
+    char account[24], limit[16], ms[32] = "", id[32] = "";
     snprintf(account, sizeof account, "%llu", (unsigned long long)v->account);
     snprintf(limit, sizeof limit, "%d", v->limit);
     if (v->cursor[0]) { /* "<ms>.<id>", checked by view.c */
@@ -341,13 +349,12 @@ static void s_list(ain__load_t *load)
     const char *acc = v->account ? account : NULL, *c_ms = ms[0] ? ms : NULL,
                *c_id = id[0] ? id : NULL;
     if (v->archive) {
-        const char *params[] = {user, acc, c_ms, c_id, limit};
-        s_query(load, AIN_Q_LIST_ARCHIVE, 5, params, s_on_list);
+        const char *params[] = {acc, c_ms, c_id, limit};
+        s_query(load, AIN_Q_LIST_ARCHIVE, 4, params, s_on_list);
     } else {
         const char *params[] = {
-            user, acc,  v->label[0] ? v->label : NULL, v->role[0] ? v->role : NULL, c_ms,
-            c_id, limit};
-        s_query(load, AIN_Q_LIST_LABEL, 7, params, s_on_list);
+            acc, v->label[0] ? v->label : NULL, v->role[0] ? v->role : NULL, c_ms, c_id, limit};
+        s_query(load, AIN_Q_LIST_LABEL, 6, params, s_on_list);
     }
 }
 
@@ -376,10 +383,8 @@ static void s_on_thread_messages(ain_pg_t *pg, const ain_pg_outcome_t *out, void
     if (!s_ok(load, out))
         return;
     load->held = ain_pg_take(out);
-    char user[24];
-    snprintf(user, sizeof user, "%llu", (unsigned long long)load->view.user);
-    const char *params[] = {user, load->thread_id};
-    s_query(load, AIN_Q_THREAD_ATTACHMENTS, 2, params, s_on_thread_attachments);
+    const char *params[] = {load->thread_id};
+    s_query(load, AIN_Q_THREAD_ATTACHMENTS, 1, params, s_on_thread_attachments);
 }
 
 static void s_on_thread(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
@@ -399,10 +404,8 @@ static void s_on_thread(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
     msgpack_pack_map(&pk, 2);
     s_key(&pk, "thread");
     s_pack_thread(&pk, out->result, 0);
-    char user[24];
-    snprintf(user, sizeof user, "%llu", (unsigned long long)load->view.user);
-    const char *params[] = {user, load->thread_id};
-    s_query(load, AIN_Q_THREAD_MESSAGES, 2, params, s_on_thread_messages);
+    const char *params[] = {load->thread_id};
+    s_query(load, AIN_Q_THREAD_MESSAGES, 1, params, s_on_thread_messages);
 }
 
 /* ------------------------------------------------------------ message */
@@ -433,10 +436,8 @@ static void s_on_message(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
     }
     snprintf(load->message_id, sizeof load->message_id, "%s", PQgetvalue(out->result, 0, 0));
     load->held = ain_pg_take(out);
-    char user[24];
-    snprintf(user, sizeof user, "%llu", (unsigned long long)load->view.user);
-    const char *params[] = {user, load->message_id};
-    s_query(load, AIN_Q_MESSAGE_ATTACHMENTS, 2, params, s_on_message_attachments);
+    const char *params[] = {load->message_id};
+    s_query(load, AIN_Q_MESSAGE_ATTACHMENTS, 1, params, s_on_message_attachments);
 }
 
 /* ------------------------------------------------------------ counts */
@@ -481,8 +482,7 @@ void ain__load_l3(ain__state_t *st, ain__load_t *load)
         return;
     }
     msgpack_sbuffer_clear(&load->out);
-    char user[24], account[24];
-    snprintf(user, sizeof user, "%llu", (unsigned long long)v->user);
+    char account[24];
     snprintf(account, sizeof account, "%llu", (unsigned long long)v->account);
     const char *acc = v->account ? account : NULL;
     switch (v->kind) {
@@ -490,18 +490,18 @@ void ain__load_l3(ain__state_t *st, ain__load_t *load)
         s_list(load);
         break;
     case AIN__VIEW_THREAD: {
-        const char *params[] = {user, acc, v->id};
-        s_query(load, AIN_Q_THREAD, 3, params, s_on_thread);
+        const char *params[] = {acc, v->id};
+        s_query(load, AIN_Q_THREAD, 2, params, s_on_thread);
         break;
     }
     case AIN__VIEW_MESSAGE: {
-        const char *params[] = {user, acc, v->id};
-        s_query(load, AIN_Q_MESSAGE, 3, params, s_on_message);
+        const char *params[] = {acc, v->id};
+        s_query(load, AIN_Q_MESSAGE, 2, params, s_on_message);
         break;
     }
     case AIN__VIEW_COUNTS: {
-        const char *params[] = {user, acc};
-        s_query(load, AIN_Q_COUNTS, 2, params, s_on_counts);
+        const char *params[] = {acc};
+        s_query(load, AIN_Q_COUNTS, 1, params, s_on_counts);
         break;
     }
     }
