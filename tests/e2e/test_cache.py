@@ -11,7 +11,6 @@ Layers are told apart by the actor's own counters (STATS), never by
 timing.
 """
 
-import os
 import signal
 import subprocess
 import time
@@ -20,8 +19,6 @@ import unittest
 import ainbox_proto as proto
 from ainbox_harness import AinboxTestCase, free_ports, wait_until
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MIGRATIONS = os.path.join(ROOT, "deploy", "migrations")
 T0 = 1_700_000_000_000
 
 
@@ -37,12 +34,7 @@ class CacheCase(AinboxTestCase):
     def setUp(self):
         super().setUp()
         self.redis = self.start_redis()
-        self.pg = self.start_postgres()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AINBOX_")}
-        env.update({"DATABASE_URL": self.pg.url, "AINBOX_MIGRATIONS_DIR": MIGRATIONS})
-        out = subprocess.run([self.bin, "migrate"], env=env, capture_output=True, text=True,
-                             timeout=60)
-        self.assertEqual(out.returncode, 0, out.stderr)
+        self.pg = self.start_migrated_postgres()
         # Users 1..3, each with one Gmail account (ids 1..3).
         self.pg.psql("insert into users (id, email) values (1, 'a@x'), (2, 'b@x'), (3, 'c@x');"
                      "insert into accounts (id, user_id, provider, address) values "

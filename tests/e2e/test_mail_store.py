@@ -21,7 +21,6 @@ import unittest
 from ainbox_harness import AinboxTestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MIGRATIONS = os.path.join(ROOT, "deploy", "migrations")
 QUERIES_C = os.path.join(ROOT, "actors", "cache", "queries.c")
 
 SEP, NULL = "\x1f", "\x1e"
@@ -64,12 +63,7 @@ class MailStoreCase(AinboxTestCase):
 
     def setUp(self):
         super().setUp()
-        self.pg = self.start_postgres()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AINBOX_")}
-        env.update({"DATABASE_URL": self.pg.url, "AINBOX_MIGRATIONS_DIR": MIGRATIONS})
-        out = subprocess.run([self.bin, "migrate"], env=env, capture_output=True, text=True,
-                             timeout=60)
-        self.assertEqual(out.returncode, 0, out.stderr)
+        self.pg = self.start_migrated_postgres()
         self.q = load_queries()
 
     # ------------------------------------------------------------- psql

@@ -11,15 +11,12 @@ and marking cookies Secure.
 
 import http.client
 import json
-import os
 import subprocess
 import unittest
 
 import ainbox_proto as proto
 from ainbox_harness import AinboxTestCase, free_ports
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MIGRATIONS = os.path.join(ROOT, "deploy", "migrations")
 ACCESS = "a" * 16 + "-access-secret-for-tests-only"
 REFRESH = "r" * 16 + "-refresh-secret-for-tests-only"
 SECRETS = {"JWT_ACCESS_SECRET": ACCESS, "JWT_REFRESH_SECRET": REFRESH}
@@ -31,12 +28,7 @@ class SessionCase(AinboxTestCase):
 
     def setUp(self):
         super().setUp()
-        self.pg = self.start_postgres()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AINBOX_")}
-        env.update({"DATABASE_URL": self.pg.url, "AINBOX_MIGRATIONS_DIR": MIGRATIONS})
-        out = subprocess.run([self.bin, "migrate"], env=env, capture_output=True, text=True,
-                             timeout=60)
-        self.assertEqual(out.returncode, 0, out.stderr)
+        self.pg = self.start_migrated_postgres()
         port, = free_ports(1)
         self.env = self.base_env(port, AINBOX_ACTORS="monitor,events,session",
                                  AINBOX_HEALTH_SERVICES="monitor,session",

@@ -23,6 +23,9 @@ import unittest
 import urllib.error
 import urllib.request
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MIGRATIONS = os.path.join(ROOT, "deploy", "migrations")
+
 PGBIN = "/usr/lib/postgresql/15/bin"
 SANITIZER_MARKS = ("AddressSanitizer", "UndefinedBehaviorSanitizer", "runtime error:",
                    "ThreadSanitizer", "LeakSanitizer")
@@ -247,6 +250,18 @@ class AinboxTestCase(unittest.TestCase):
     def start_postgres(self):
         pg = Postgres(self.scratch)
         self.services.append(pg)
+        return pg
+
+    def start_migrated_postgres(self):
+        """A private PostgreSQL with the repository's schema applied by
+        `ainbox migrate`."""
+        pg = self.start_postgres()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AINBOX_")}
+        env.update({"DATABASE_URL": pg.url, "AINBOX_MIGRATIONS_DIR": MIGRATIONS})
+        out = subprocess.run([self.bin, "migrate"], env=env, capture_output=True, text=True,
+                             timeout=60)
+        if out.returncode != 0:
+            raise AssertionError(f"ainbox migrate failed: {out.stderr}")
         return pg
 
     # ------------------------------------------------------------- ainbox
