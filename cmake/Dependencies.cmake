@@ -7,6 +7,7 @@ pkg_check_modules(MSGPACK REQUIRED IMPORTED_TARGET msgpack)
 pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
 pkg_check_modules(PQ REQUIRED IMPORTED_TARGET libpq)
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
+pkg_check_modules(CURL REQUIRED IMPORTED_TARGET libcurl)
 # OpenSSL's libcrypto (libssl-dev): random bytes, SHA-256, HMAC, HKDF and
 # AES-256-GCM for tokens and secrets at rest (runtime/crypto.c). Only
 # libcrypto: these are primitives, not TLS.

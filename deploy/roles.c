@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "actors/accounts/accounts.h"
 #include "actors/cache/cache.h"
 #include "actors/echo/echo.h"
 #include "actors/events/events.h"
@@ -26,6 +27,8 @@ static const struct {
      "provider quotas and the user API limit, shared across hosts (Redis)"},
     {"session", &ain_session_actor,
      "users and sign-in sessions (PostgreSQL): open, refresh, revoke, profile, terms"},
+    {"accounts", &ain_accounts_actor,
+     "provider accounts (PostgreSQL): OAuth sign-in completion, sealed refresh tokens"},
     {"echo", &ain_echo_actor, "answers with what it is sent (diagnostics, benchmarks)"},
 };
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "actors/accounts/parse.h"
 #include "actors/cache/keys.h"
 #include "actors/cache/l1.h"
 #include "actors/cache/sketch.h"
@@ -33,6 +34,7 @@
 #include "runtime/metrics.h"
 #include "runtime/mpjson.h"
 #include "runtime/oauth.h"
+#include "runtime/provider.h"
 #include "runtime/redis.h"
 
 static const struct {
@@ -65,6 +67,8 @@ static const struct {
     {"oauth", ain_oauth_test},
     {"jwt", ain_jwt_test},
     {"session_input", ain_session_input_test},
+    {"provider", ain_provider_test},
+    {"accounts_parse", ain_accounts_parse_test},
     {"handoff", ain_edge_handoff_test},
     {"streams", ain_edge_streams_test},
 };
