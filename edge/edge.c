@@ -194,7 +194,7 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
     const char *why = NULL;
     self->cors = ain__cors_new(cfg, &why);
-    if (ain__auth_init(self, cfg) < 0) {
+    if (ain__auth_init(self, cfg) < 0 || ain__oauth_init(self, cfg) < 0) {
         ain_edge_destroy(&self);
         return NULL;
     }
@@ -251,6 +251,7 @@ void ain_edge_destroy(ain_edge_t **self_p)
     ain__pump_destroy(&self->pump);
     ain__cors_destroy(&self->cors);
     ain_jwt_destroy(&self->jwt);
+    ain__oauth_destroy(self);
     ain_metrics_destroy(&self->metrics);
     ain_log_destroy(&self->log);
     free(self);

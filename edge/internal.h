@@ -13,6 +13,7 @@
  *   cors.c    cross-origin requests: allowed origins, preflight
  *   auth.c    who is asking: access tokens (JWT), the development token
  *   session.c sign-in sessions and terms: cookies, refresh, logout
+ *   oauth.c   sign-in with Google and Microsoft: login redirects, callbacks
  */
 #ifndef AIN_EDGE_INTERNAL_H
 #define AIN_EDGE_INTERNAL_H
@@ -68,6 +69,7 @@ struct _ain_edge_t {
     ain__cors_t *cors;                    /* cors.c: allowed origins */
     struct _ain_jwt_t *jwt;               /* auth.c: access token verifier, or NULL */
     atomic_int_fast64_t replay_warned_ms; /* sse.c: last "replay failed" warning */
+    struct ain__oauth *oauth;             /* oauth.c: providers and the state key */
 };
 
 /* One HTTP request being served. */
@@ -146,6 +148,19 @@ int ain__session_logout(ain__http_t *http);
 int ain__session_dev_open(ain__http_t *http);
 int ain__terms_get(ain__http_t *http);
 int ain__terms_accept(ain__http_t *http);
+/* session.c: a Set-Cookie line, httpOnly, SameSite=Lax, Path=/, Secure as AINBOX_COOKIE_SECURE
+ * says (caller frees); an empty value with max_age 0 clears the cookie. */
+char *ain__session_cookie(ain__http_t *http, const char *name, const char *value, long long max_age);
+/* session.c: both session cookies from a SESSION_OPEN-shaped answer (caller frees); NULL if the
+ * answer lacks them. */
+char *ain__session_set_cookies(ain__http_t *http, json_t *reply);
+/* oauth.c: provider sign-in (Google, Microsoft): login redirects and callbacks. */
+int ain__oauth_login(ain__http_t *http);
+int ain__oauth_callback(ain__http_t *http);
+/* oauth.c: the providers' settings and the state key, from the configuration; 0, or -1 having
+ * logged a malformed setting. Without AINBOX_TOKEN_KEY the routes answer 503. */
+int ain__oauth_init(ain_edge_t *edge, const ain_config_t *cfg);
+void ain__oauth_destroy(ain_edge_t *edge);
 
 /* limits.c: takes one unit of the user's API limit. Returns 0 (go on; the
  * RateLimit headers are added to http->headers), or -1 having answered 429. */

@@ -25,6 +25,12 @@ static const ain__route_t s_routes[] = {
     {"POST", "/auth/logout", ain__session_logout, AIN__AUTH_NONE, AIN__LIMIT_NONE},
     {"GET", "/api/v1/terms", ain__terms_get, AIN__AUTH_NONE, AIN__LIMIT_NONE},
     {"POST", "/api/v1/terms/accept", ain__terms_accept, AIN__AUTH_USER, AIN__LIMIT_API},
+    /* Sign-in with a provider (oauth.c): full-page navigations, the original's paths. */
+    {"GET", "/google", ain__oauth_login, AIN__AUTH_NONE, AIN__LIMIT_NONE},
+    {"GET", "/auth/google", ain__oauth_login, AIN__AUTH_NONE, AIN__LIMIT_NONE},
+    {"GET", "/google/callback", ain__oauth_callback, AIN__AUTH_NONE, AIN__LIMIT_NONE},
+    {"GET", "/auth/outlook", ain__oauth_login, AIN__AUTH_NONE, AIN__LIMIT_NONE},
+    {"GET", "/auth/outlook/callback", ain__oauth_callback, AIN__AUTH_NONE, AIN__LIMIT_NONE},
     /* Development and test only: answers 404 in production. */
     {"POST", "/api/v1/dev/session", ain__session_dev_open, AIN__AUTH_NONE, AIN__LIMIT_NONE},
 };

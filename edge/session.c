@@ -81,16 +81,13 @@ static bool s_secure(ain__http_t *http)
     return strcmp(mode, "always") == 0 || (strcmp(mode, "auto") == 0 && s_production(http));
 }
 
-/* A Set-Cookie line (caller frees). An empty value with max_age 0 clears the cookie. */
-static char *s_cookie(ain__http_t *http, const char *name, const char *value, long long max_age)
+char *ain__session_cookie(ain__http_t *http, const char *name, const char *value, long long max_age)
 {
     return ain_sprintf("Set-Cookie: %s=%s; Max-Age=%lld; Path=/; HttpOnly; SameSite=Lax%s\r\n",
                        name, value, max_age, s_secure(http) ? "; Secure" : "");
 }
 
-/* Both cookies from a SESSION_OPEN or SESSION_REFRESH answer (caller frees); NULL if the
- * answer lacks them. */
-static char *s_set_cookies(ain__http_t *http, json_t *reply)
+char *ain__session_set_cookies(ain__http_t *http, json_t *reply)
 {
     const char *access = json_string_value(json_object_get(reply, "access"));
     const char *refresh = json_string_value(json_object_get(reply, "refresh"));
@@ -98,8 +95,8 @@ static char *s_set_cookies(ain__http_t *http, json_t *reply)
     json_int_t refresh_ttl = json_integer_value(json_object_get(reply, "refresh_ttl_s"));
     if (!access || !refresh || access_ttl <= 0 || refresh_ttl <= 0)
         return NULL;
-    char *a = s_cookie(http, "access_token", access, access_ttl);
-    char *r = s_cookie(http, "refresh_token", refresh, refresh_ttl);
+    char *a = ain__session_cookie(http, "access_token", access, access_ttl);
+    char *r = ain__session_cookie(http, "refresh_token", refresh, refresh_ttl);
     char *both = ain_sprintf("%s%s", a, r);
     free(a);
     free(r);
@@ -108,8 +105,8 @@ static char *s_set_cookies(ain__http_t *http, json_t *reply)
 
 static char *s_clear_cookies(ain__http_t *http)
 {
-    char *a = s_cookie(http, "access_token", "", 0);
-    char *r = s_cookie(http, "refresh_token", "", 0);
+    char *a = ain__session_cookie(http, "access_token", "", 0);
+    char *r = ain__session_cookie(http, "refresh_token", "", 0);
     char *both = ain_sprintf("%s%s", a, r);
     free(a);
     free(r);
@@ -244,7 +241,7 @@ int ain__session_refresh(ain__http_t *http)
     s_pack_client(http, &b);
     json_t *r;
     ain_status_t st = s_call(http, AIN_MSG_SESSION_REFRESH, 0, &b, &r);
-    char *cookies = st == AIN_STATUS_OK ? s_set_cookies(http, r) : NULL;
+    char *cookies = st == AIN_STATUS_OK ? ain__session_set_cookies(http, r) : NULL;
     if (st == AIN_STATUS_OK && !cookies)
         st = AIN_STATUS_ERROR;
     if (st != AIN_STATUS_OK) {
@@ -324,7 +321,7 @@ int ain__session_dev_open(ain__http_t *http)
     json_decref(in);
     json_t *r;
     ain_status_t st = s_call(http, AIN_MSG_SESSION_OPEN, 0, &b, &r);
-    char *cookies = st == AIN_STATUS_OK ? s_set_cookies(http, r) : NULL;
+    char *cookies = st == AIN_STATUS_OK ? ain__session_set_cookies(http, r) : NULL;
     if (!cookies)
         return s_fail(http, st == AIN_STATUS_OK ? AIN_STATUS_ERROR : st, r, NULL);
     json_t *data = json_pack("{s:{s:O},s:O}", "user", "id", json_object_get(r, "user"), "session",

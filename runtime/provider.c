@@ -36,6 +36,8 @@ int ain_provider_load(const ain_config_t *cfg, ain_oauth_provider_t id, ain_prov
     if (id == AIN_OAUTH_GOOGLE) {
         out->name = "google", out->account = "gmail", out->scopes = AIN_PROVIDER_GOOGLE_SCOPES;
         out->client_id = ain_config_str(cfg, AIN_CFG_GOOGLE_CLIENT_ID);
+        if (out->client_id && !out->client_id[0])
+            out->client_id = NULL;
         out->secret = ain_config_str(cfg, AIN_CFG_GOOGLE_CLIENT_SECRET);
         return s_url(out->redirect_uri, ain_config_str(cfg, AIN_CFG_GOOGLE_CALLBACK_URL),
                      "http://localhost:", port, "/google/callback", why) |
@@ -53,6 +55,8 @@ int ain_provider_load(const ain_config_t *cfg, ain_oauth_provider_t id, ain_prov
     out->name = "microsoft", out->account = "outlook", out->scopes = AIN_PROVIDER_MS_SCOPES;
     out->scope_on_token = true;
     out->client_id = ain_config_str(cfg, AIN_CFG_MICROSOFT_CLIENT_ID);
+    if (out->client_id && !out->client_id[0])
+        out->client_id = NULL;
     out->secret = ain_config_str(cfg, AIN_CFG_MICROSOFT_CLIENT_SECRET);
     const char *tenant = ain_config_str(cfg, AIN_CFG_MICROSOFT_TENANT_ID);
     size_t tlen = strlen(tenant);
