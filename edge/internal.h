@@ -150,7 +150,8 @@ int ain__terms_get(ain__http_t *http);
 int ain__terms_accept(ain__http_t *http);
 /* session.c: a Set-Cookie line, httpOnly, SameSite=Lax, Path=/, Secure as AINBOX_COOKIE_SECURE
  * says (caller frees); an empty value with max_age 0 clears the cookie. */
-char *ain__session_cookie(ain__http_t *http, const char *name, const char *value, long long max_age);
+char *ain__session_cookie(ain__http_t *http, const char *name, const char *value,
+                          long long max_age);
 /* session.c: both session cookies from a SESSION_OPEN-shaped answer (caller frees); NULL if the
  * answer lacks them. */
 char *ain__session_set_cookies(ain__http_t *http, json_t *reply);
