@@ -341,6 +341,7 @@ static int s_complete(ain_actor_t *actor, ain_request_t *req)
     ain_oauth_provider_t id = ok ? ain_provider_by_name(provider) : 0;
     if (!ok || id == 0) {
         ain_crypto_wipe(code, sizeof code);
+        ain_crypto_wipe(verifier, sizeof verifier);
         s_refuse(st, req, AIN_STATUS_INVALID, "INVALID_REQUEST",
                  "body must be {provider: google|microsoft, code, code_verifier (RFC 7636), "
                  "redirect_uri, user_agent?, ip?}");
