@@ -83,8 +83,8 @@ static int s_dispatch(struct mg_connection *conn, void *cbdata)
     if (!http.client)
         return ain__http_fail(&http, AIN_STATUS_UNAVAILABLE, "edge thread has no broker client");
     bool known = false;
-    const ain__route_t *route =
-        ain__routes_find(http.info->request_method, http.info->local_uri, &known);
+    const ain__route_t *route = ain__routes_find(http.info->request_method, http.info->local_uri,
+                                                 &known, http.capture, sizeof http.capture);
     if (!route && known) {
         char allow[64];
         ain__routes_allow(http.info->local_uri, allow, sizeof allow);
@@ -100,6 +100,7 @@ static int s_dispatch(struct mg_connection *conn, void *cbdata)
      * (the original counted before it, so all users shared one bucket). */
     if (route->limit == AIN__LIMIT_API && http.edge->api_limit && ain__limits_check(&http) < 0)
         return 429;
+    http.route = route;
     return route->handler(&http);
 }
 

@@ -35,16 +35,25 @@ void ain__http_head(struct mg_connection *conn, int status, const char *headers)
               mg_get_response_code_text(conn, status), date, headers);
 }
 
-/* Sends `body` (stolen) with `status`, plus one extra header line. */
-static int s_send_json(ain__http_t *http, int status, json_t *body, const char *extra)
+/* Sends `body` (stolen) with `status`, plus extra header lines; not stored by caches unless
+ * `etag` (then revalidated with it on every use). */
+static int s_send(ain__http_t *http, int status, json_t *body, const char *extra, const char *etag)
 {
-    char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
     json_decref(body);
     size_t len = text ? strlen(text) : 0;
-    /* Allocated: the session cookies alone take about a kilobyte. */
-    char *headers = ain_sprintf("Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                                "Cache-Control: no-store\r\n%s%s",
-                                len, http->headers, extra ? extra : "");
+    char validator[48] = "";
+    if (etag)
+        snprintf(validator, sizeof validator, "ETag: \"%s\"\r\n", etag);
+    /* Allocated: the session cookies alone take about a kilobyte. A 304 has no body, and no
+     * length (it would have to be the 200's). */
+    char length[80] = "";
+    if (status != 304)
+        snprintf(length, sizeof length, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
+                 len);
+    char *headers = ain_sprintf("%sCache-Control: %s\r\n%s%s%s", length,
+                                etag ? "private, no-cache" : "no-store", validator, http->headers,
+                                extra ? extra : "");
     ain__http_head(http->conn, status, headers);
     free(headers);
     if (len)
@@ -54,9 +63,24 @@ static int s_send_json(ain__http_t *http, int status, json_t *body, const char *
     return status;
 }
 
+static int s_send_json(ain__http_t *http, int status, json_t *body, const char *extra)
+{
+    return s_send(http, status, body, extra, NULL);
+}
+
 int ain__http_json(ain__http_t *http, int status, json_t *body)
 {
     return s_send_json(http, status, body, NULL);
+}
+
+int ain__http_json_etag(ain__http_t *http, json_t *body, const char *etag)
+{
+    return s_send(http, 200, body, NULL, etag);
+}
+
+int ain__http_not_modified(ain__http_t *http, const char *etag)
+{
+    return s_send(http, 304, NULL, NULL, etag);
 }
 
 int ain__http_json_extra(ain__http_t *http, int status, json_t *body, const char *extra)
