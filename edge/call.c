@@ -9,6 +9,9 @@
  *   answer:   {etag, data} -> the route's shape of data, 200 with that ETag; {etag, not_modified}
  *             -> 304; a refusal -> its status (http.c, ain_status_http) with the actor's reason.
  *
+ * The answer built is kept (rendered.c) with its tag; the next identical request sends that tag
+ * to the actor, and on `not_modified` copies the kept answer instead of building it again.
+ *
  * A parameter the route does not declare is ignored (the frontend sends some the original
  * ignored: fields, includeAttachments, allowRemoteImages); a declared one that does not parse is
  * 400 INVALID_PARAMETER naming it.
@@ -24,6 +27,7 @@
 #include "edge/internal.h"
 #include "proto/body.h"
 #include "proto/status.h"
+#include "runtime/alloc.h"
 #include "runtime/mpjson.h"
 
 #define S_VALUE_MAX 512 /* a query value: ids are at most 200, a Gmail q is short */
@@ -132,9 +136,49 @@ static bool s_if_none_match(ain__http_t *http, char out[17])
     return true;
 }
 
+/* Asks the route's actor with `fields`; the reply as JSON (caller owns), or NULL having answered
+ * (*status). */
+static json_t *s_ask(ain__http_t *http, json_t *fields, int *status)
+{
+    const ain__call_t *call = http->route->call;
+    msgpack_sbuffer buf;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    s_pack(&pk, fields);
+    json_t *reply = ain__http_call_json(http, call->service, call->type, http->user, buf.data,
+                                        buf.size, status);
+    msgpack_sbuffer_destroy(&buf);
+    return reply;
+}
+
+static int s_malformed(ain__http_t *http)
+{
+    char why[96];
+    snprintf(why, sizeof why, "malformed answer from the %s service", http->route->call->service);
+    return ain__http_error(http, 502, "BAD_GATEWAY", why);
+}
+
+/* Builds the answer from the actor's data, keeps it (rendered.c) and sends it. */
+static int s_build(ain__http_t *http, const char *key, json_t *data, const char *etag)
+{
+    json_t *body = json_is_object(data) ? http->route->call->shape(http, data) : NULL;
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+    json_decref(body);
+    if (!text)
+        return s_malformed(http);
+    size_t len = strlen(text);
+    ain__rendered_put(http->edge->rendered, http->user, key, etag, text, len);
+    ain_metric_inc(http->edge->m.rendered_builds);
+    int status = ain__http_text_etag(http, text, len, etag);
+    free(text);
+    return status;
+}
+
 int ain__call(ain__http_t *http)
 {
     const ain__call_t *call = http->route->call;
+    ain_edge_t *edge = http->edge;
     json_t *fields = json_object();
     if (call->fixed_field) {
         const char *v = call->fixed_value;
@@ -147,35 +191,49 @@ int ain__call(ain__http_t *http)
             json_decref(fields);
             return 400;
         }
-    char etag_in[17];
-    if (s_if_none_match(http, etag_in))
-        json_object_set_new(fields, "if_none_match", json_string(etag_in));
+    /* The answer kept for this very request (path and query as given), and the client's. */
+    const char *qs = http->info->query_string;
+    char *key = ain_sprintf("%s?%s", http->info->local_uri, qs ? qs : "");
+    char kept[17], client[17];
+    bool has_kept = ain__rendered_etag(edge->rendered, http->user, key, kept);
+    bool has_client = s_if_none_match(http, client);
 
-    msgpack_sbuffer buf;
-    msgpack_packer pk;
-    msgpack_sbuffer_init(&buf);
-    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-    s_pack(&pk, fields);
-    json_decref(fields);
-    int status;
-    json_t *reply = ain__http_call_json(http, call->service, call->type, http->user, buf.data,
-                                        buf.size, &status);
-    msgpack_sbuffer_destroy(&buf);
-    if (!reply)
-        return status;
-
-    const char *etag = json_string_value(json_object_get(reply, "etag"));
-    json_t *data = json_object_get(reply, "data");
-    json_t *body = NULL;
-    if (etag && json_is_true(json_object_get(reply, "not_modified")))
-        status = ain__http_not_modified(http, etag);
-    else if (etag && json_is_object(data) && (body = call->shape(http, data)) != NULL)
-        status = ain__http_json_etag(http, body, etag);
-    else {
-        char why[96];
-        snprintf(why, sizeof why, "malformed answer from the %s service", call->service);
-        status = ain__http_error(http, 502, "BAD_GATEWAY", why);
+    int status = 0;
+    /* Twice at most: a kept answer replaced between the question and the copy is asked again,
+     * without a tag. */
+    for (int attempt = 0; attempt < 2 && !status; attempt++) {
+        const char *tag = has_kept ? kept : has_client ? client : NULL;
+        if (tag)
+            json_object_set_new(fields, "if_none_match", json_string(tag));
+        else
+            json_object_del(fields, "if_none_match");
+        json_t *reply = s_ask(http, fields, &status);
+        if (!reply)
+            break;
+        const char *etag = json_string_value(json_object_get(reply, "etag"));
+        if (!etag || strlen(etag) != 16)
+            status = s_malformed(http);
+        else if (!json_is_true(json_object_get(reply, "not_modified")))
+            status = s_build(http, key, json_object_get(reply, "data"), etag);
+        else if (has_client && strcmp(client, etag) == 0)
+            status = ain__http_not_modified(http, etag);
+        else if (has_kept && strcmp(kept, etag) == 0) {
+            size_t len;
+            char *text = ain__rendered_get(edge->rendered, http->user, key, etag, &len);
+            if (text) {
+                ain_metric_inc(edge->m.rendered_hits);
+                status = ain__http_text_etag(http, text, len, etag);
+                free(text);
+            }
+            has_kept = false;
+        } else
+            status = s_malformed(http); /* not_modified for a tag nobody sent */
+        json_decref(reply);
     }
-    json_decref(reply);
+    if (!status)
+        status = s_malformed(http);
+    ain_metric_set(edge->m.rendered_bytes, (int64_t)ain__rendered_bytes(edge->rendered));
+    json_decref(fields);
+    free(key);
     return status;
 }

@@ -132,6 +132,9 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.replayed = ain_metrics_counter(r, "sse.replayed");
     self->m.resets = ain_metrics_counter(r, "sse.resets");
     self->m.replay_more = ain_metrics_counter(r, "sse.replay_more");
+    self->m.rendered_hits = ain_metrics_counter(r, "http.rendered_hits");
+    self->m.rendered_builds = ain_metrics_counter(r, "http.rendered_builds");
+    self->m.rendered_bytes = ain_metrics_gauge(r, "http.rendered_bytes");
     self->m.replay_failed = ain_metrics_counter(r, "sse.replay_failed");
 }
 
@@ -162,6 +165,9 @@ static struct mg_context *s_start_civetweb(ain_edge_t *self)
     const char *options[] = {"listening_ports", ports, "num_threads", threads, "listen_backlog",
                              "4096", "request_timeout_ms", "10000", "enable_keep_alive", "yes",
                              "keep_alive_timeout_ms", "10000", "max_request_size", "16384",
+                             /* Answers go out as head then body: without it, Nagle holds the
+                              * body for the client's delayed ACK (40 ms a request). */
+                             "tcp_nodelay", "1",
                              /* civetweb's own CORS answers every origin ("*"), preflights
                               * included, before our handler runs: off, cors.c decides. */
                              "access_control_allow_origin", "", "access_control_allow_methods", "",
@@ -193,6 +199,8 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->heartbeat_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SSE_HEARTBEAT_MS);
     self->call_timeout_ms = S_CALL_TIMEOUT_MS;
     self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
+    self->rendered =
+        ain__rendered_new((size_t)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_RENDER_BYTES));
     const char *why = NULL;
     self->cors = ain__cors_new(cfg, &why);
     if (ain__auth_init(self, cfg) < 0) {
@@ -251,6 +259,7 @@ void ain_edge_destroy(ain_edge_t **self_p)
     /* After civetweb: no handler can still be handing a stream over. */
     ain__pump_destroy(&self->pump);
     ain__cors_destroy(&self->cors);
+    ain__rendered_destroy(&self->rendered);
     ain_jwt_destroy(&self->jwt);
     ain_metrics_destroy(&self->metrics);
     ain_log_destroy(&self->log);

@@ -15,6 +15,7 @@
  *   session.c sign-in sessions and terms: cookies, refresh, logout
  *   call.c    the one translation path of the message routes: query and path
  *             into a message, the actor's answer back into JSON
+ *   rendered.c the message routes' JSON answers, kept by user, path and query with their ETag
  *   mail.c    the mail routes' answers: the neutral /api/v1 shapes, and the
  *             original frontend's Gmail and Outlook shapes
  */
@@ -35,6 +36,7 @@
 
 typedef struct ain__pump ain__pump_t;
 typedef struct ain__cors ain__cors_t;
+typedef struct ain__rendered ain__rendered_t;
 
 typedef struct {
     ain_metric_t *requests, *status_2xx, *status_4xx, *status_5xx, *not_found;
@@ -51,6 +53,8 @@ typedef struct {
      * resets sent, replays cut short for the client to come back for more,
      * replays the events service could not answer. */
     ain_metric_t *resumed, *replayed, *resets, *replay_more, *replay_failed;
+    /* Message routes (call.c): answers copied from rendered.c, answers built, bytes kept. */
+    ain_metric_t *rendered_hits, *rendered_builds, *rendered_bytes;
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {
@@ -72,6 +76,7 @@ struct _ain_edge_t {
     ain__cors_t *cors;                    /* cors.c: allowed origins */
     struct _ain_jwt_t *jwt;               /* auth.c: access token verifier, or NULL */
     atomic_int_fast64_t replay_warned_ms; /* sse.c: last "replay failed" warning */
+    ain__rendered_t *rendered;            /* rendered.c: NULL when AINBOX_EDGE_RENDER_BYTES=0 */
 };
 
 /* One HTTP request being served. */
@@ -147,6 +152,20 @@ void ain__routes_allow(const char *path, char *buf, size_t size);
 /* call.c: serves a message route (http->route->call). */
 int ain__call(ain__http_t *http);
 
+/* rendered.c: answers kept by (user, key = "path?query") with the ETag of their data. NULL
+ * (budget 0) keeps nothing; every call accepts NULL. Thread-safe. */
+ain__rendered_t *ain__rendered_new(size_t budget);
+void ain__rendered_destroy(ain__rendered_t **self_p);
+/* The tag of the answer kept for the key into etag; false if none. */
+bool ain__rendered_etag(ain__rendered_t *self, uint64_t user, const char *key, char etag[17]);
+/* A copy (caller frees, NUL-terminated) of the answer kept for the key if its tag is `etag`. */
+char *ain__rendered_get(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
+                        size_t *len);
+/* Keeps an answer (replacing what held its slot), unless too big or over the budget. */
+void ain__rendered_put(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
+                       const char *body, size_t len);
+size_t ain__rendered_bytes(const ain__rendered_t *self);
+
 /* mail.c: the shapes of the mail routes' answers (see the file). */
 ain__shape_fn ain__shape_envelope, ain__shape_gmail_threads, ain__shape_gmail_sent,
     ain__shape_gmail_drafts, ain__shape_gmail_thread, ain__shape_spam_stats,
@@ -167,6 +186,8 @@ int ain__http_error(ain__http_t *http, int status, const char *code, const char 
 /* 200 with `body` (stolen) that caches may keep but must revalidate: ETag `etag` (quoted here),
  * Cache-Control: private, no-cache. */
 int ain__http_json_etag(ain__http_t *http, json_t *body, const char *etag);
+/* The same with the JSON text already made (borrowed). */
+int ain__http_text_etag(ain__http_t *http, const char *text, size_t len, const char *etag);
 /* 304 for a request whose If-None-Match named the current `etag`. */
 int ain__http_not_modified(ain__http_t *http, const char *etag);
 /* 405 with the route's allowed methods in `Allow`. */
