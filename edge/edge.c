@@ -94,8 +94,13 @@ static int s_dispatch(struct mg_connection *conn, void *cbdata)
         ain_metric_inc(http.edge->m.not_found);
         return ain__http_error(&http, 404, "NOT_FOUND", "no such route");
     }
-    if (route->auth == AIN__AUTH_USER && ain__auth_user(&http) < 0)
+    int auth = route->auth == AIN__AUTH_OPS
+                   ? (http.edge->production ? AIN__AUTH_ADMIN : AIN__AUTH_NONE)
+                   : route->auth;
+    if (auth != AIN__AUTH_NONE && ain__auth_user(&http) < 0)
         return 401;
+    if (auth == AIN__AUTH_ADMIN && !http.admin)
+        return ain__http_error(&http, 403, "FORBIDDEN", "this route is for administrators");
     /* The API limit counts signed-in users' requests, after authentication
      * (the original counted before it, so all users shared one bucket). */
     if (route->limit == AIN__LIMIT_API && http.edge->api_limit && ain__limits_check(&http) < 0)
@@ -199,6 +204,7 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->heartbeat_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SSE_HEARTBEAT_MS);
     self->call_timeout_ms = S_CALL_TIMEOUT_MS;
     self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
+    self->production = strcmp(ain_config_str(cfg, AIN_CFG_NODE_ENV), "production") == 0;
     self->rendered =
         ain__rendered_new((size_t)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_RENDER_BYTES));
     const char *why = NULL;

@@ -70,6 +70,7 @@ struct _ain_edge_t {
     int64_t heartbeat_ms;
     int call_timeout_ms;
     bool api_limit;                       /* AINBOX_API_RATELIMIT */
+    bool production;                      /* NODE_ENV=production */
     atomic_int_fast64_t limits_warned_ms; /* limits.c: last "not checked" warning */
     atomic_int_fast64_t limits_probe_ms;  /* limits.c: when to ask MMI again */
     atomic_bool limiter_present;          /* limits.c: the ratelimit service has workers */
@@ -95,8 +96,10 @@ typedef struct {
 
 typedef int(ain__handler_fn)(ain__http_t *http);
 
-/* AIN__AUTH_USER: a signed-in user (auth.c), else 401. */
-enum { AIN__AUTH_NONE, AIN__AUTH_USER };
+/* AIN__AUTH_USER: a signed-in user (auth.c), else 401. AIN__AUTH_ADMIN: a signed-in user whose
+ * token carries the admin role, else 401 or 403. AIN__AUTH_OPS: operational routes: as ADMIN in
+ * production, open elsewhere (development, tests). */
+enum { AIN__AUTH_NONE, AIN__AUTH_USER, AIN__AUTH_ADMIN, AIN__AUTH_OPS };
 
 /* Whether a route's requests count against the user API limit. */
 enum { AIN__LIMIT_NONE, AIN__LIMIT_API };

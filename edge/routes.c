@@ -47,7 +47,8 @@
 
 static const ain__route_t s_routes[] = {
     {"GET", "/health", ain__health, AIN__AUTH_NONE, AIN__LIMIT_NONE, NULL},
-    {"GET", "/stats", ain__stats, AIN__AUTH_NONE, AIN__LIMIT_NONE, NULL},
+    /* Every process's metrics: administrators only in production. */
+    {"GET", "/stats", ain__stats, AIN__AUTH_OPS, AIN__LIMIT_NONE, NULL},
     {"GET", "/api/v1/emails/stream", ain__sse_stream, AIN__AUTH_USER, AIN__LIMIT_NONE, NULL},
     {"GET", "/api/v1/limits", ain__limits_usage, USER, NULL},
     {"GET", "/api/v1/session", ain__session_get, USER, NULL},
