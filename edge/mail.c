@@ -285,27 +285,33 @@ json_t *ain__shape_gmail_drafts(ain__http_t *http, json_t *data)
     return page;
 }
 
-json_t *ain__shape_gmail_thread(ain__http_t *http, json_t *data)
+/* {threadId, messages: [one(m)...]} of a thread's data. */
+static json_t *s_thread(json_t *data, json_t *(*one)(json_t *m))
 {
     json_t *thread = json_object_get(data, "thread");
     json_t *messages = json_object_get(data, "messages"), *m;
-    (void)http;
     if (!json_is_object(thread) || !json_is_array(messages))
         return NULL;
     json_t *list = json_array();
     size_t i;
-    json_array_foreach(messages, i, m)
-    {
-        json_array_append_new(
-            list,
-            json_pack("{s:s,s:s,s:s,s:o,s:s,s:o,s:s,s:o,s:b,s:o,s:o,s:o}", "id", s_str(m, "id"),
-                      "threadId", s_str(m, "thread"), "subject", s_str(m, "subject"), "from",
-                      s_sender(m), "to", s_str(m, "to"), "date", s_header_date(s_int(m, "date")),
-                      "snippet", s_str(m, "snippet"), "labelIds", s_array(m, "labels"), "isUnread",
-                      s_true(m, "unread"), "text", s_or_null(s_str(m, "text")), "html",
-                      s_safe_html(m), "attachments", s_attachments(m)));
-    }
+    json_array_foreach(messages, i, m) json_array_append_new(list, one(m));
     return json_pack("{s:s,s:o}", "threadId", s_str(thread, "id"), "messages", list);
+}
+
+static json_t *s_gmail_message(json_t *m)
+{
+    return json_pack("{s:s,s:s,s:s,s:o,s:s,s:o,s:s,s:o,s:b,s:o,s:o,s:o}", "id", s_str(m, "id"),
+                     "threadId", s_str(m, "thread"), "subject", s_str(m, "subject"), "from",
+                     s_sender(m), "to", s_str(m, "to"), "date", s_header_date(s_int(m, "date")),
+                     "snippet", s_str(m, "snippet"), "labelIds", s_array(m, "labels"), "isUnread",
+                     s_true(m, "unread"), "text", s_or_null(s_str(m, "text")), "html",
+                     s_safe_html(m), "attachments", s_attachments(m));
+}
+
+json_t *ain__shape_gmail_thread(ain__http_t *http, json_t *data)
+{
+    (void)http;
+    return s_thread(data, s_gmail_message);
 }
 
 json_t *ain__shape_spam_stats(ain__http_t *http, json_t *data)
@@ -377,31 +383,26 @@ json_t *ain__shape_outlook_messages(ain__http_t *http, json_t *data)
     if (ain__http_query(http, "folder", folder, sizeof folder) < 0 && slash &&
         strcmp(slash, "/messages") != 0)
         snprintf(folder, sizeof folder, "%s", slash + 1);
-    /* The original ignored $filter too: unreadOnly reports what was given, nothing filters. */
+    /* The original ignored $filter, and so does this: nothing is filtered, unreadOnly is false. */
     json_t *out = json_pack("{s:s,s:b,s:o,s:o}", "folder", folder, "unreadOnly", 0, "nextSkipToken",
                             s_page_token(data), "messages", list);
     s_total(out, data);
     return out;
 }
 
+static json_t *s_outlook_message(json_t *m)
+{
+    json_t *item = s_outlook_item(m, false);
+    json_object_set_new(item, "html", s_safe_html(m));
+    json_object_set_new(item, "text", s_or_null(s_str(m, "text")));
+    json_object_set_new(item, "attachments", s_attachments(m));
+    return item;
+}
+
 json_t *ain__shape_outlook_thread(ain__http_t *http, json_t *data)
 {
-    json_t *thread = json_object_get(data, "thread");
-    json_t *messages = json_object_get(data, "messages"), *m;
     (void)http;
-    if (!json_is_object(thread) || !json_is_array(messages))
-        return NULL;
-    json_t *list = json_array();
-    size_t i;
-    json_array_foreach(messages, i, m)
-    {
-        json_t *item = s_outlook_item(m, false);
-        json_object_set_new(item, "html", s_safe_html(m));
-        json_object_set_new(item, "text", s_or_null(s_str(m, "text")));
-        json_object_set_new(item, "attachments", s_attachments(m));
-        json_array_append_new(list, item);
-    }
-    return json_pack("{s:s,s:o}", "threadId", s_str(thread, "id"), "messages", list);
+    return s_thread(data, s_outlook_message);
 }
 
 int ain__notifications_count(ain__http_t *http)
