@@ -83,8 +83,8 @@ static int s_dispatch(struct mg_connection *conn, void *cbdata)
     if (!http.client)
         return ain__http_fail(&http, AIN_STATUS_UNAVAILABLE, "edge thread has no broker client");
     bool known = false;
-    const ain__route_t *route =
-        ain__routes_find(http.info->request_method, http.info->local_uri, &known);
+    const ain__route_t *route = ain__routes_find(http.info->request_method, http.info->local_uri,
+                                                 &known, http.capture, sizeof http.capture);
     if (!route && known) {
         char allow[64];
         ain__routes_allow(http.info->local_uri, allow, sizeof allow);
@@ -94,12 +94,18 @@ static int s_dispatch(struct mg_connection *conn, void *cbdata)
         ain_metric_inc(http.edge->m.not_found);
         return ain__http_error(&http, 404, "NOT_FOUND", "no such route");
     }
-    if (route->auth == AIN__AUTH_USER && ain__auth_user(&http) < 0)
+    int auth = route->auth == AIN__AUTH_OPS
+                   ? (http.edge->production ? AIN__AUTH_ADMIN : AIN__AUTH_NONE)
+                   : route->auth;
+    if (auth != AIN__AUTH_NONE && ain__auth_user(&http) < 0)
         return 401;
+    if (auth == AIN__AUTH_ADMIN && !http.admin)
+        return ain__http_error(&http, 403, "FORBIDDEN", "this route is for administrators");
     /* The API limit counts signed-in users' requests, after authentication
      * (the original counted before it, so all users shared one bucket). */
     if (route->limit == AIN__LIMIT_API && http.edge->api_limit && ain__limits_check(&http) < 0)
         return 429;
+    http.route = route;
     return route->handler(&http);
 }
 
@@ -131,6 +137,9 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.replayed = ain_metrics_counter(r, "sse.replayed");
     self->m.resets = ain_metrics_counter(r, "sse.resets");
     self->m.replay_more = ain_metrics_counter(r, "sse.replay_more");
+    self->m.rendered_hits = ain_metrics_counter(r, "http.rendered_hits");
+    self->m.rendered_builds = ain_metrics_counter(r, "http.rendered_builds");
+    self->m.rendered_bytes = ain_metrics_gauge(r, "http.rendered_bytes");
     self->m.replay_failed = ain_metrics_counter(r, "sse.replay_failed");
 }
 
@@ -161,6 +170,9 @@ static struct mg_context *s_start_civetweb(ain_edge_t *self)
     const char *options[] = {"listening_ports", ports, "num_threads", threads, "listen_backlog",
                              "4096", "request_timeout_ms", "10000", "enable_keep_alive", "yes",
                              "keep_alive_timeout_ms", "10000", "max_request_size", "16384",
+                             /* Answers go out as head then body: without it, Nagle holds the
+                              * body for the client's delayed ACK (40 ms a request). */
+                             "tcp_nodelay", "1",
                              /* civetweb's own CORS answers every origin ("*"), preflights
                               * included, before our handler runs: off, cors.c decides. */
                              "access_control_allow_origin", "", "access_control_allow_methods", "",
@@ -192,6 +204,9 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->heartbeat_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SSE_HEARTBEAT_MS);
     self->call_timeout_ms = S_CALL_TIMEOUT_MS;
     self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
+    self->production = strcmp(ain_config_str(cfg, AIN_CFG_NODE_ENV), "production") == 0;
+    self->rendered =
+        ain__rendered_new((size_t)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_RENDER_BYTES));
     const char *why = NULL;
     self->cors = ain__cors_new(cfg, &why);
     if (ain__auth_init(self, cfg) < 0 || ain__oauth_init(self, cfg) < 0) {
@@ -250,6 +265,7 @@ void ain_edge_destroy(ain_edge_t **self_p)
     /* After civetweb: no handler can still be handing a stream over. */
     ain__pump_destroy(&self->pump);
     ain__cors_destroy(&self->cors);
+    ain__rendered_destroy(&self->rendered);
     ain_jwt_destroy(&self->jwt);
     ain__oauth_destroy(self);
     ain_metrics_destroy(&self->metrics);

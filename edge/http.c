@@ -24,39 +24,94 @@ void ain__http_count(ain_edge_t *edge, int status)
  * `headers`). Not civetweb's mg_response_header_send: in 1.15 it formats
  * the Date header with gmtime(), whose static buffer is shared by all
  * threads, so concurrent answers could carry each other's dates. */
-void ain__http_head(struct mg_connection *conn, int status, const char *headers)
+/* The status line and headers (with Date) into a new string, `extra` bytes to spare. */
+static char *s_head(struct mg_connection *conn, int status, const char *headers, size_t extra,
+                    size_t *len)
 {
     char date[64];
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    mg_printf(conn, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s\r\n", status,
-              mg_get_response_code_text(conn, status), date, headers);
+    const char *reason = mg_get_response_code_text(conn, status);
+    size_t n = (size_t)snprintf(NULL, 0, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s\r\n", status, reason,
+                                date, headers);
+    char *buf = ain_malloc(n + 1 + extra);
+    snprintf(buf, n + 1, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s\r\n", status, reason, date, headers);
+    *len = n;
+    return buf;
 }
 
-/* Sends `body` (stolen) with `status`, plus one extra header line. */
-static int s_send_json(ain__http_t *http, int status, json_t *body, const char *extra)
+void ain__http_head(struct mg_connection *conn, int status, const char *headers)
 {
-    char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6));
-    json_decref(body);
-    size_t len = text ? strlen(text) : 0;
-    /* Allocated: the session cookies alone take about a kilobyte. */
-    char *headers = ain_sprintf("Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                                "Cache-Control: no-store\r\n%s%s",
-                                len, http->headers, extra ? extra : "");
-    ain__http_head(http->conn, status, headers);
+    size_t len;
+    char *head = s_head(conn, status, headers, 0, &len);
+    mg_write(conn, head, len);
+    free(head);
+}
+
+/* Sends `len` bytes of JSON `text` (borrowed) with `status`, plus extra header lines; not stored
+ * by caches unless `etag` (then revalidated with it on every use). */
+static int s_send_text(ain__http_t *http, int status, const char *text, size_t len,
+                       const char *extra, const char *etag)
+{
+    char validator[48] = "";
+    if (etag)
+        snprintf(validator, sizeof validator, "ETag: \"%s\"\r\n", etag);
+    /* Allocated: the session cookies alone take about a kilobyte. A 304 has no body, and no
+     * length (it would have to be the 200's). */
+    char length[80] = "";
+    if (status != 304)
+        snprintf(length, sizeof length, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
+                 len);
+    char *headers = ain_sprintf("%sCache-Control: %s\r\n%s%s%s", length,
+                                etag ? "private, no-cache" : "no-store", validator, http->headers,
+                                extra ? extra : "");
+    /* One write for head and body: one system call, one segment for a small answer. */
+    size_t head_len;
+    char *out = s_head(http->conn, status, headers, len, &head_len);
     free(headers);
     if (len)
-        mg_write(http->conn, text, len);
-    free(text);
+        memcpy(out + head_len, text, len);
+    mg_write(http->conn, out, head_len + len);
+    free(out);
     ain__http_count(http->edge, status);
     return status;
+}
+
+/* Sends `body` (stolen; may be NULL) as s_send_text does. */
+static int s_send(ain__http_t *http, int status, json_t *body, const char *extra, const char *etag)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+    json_decref(body);
+    int rc = s_send_text(http, status, text, text ? strlen(text) : 0, extra, etag);
+    free(text);
+    return rc;
+}
+
+static int s_send_json(ain__http_t *http, int status, json_t *body, const char *extra)
+{
+    return s_send(http, status, body, extra, NULL);
 }
 
 int ain__http_json(ain__http_t *http, int status, json_t *body)
 {
     return s_send_json(http, status, body, NULL);
+}
+
+int ain__http_json_etag(ain__http_t *http, json_t *body, const char *etag)
+{
+    return s_send(http, 200, body, NULL, etag);
+}
+
+int ain__http_text_etag(ain__http_t *http, const char *text, size_t len, const char *etag)
+{
+    return s_send_text(http, 200, text, len, NULL, etag);
+}
+
+int ain__http_not_modified(ain__http_t *http, const char *etag)
+{
+    return s_send(http, 304, NULL, NULL, etag);
 }
 
 int ain__http_json_extra(ain__http_t *http, int status, json_t *body, const char *extra)

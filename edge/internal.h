@@ -14,6 +14,11 @@
  *   auth.c    who is asking: access tokens (JWT), the development token
  *   session.c sign-in sessions and terms: cookies, refresh, logout
  *   oauth.c   sign-in with Google and Microsoft: login redirects, callbacks
+ *   call.c    the one translation path of the message routes: query and path
+ *             into a message, the actor's answer back into JSON
+ *   rendered.c the message routes' JSON answers, kept by user, path and query with their ETag
+ *   mail.c    the mail routes' answers: the neutral /api/v1 shapes, and the
+ *             original frontend's Gmail and Outlook shapes
  */
 #ifndef AIN_EDGE_INTERNAL_H
 #define AIN_EDGE_INTERNAL_H
@@ -32,6 +37,7 @@
 
 typedef struct ain__pump ain__pump_t;
 typedef struct ain__cors ain__cors_t;
+typedef struct ain__rendered ain__rendered_t;
 
 typedef struct {
     ain_metric_t *requests, *status_2xx, *status_4xx, *status_5xx, *not_found;
@@ -48,6 +54,8 @@ typedef struct {
      * resets sent, replays cut short for the client to come back for more,
      * replays the events service could not answer. */
     ain_metric_t *resumed, *replayed, *resets, *replay_more, *replay_failed;
+    /* Message routes (call.c): answers copied from rendered.c, answers built, bytes kept. */
+    ain_metric_t *rendered_hits, *rendered_builds, *rendered_bytes;
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {
@@ -63,6 +71,7 @@ struct _ain_edge_t {
     int64_t heartbeat_ms;
     int call_timeout_ms;
     bool api_limit;                       /* AINBOX_API_RATELIMIT */
+    bool production;                      /* NODE_ENV=production */
     atomic_int_fast64_t limits_warned_ms; /* limits.c: last "not checked" warning */
     atomic_int_fast64_t limits_probe_ms;  /* limits.c: when to ask MMI again */
     atomic_bool limiter_present;          /* limits.c: the ratelimit service has workers */
@@ -70,6 +79,7 @@ struct _ain_edge_t {
     struct _ain_jwt_t *jwt;               /* auth.c: access token verifier, or NULL */
     atomic_int_fast64_t replay_warned_ms; /* sse.c: last "replay failed" warning */
     struct ain__oauth *oauth;             /* oauth.c: providers and the state key */
+    ain__rendered_t *rendered;            /* rendered.c: NULL when AINBOX_EDGE_RENDER_BYTES=0 */
 };
 
 /* One HTTP request being served. */
@@ -77,34 +87,99 @@ typedef struct {
     ain_edge_t *edge;
     struct mg_connection *conn;
     const struct mg_request_info *info;
-    ain_client_t *client; /* this thread's: borrowed */
-    uint64_t user;        /* authenticated user, 0 = none */
-    uint64_t session;     /* the access token's session, 0 = development token */
-    bool admin;           /* the access token's role */
-    char headers[768];    /* extra header lines for every answer: CORS, RateLimit */
+    ain_client_t *client;           /* this thread's: borrowed */
+    uint64_t user;                  /* authenticated user, 0 = none */
+    uint64_t session;               /* the access token's session, 0 = development token */
+    bool admin;                     /* the access token's role */
+    char headers[768];              /* extra header lines for every answer: CORS, RateLimit */
+    const struct ain__route *route; /* the route being served */
+    char capture[256];              /* the path segment a route's ":name" matched */
 } ain__http_t;
 
 typedef int(ain__handler_fn)(ain__http_t *http);
 
-/* AIN__AUTH_USER: a signed-in user (auth.c), else 401. */
-enum { AIN__AUTH_NONE, AIN__AUTH_USER };
+/* AIN__AUTH_USER: a signed-in user (auth.c), else 401. AIN__AUTH_ADMIN: a signed-in user whose
+ * token carries the admin role, else 401 or 403. AIN__AUTH_OPS: operational routes: as ADMIN in
+ * production, open elsewhere (development, tests). */
+enum { AIN__AUTH_NONE, AIN__AUTH_USER, AIN__AUTH_ADMIN, AIN__AUTH_OPS };
 
 /* Whether a route's requests count against the user API limit. */
 enum { AIN__LIMIT_NONE, AIN__LIMIT_API };
 
+/* A message route's request field: taken from the query string or the path, checked, and put
+ * into the message body. */
+enum {
+    AIN__P_STR,            /* a string, as given */
+    AIN__P_UINT,           /* a decimal integer; `dflt` if absent (0: none), clamped to `max` */
+    AIN__P_BOOL,           /* true/false/1/0 */
+    AIN__P_GMAIL_Q,        /* Gmail's `q` folder operators (in:trash, is:starred...) */
+    AIN__P_OUTLOOK_FOLDER, /* Graph's folder names (inbox, deleteditems...) */
+};
 typedef struct {
+    const char *name;  /* the query parameter, or ":" for the path's captured segment */
+    const char *field; /* the message body's field */
+    int kind;
+    uint32_t dflt, max;
+} ain__param_t;
+
+/* The answer's shape: a new JSON body from the actor's `data` (borrowed), or NULL for a `data`
+ * the shape cannot read (answered 502). mail.c. */
+typedef json_t *(ain__shape_fn)(ain__http_t *http, json_t *data);
+
+/* A route answered by one message to one actor (call.c): the message, the fields the request
+ * gives it, one fixed field, and the shape of the answer. */
+typedef struct {
+    const char *service;
+    uint16_t type;
+    const char *fixed_field, *fixed_value; /* NULL: none */
+    ain__param_t params[6];                /* until one with no name */
+    ain__shape_fn *shape;
+} ain__call_t;
+
+/* A route: a method and a path ("/threads/:id" captures one segment), the handler, the
+ * authentication and limit it needs, and for a message route the message (handler ain__call). */
+typedef struct ain__route {
     const char *method;
     const char *path;
     ain__handler_fn *handler;
     int auth;
     int limit;
+    const ain__call_t *call;
 } ain__route_t;
 
-/* routes.c: the route for `path` and `method`; NULL with *path_known set
- * if the path exists with other methods (405), or not (404). */
-const ain__route_t *ain__routes_find(const char *method, const char *path, bool *path_known);
+/* routes.c: the route for `path` and `method` (a captured segment into `capture`, which may be
+ * NULL); NULL with *path_known set if the path exists with other methods (405), or not (404). */
+const ain__route_t *ain__routes_find(const char *method, const char *path, bool *path_known,
+                                     char *capture, size_t capture_size);
 /* Allowed methods of `path`, comma-separated, into buf. */
 void ain__routes_allow(const char *path, char *buf, size_t size);
+
+/* call.c: serves a message route (http->route->call). */
+int ain__call(ain__http_t *http);
+
+/* rendered.c: answers kept by (user, key = "path?query") with the ETag of their data. NULL
+ * (budget 0) keeps nothing; every call accepts NULL. Thread-safe. */
+ain__rendered_t *ain__rendered_new(size_t budget);
+void ain__rendered_destroy(ain__rendered_t **self_p);
+/* The tag of the answer kept for the key into etag; false if none. */
+bool ain__rendered_etag(ain__rendered_t *self, uint64_t user, const char *key, char etag[17]);
+/* A copy (caller frees, NUL-terminated) of the answer kept for the key if its tag is `etag`. */
+char *ain__rendered_get(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
+                        size_t *len);
+/* Keeps an answer (replacing what held its slot), unless too big or over the budget. */
+void ain__rendered_put(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
+                       const char *body, size_t len);
+size_t ain__rendered_bytes(const ain__rendered_t *self);
+
+/* mail.c: the shapes of the mail routes' answers (see the file). */
+ain__shape_fn ain__shape_envelope, ain__shape_gmail_threads, ain__shape_gmail_sent,
+    ain__shape_gmail_drafts, ain__shape_gmail_thread, ain__shape_spam_stats,
+    ain__shape_email_content, ain__shape_outlook_messages, ain__shape_outlook_thread;
+/* GET /api/notifications/count: there is no notification source yet. */
+int ain__notifications_count(ain__http_t *http);
+/* Gmail `q` and Graph folder names into message fields (mail.c): 0, or -1 with a reason. */
+int ain__mail_gmail_q(const char *q, json_t *fields, const char **why);
+int ain__mail_outlook_folder(const char *folder, json_t *fields, const char **why);
 
 /* http.c: responses. Each returns the HTTP status sent, for civetweb. */
 /* The status line and headers (CRLF-terminated lines in `headers`). */
@@ -113,6 +188,13 @@ int ain__http_json(ain__http_t *http, int status, json_t *body); /* steals body 
 /* As ain__http_json, with extra header lines ("Name: value\r\n"). */
 int ain__http_json_extra(ain__http_t *http, int status, json_t *body, const char *extra);
 int ain__http_error(ain__http_t *http, int status, const char *code, const char *message);
+/* 200 with `body` (stolen) that caches may keep but must revalidate: ETag `etag` (quoted here),
+ * Cache-Control: private, no-cache. */
+int ain__http_json_etag(ain__http_t *http, json_t *body, const char *etag);
+/* The same with the JSON text already made (borrowed). */
+int ain__http_text_etag(ain__http_t *http, const char *text, size_t len, const char *etag);
+/* 304 for a request whose If-None-Match named the current `etag`. */
+int ain__http_not_modified(ain__http_t *http, const char *etag);
 /* 405 with the route's allowed methods in `Allow`. */
 int ain__http_error_allow(ain__http_t *http, const char *allow);
 /* An error for a status of ours, mapped with ain_status_http. */

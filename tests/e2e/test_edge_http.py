@@ -165,13 +165,14 @@ def b64(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def token(secret=ACCESS, typ="access", sub="42", exp_in=600, alg="HS256", header_extra=None):
+def token(secret=ACCESS, typ="access", sub="42", exp_in=600, alg="HS256", header_extra=None,
+          role="user"):
     """An HS256 token as our issuer writes it (runtime/jwt.h), minted here
     independently of the C code."""
     kid = b64(hmac.new(secret.encode(), b"ainbox/jwt-kid/v1", hashlib.sha256).digest()[:6])
     header = {"alg": alg, "typ": "JWT", "kid": kid, **(header_extra or {})}
     now = int(time.time())
-    payload = {"sub": sub, "sid": "7", "role": "user", "typ": typ,
+    payload = {"sub": sub, "sid": "7", "role": role, "typ": typ,
                "iat": min(now - 5, now + exp_in - 600),
                "exp": now + exp_in, "jti": b64(b"j" * 32)}
     signing = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
@@ -253,6 +254,26 @@ class AccessTokenCase(AinboxTestCase):
                              timeout=30)
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("JWT_ACCESS_SECRET", out.stderr + out.stdout)
+
+    def test_operational_routes_need_an_admin_in_production(self):
+        port, = free_ports(1)
+        env = self.base_env(port, AINBOX_ACTORS="monitor", AINBOX_HEALTH_SERVICES="monitor",
+                            NODE_ENV="production", JWT_ACCESS_SECRET=ACCESS,
+                            JWT_REFRESH_SECRET=REFRESH)
+        self.spawn("bundle-production", ["run"], env)
+        self.wait_health(env)
+        status, body = self.http_json(env, "/stats")
+        self.assertEqual(status, 401, body)
+        status, body = self.http_json(env, "/stats",
+                                      headers={"Authorization": f"Bearer {token()}"})
+        self.assertEqual((status, body["error"]["code"]), (403, "FORBIDDEN"))
+        status, body = self.http_json(env, "/stats",
+                                      headers={"Authorization": f"Bearer {token(role='admin')}"})
+        self.assertEqual(status, 200, body)
+        self.assertIn("uptime", json.dumps(body))
+        # Outside production (this case's own bundle) the route is open, as the original's.
+        status, _ = self.http_json(self.env, "/stats")
+        self.assertEqual(status, 200)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,149 @@
+/* rendered.c: the JSON answers of message routes, kept by (user, path, query) with the ETag of
+ * the data they were made from.
+ *
+ * A request whose data has not changed then costs one revalidation with the actor (call.c sends
+ * the kept tag as `if_none_match`; the cache actor answers `not_modified`, a few bytes) and a
+ * copy, instead of decoding the data and building JSON again: on an inbox page that is most of
+ * the edge's work (measured with perf: jansson and malloc took over half of a request).
+ *
+ * Freshness is the actor's: nothing is answered from here without the actor confirming, on that
+ * request, that the tag is current. Bounded: S_SLOTS slots, direct-mapped by a hash of the key
+ * (a newer answer replaces whatever held its slot), answers of at most S_ENTRY_MAX bytes, and a
+ * byte budget over all (AINBOX_EDGE_RENDER_BYTES; past it an answer is not kept). Thread-safe:
+ * one mutex per S_LOCKS slots.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edge/internal.h"
+#include "runtime/alloc.h"
+
+#define S_SLOTS     4096
+#define S_LOCKS     64
+#define S_ENTRY_MAX (1024 * 1024)
+
+typedef struct {
+    uint64_t user;
+    char *key; /* "path?query" */
+    char etag[17];
+    char *body;
+    size_t len;
+} s_slot_t;
+
+struct ain__rendered {
+    pthread_mutex_t locks[S_LOCKS];
+    s_slot_t slots[S_SLOTS];
+    size_t budget;
+    atomic_size_t bytes;
+};
+
+ain__rendered_t *ain__rendered_new(size_t budget)
+{
+    if (budget == 0)
+        return NULL;
+    ain__rendered_t *self = AIN_NEW(ain__rendered_t);
+    for (int i = 0; i < S_LOCKS; i++)
+        pthread_mutex_init(&self->locks[i], NULL);
+    self->budget = budget;
+    return self;
+}
+
+static void s_clear(ain__rendered_t *self, s_slot_t *slot)
+{
+    atomic_fetch_sub(&self->bytes, slot->len);
+    free(slot->key);
+    free(slot->body);
+    memset(slot, 0, sizeof *slot);
+}
+
+void ain__rendered_destroy(ain__rendered_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ain__rendered_t *self = *self_p;
+    for (int i = 0; i < S_SLOTS; i++)
+        s_clear(self, &self->slots[i]);
+    for (int i = 0; i < S_LOCKS; i++)
+        pthread_mutex_destroy(&self->locks[i]);
+    free(self);
+    *self_p = NULL;
+}
+
+/* FNV-1a over the user and the key. */
+static size_t s_index(uint64_t user, const char *key)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (int i = 0; i < 8; i++) {
+        h ^= (user >> (8 * i)) & 0xff;
+        h *= 1099511628211ULL;
+    }
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    }
+    return (size_t)(h % S_SLOTS);
+}
+
+static bool s_holds(const s_slot_t *slot, uint64_t user, const char *key)
+{
+    return slot->key && slot->user == user && strcmp(slot->key, key) == 0;
+}
+
+bool ain__rendered_etag(ain__rendered_t *self, uint64_t user, const char *key, char etag[17])
+{
+    if (!self)
+        return false;
+    size_t i = s_index(user, key);
+    pthread_mutex_lock(&self->locks[i % S_LOCKS]);
+    bool found = s_holds(&self->slots[i], user, key);
+    if (found)
+        memcpy(etag, self->slots[i].etag, 17);
+    pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
+    return found;
+}
+
+char *ain__rendered_get(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
+                        size_t *len)
+{
+    if (!self)
+        return NULL;
+    size_t i = s_index(user, key);
+    char *copy = NULL;
+    pthread_mutex_lock(&self->locks[i % S_LOCKS]);
+    s_slot_t *slot = &self->slots[i];
+    if (s_holds(slot, user, key) && strcmp(slot->etag, etag) == 0) {
+        copy = ain_malloc(slot->len + 1);
+        memcpy(copy, slot->body, slot->len);
+        copy[slot->len] = '\0';
+        *len = slot->len;
+    }
+    pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
+    return copy;
+}
+
+void ain__rendered_put(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
+                       const char *body, size_t len)
+{
+    if (!self || len > S_ENTRY_MAX || strlen(etag) != 16)
+        return;
+    size_t i = s_index(user, key);
+    pthread_mutex_lock(&self->locks[i % S_LOCKS]);
+    s_slot_t *slot = &self->slots[i];
+    s_clear(self, slot);
+    if (atomic_load(&self->bytes) + len <= self->budget) {
+        slot->user = user;
+        slot->key = ain_strdup(key);
+        memcpy(slot->etag, etag, 17);
+        slot->body = ain_malloc(len ? len : 1);
+        memcpy(slot->body, body, len);
+        slot->len = len;
+        atomic_fetch_add(&self->bytes, len);
+    }
+    pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
+}
+
+size_t ain__rendered_bytes(const ain__rendered_t *self)
+{
+    return self ? atomic_load(&self->bytes) : 0;
+}
