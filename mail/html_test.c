@@ -110,6 +110,34 @@ const char *ain__html_check(const char *doc, size_t len)
     return why;
 }
 
+size_t ain__html_depth(const char *html, size_t len)
+{
+    typedef struct {
+        const GumboNode *node;
+        size_t depth;
+    } frame_t;
+    char *copy;
+    GumboOutput *o = ain__html_parse(html, len, &copy);
+    size_t n = 0, size = 64, deepest = 0;
+    frame_t *st = ain_malloc(size * sizeof *st);
+    st[n++] = (frame_t){o->root, 1};
+    while (n > 0) {
+        frame_t f = st[--n];
+        deepest = f.depth > deepest ? f.depth : deepest;
+        if (f.node->type != GUMBO_NODE_ELEMENT && f.node->type != GUMBO_NODE_TEMPLATE)
+            continue;
+        const GumboVector *kids = &f.node->v.element.children;
+        for (unsigned i = 0; i < kids->length; i++) {
+            if (n == size)
+                st = ain_realloc(st, (size *= 2) * sizeof *st);
+            st[n++] = (frame_t){kids->data[i], f.depth + 1};
+        }
+    }
+    free(st);
+    ain__html_free(o, copy);
+    return deepest;
+}
+
 /* ------------------------------------------------------------ the cases */
 
 typedef struct {
@@ -319,9 +347,12 @@ static int s_deep(const char *open, bool shown, bool verbose)
     ain_html_result_t r;
     ain_html_sanitize(html, n * ol + 9, 0, &r);
     const char *why = ain__html_check(r.doc, r.len);
-    int fails = why != NULL || !strstr(r.doc, "deep text") != !shown || r.truncated;
+    size_t depth = ain__html_depth(html, n * ol + 9);
+    int fails = why != NULL || !strstr(r.doc, "deep text") != !shown || r.truncated ||
+                depth > AIN_HTML_TREE_MAX;
     if (fails || verbose)
-        fprintf(stderr, "html deep %s: %zu bytes, %s\n", open, r.len, why ? why : "ok");
+        fprintf(stderr, "html deep %s: %zu bytes, tree depth %zu, %s\n", open, r.len, depth,
+                why ? why : "ok");
     size_t tl;
     char *text = ain_html_to_text(html, n * ol + 9, &tl);
     fails += !strstr(text, "deep text") != !shown;
@@ -394,6 +425,8 @@ int ain_html_test(bool verbose)
     fails += s_deep("<b><i><u><font><span>", true, verbose);
     fails += s_deep("<p><script></p></script>", true, verbose);
     fails += s_deep("<svg><g>", false, verbose);
+    fails += s_deep("<b><table><td></b>", true, verbose);
+    fails += s_deep("<table><tr><td><b><i><u>", true, verbose);
     fails += s_misc();
     fails += s_text();
     if (verbose || fails)

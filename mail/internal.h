@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "mail/html.h"
+
 /* A growing buffer with a hard cap: an append that would pass `max` is refused whole (so a cut
  * never splits an entity or a tag) and sets `full`; later appends are ignored. */
 typedef struct {
@@ -43,5 +45,10 @@ bool ain__html_dropped(const struct GumboInternalNode *n);
 /* The sanitiser's invariant (html_test.c, for the selftest and the fuzzer): `doc` parsed again
  * holds only allowlisted elements and attributes and safe URLs. NULL if so, else what broke. */
 const char *ain__html_check(const char *doc, size_t len);
+/* The depth of the tree Gumbo builds from `html` through the guard, and the bound the selftest
+ * and the fuzzer hold it to: the guard counts open elements, the tree adds what the parser
+ * implies (tbody, reconstructed formatting elements), a few per counted one. */
+#define AIN_HTML_TREE_MAX (8 * AIN_HTML_MAX_DEPTH)
+size_t ain__html_depth(const char *html, size_t len);
 
 #endif

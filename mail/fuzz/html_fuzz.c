@@ -4,7 +4,8 @@
  * no crash or sanitizer report; the document parsed again by Gumbo holds only allowlisted
  * elements and attributes with safe URLs (ain__html_check), and so does its remote-images
  * variant; both are valid UTF-8 and within AIN_HTML_MAX_OUTPUT; blocked images are counted only
- * when remote images are not allowed; the text is valid UTF-8 and bounded by its input.
+ * when remote images are not allowed; the tree Gumbo builds through the depth guard is at most
+ * AIN_HTML_TREE_MAX deep; the text is valid UTF-8 and bounded by its input.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -58,6 +59,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s_doc_or_die(shown, n, "remote variant");
     free(shown);
     free(r.doc);
+    if (ain__html_depth(html, len) > AIN_HTML_TREE_MAX)
+        abort(); /* the depth guard let Gumbo build deeper than it promises */
     char *text = ain_html_to_text(html, len, &n);
     if (strlen(text) != n || n > 2 * len + 64 || !s_utf8_ok((const unsigned char *)text, n))
         abort();
