@@ -12,6 +12,10 @@ pkg_check_modules(CURL REQUIRED IMPORTED_TARGET libcurl)
 # AES-256-GCM for tokens and secrets at rest (runtime/crypto.c). Only
 # libcrypto: these are primitives, not TLS.
 pkg_check_modules(CRYPTO REQUIRED IMPORTED_TARGET libcrypto)
+# Gumbo (libgumbo-dev): the HTML5 parser under the mail HTML sanitiser (mail/). Parsing mail
+# HTML the way a browser does is the whole point of a sanitiser, and an HTML5-conformant parser
+# is not something to write by hand.
+pkg_check_modules(GUMBO REQUIRED IMPORTED_TARGET gumbo)
 
 # Debian's civetweb ships no pkg-config file and a broken CMake package
 # (it names /usr/bin/civetweb from another package), so find it by hand.

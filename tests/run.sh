@@ -6,8 +6,8 @@
 #   3. ASan+UBSan build; every test again (the harness fails a test whose
 #      process logs hold a sanitizer report)
 #   4. TSan build; the tests that run the bundle's threads
-#   5. the libFuzzer targets, briefly: the envelope decoder, then the JWT
-#      verifier and the other sign-in input readers
+#   5. the libFuzzer targets, briefly: the envelope decoder, the JWT
+#      verifier and the other sign-in input readers, the mail HTML sanitiser
 #
 # Each stage prints its timing; the first failure stops the run.
 # TESTS_QUICK=1 skips stages 3-5 (a fast local check).
@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 JOBS=$(nproc)
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 JWT_FUZZ_SECONDS=${JWT_FUZZ_SECONDS:-20}
+HTML_FUZZ_SECONDS=${HTML_FUZZ_SECONDS:-20}
 
 stage() { echo; echo "=== $* ($(date +%T))"; }
 
@@ -64,5 +65,11 @@ mkdir "$work/jwt"
 build-fuzz/runtime/ain_fuzz_jwt -max_total_time="$JWT_FUZZ_SECONDS" -rss_limit_mb=1024 \
     -malloc_limit_mb=256 -print_final_stats=1 -dict=runtime/fuzz/jwt.dict \
     "$work/jwt" tests/fuzz/jwt 2>&1 | tail -n 5
+
+stage "fuzz the mail HTML sanitiser for ${HTML_FUZZ_SECONDS}s"
+mkdir "$work/html"
+build-fuzz/mail/ain_fuzz_html -max_total_time="$HTML_FUZZ_SECONDS" -rss_limit_mb=1024 \
+    -malloc_limit_mb=256 -timeout=25 -print_final_stats=1 -dict=mail/fuzz/html.dict \
+    "$work/html" tests/fuzz/html 2>&1 | tail -n 5
 
 stage "all stages passed"

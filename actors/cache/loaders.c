@@ -16,8 +16,13 @@
  * message: {id, account, thread, subject, from_name, from_addr, to, cc,
  *           bcc, snippet, date, size, unread, starred, has_attachments,
  *           sent, labels: [id], message_id, in_reply_to, references,
- *           version, has_body, [html, text,] attachments: [{id, filename,
- *           mime_type, size, content_id, inline}]}
+ *           version, has_body, [has_html, safe_html, text, blocked_images,
+ *           cid_images,] attachments: [{id, filename, mime_type, size,
+ *           content_id, inline}]}
+ * The bracketed fields come with bodies: the raw HTML never leaves the
+ * store; safe_html is the sanitised document (mail/html.h), built here once
+ * per fill and kept by every layer; text is the text part, or the text of
+ * the HTML when there is none.
  *
  * Every query is scoped by the user ($1); a view names the rest.
  */
@@ -28,6 +33,7 @@
 
 #include "actors/cache/internal.h"
 #include "actors/cache/queries.h"
+#include "mail/html.h"
 #include "proto/body.h"
 #include "runtime/alloc.h"
 #include "runtime/clock.h"
@@ -183,6 +189,48 @@ static void s_pack_attachment(msgpack_packer *pk, const PGresult *r, int row)
     s_bool(pk, r, row, 6);
 }
 
+/* The body fields of a message row (html in column 24, text in 25): the
+ * sanitised document with its counts, and the text, extracted from the
+ * HTML when the message has no text part. */
+#define S_BODY_FIELDS 5
+static void s_pack_body(msgpack_packer *pk, const PGresult *r, int row)
+{
+    bool has_html = !s_null(r, row, 24) && PQgetlength(r, row, 24) > 0;
+    bool has_text = !s_null(r, row, 25) && PQgetlength(r, row, 25) > 0;
+    const char *html = PQgetvalue(r, row, 24);
+    size_t len = (size_t)PQgetlength(r, row, 24);
+    ain_html_result_t safe = {0};
+    if (has_html)
+        ain_html_sanitize(html, len, 0, &safe);
+    s_key(pk, "has_html");
+    if (has_html)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    s_key(pk, "safe_html");
+    if (has_html) {
+        msgpack_pack_str(pk, safe.len);
+        msgpack_pack_str_body(pk, safe.doc, safe.len);
+    } else {
+        msgpack_pack_nil(pk);
+    }
+    s_key(pk, "text");
+    if (!has_text && has_html) {
+        size_t n;
+        char *text = ain_html_to_text(html, len, &n);
+        msgpack_pack_str(pk, n);
+        msgpack_pack_str_body(pk, text, n);
+        free(text);
+    } else {
+        s_text(pk, r, row, 25);
+    }
+    s_key(pk, "blocked_images");
+    msgpack_pack_uint32(pk, safe.blocked_images);
+    s_key(pk, "cid_images");
+    msgpack_pack_uint32(pk, safe.cid_images);
+    free(safe.doc);
+}
+
 /* The message columns (queries.h) of one row, with its attachments (the
  * rows of `atts` whose message_id is this message's). */
 static void s_pack_message(msgpack_packer *pk, const PGresult *r, int row, bool bodies,
@@ -199,9 +247,9 @@ static void s_pack_message(msgpack_packer *pk, const PGresult *r, int row, bool 
                 {"unread", 14, 'b'},      {"starred", 15, 'b'},    {"has_attachments", 16, 'b'},
                 {"sent", 17, 'b'},        {"labels", 18, 'a'},     {"message_id", 19, 't'},
                 {"in_reply_to", 20, 't'}, {"references", 21, 't'}, {"version", 22, 'i'},
-                {"has_body", 23, 'b'},    {"html", 24, 't'},       {"text", 25, 't'}};
-    size_t ncols = sizeof cols / sizeof cols[0] - (bodies ? 0 : 2);
-    msgpack_pack_map(pk, (uint32_t)ncols + 1);
+                {"has_body", 23, 'b'}};
+    size_t ncols = sizeof cols / sizeof cols[0];
+    msgpack_pack_map(pk, (uint32_t)ncols + 1 + (bodies ? S_BODY_FIELDS : 0));
     for (size_t i = 0; i < ncols; i++) {
         s_key(pk, cols[i].name);
         switch (cols[i].kind) {
@@ -218,6 +266,8 @@ static void s_pack_message(msgpack_packer *pk, const PGresult *r, int row, bool 
             s_text_array(pk, r, row, cols[i].col);
         }
     }
+    if (bodies)
+        s_pack_body(pk, r, row);
     s_key(pk, "attachments");
     int64_t id = s_i64(r, row, 0);
     uint32_t n = 0;

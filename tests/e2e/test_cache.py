@@ -158,17 +158,37 @@ class ReadTest(CacheCase):
         self.assertEqual(first["data"]["unread"], 7)
         self.assertEqual(first["data"]["threads"][0]["count"], 2)
         # A thread with its messages, oldest first, bodies only on request.
-        self.apply(env, [{"op": "upsert_body", "id": "u1t3m1", "html": "<p>hi</p>", "text": "hi",
+        # The HTML goes out sanitised (mail/html.h), never raw.
+        hostile = ('<p onclick="x()">hi</p><script>alert(1)</script>'
+                   '<img src="https://t.example/p.gif"><img src="cid:logo">')
+        self.apply(env, [{"op": "upsert_body", "id": "u1t3m1", "html": hostile, "text": "hi",
                           "attachments": [{"id": "a1", "filename": "f.pdf",
-                                           "mime_type": "application/pdf", "size": 10}]}])
+                                           "mime_type": "application/pdf", "size": 10}]},
+                         {"op": "upsert_body", "id": "u1t3m0",
+                          "html": "<p>only <b>html</b></p>"}])
         thread = self.ok(env, "MAIL_THREAD", {"thread": "u1t3", "bodies": True})["data"]
         self.assertEqual([m["id"] for m in thread["messages"]], ["u1t3m0", "u1t3m1"])
-        self.assertEqual(thread["messages"][1]["html"], "<p>hi</p>")
-        self.assertEqual(thread["messages"][1]["attachments"][0]["filename"], "f.pdf")
+        shown = thread["messages"][1]
+        self.assertNotIn("html", shown)
+        self.assertTrue(shown["safe_html"].startswith("<!DOCTYPE html>"))
+        self.assertIn("<p>hi</p>", shown["safe_html"])
+        self.assertIn('<img data-blocked-src="https://t.example/p.gif">', shown["safe_html"])
+        for bad in ("<script", "onclick", "alert"):
+            self.assertNotIn(bad, shown["safe_html"])
+        self.assertEqual((shown["has_html"], shown["blocked_images"], shown["cid_images"]),
+                         (True, 1, 1))
+        self.assertEqual(shown["attachments"][0]["filename"], "f.pdf")
         bare = self.ok(env, "MAIL_THREAD", {"thread": "u1t3"})["data"]
-        self.assertNotIn("html", bare["messages"][1])
+        for field in ("html", "safe_html", "text"):
+            self.assertNotIn(field, bare["messages"][1])
         msg = self.ok(env, "MAIL_MESSAGE", {"message": "u1t3m1"})["data"]["message"]
         self.assertEqual((msg["text"], msg["thread"]), ("hi", "u1t3"))
+        # No text part: the text of the HTML.
+        only = self.ok(env, "MAIL_MESSAGE", {"message": "u1t3m0"})["data"]["message"]
+        self.assertEqual((only["text"], only["has_html"]), ("only html", True))
+        none = self.ok(env, "MAIL_MESSAGE", {"message": "u1t2m0"})["data"]["message"]
+        self.assertEqual((none["safe_html"], none["has_html"], none["blocked_images"]),
+                         (None, False, 0))
         counts = self.ok(env, "MAIL_COUNTS", {})["data"]["labels"]
         inbox = [c for c in counts if c["id"] == "INBOX"][0]
         self.assertEqual((inbox["total"], inbox["unread"], inbox["role"]), (7, 7, "inbox"))

@@ -18,6 +18,7 @@
 #include "actors/events/evlog.h"
 #include "actors/monitor/reports.h"
 #include "edge/edge.h"
+#include "mail/html.h"
 #include "proto/body.h"
 #include "proto/envelope.h"
 #include "proto/mdp.h"
@@ -71,6 +72,7 @@ static const struct {
     {"accounts_parse", ain_accounts_parse_test},
     {"handoff", ain_edge_handoff_test},
     {"streams", ain_edge_streams_test},
+    {"html", ain_html_test},
 };
 
 int main(int argc, char **argv)
