@@ -21,15 +21,18 @@
  *                     attachments]}
  *
  * Dates: Gmail shapes carry the header form (RFC 5322, UTC), Outlook shapes Graph's ISO 8601.
- * HTML: only the sanitised document the cache keeps (`safe_html`) ever reaches a browser.
+ * HTML: only the sanitised document the cache keeps (`safe_html`) ever reaches a browser; with
+ * allowRemoteImages=true, /emails/:id/content lets it load its https images (mail/html.h).
  * Attachments carry their metadata and provider id; their bytes (the original inlined them as
  * base64) are not in the store: fetching them arrives with the sync issues.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "edge/internal.h"
+#include "mail/html.h"
 
 /* ------------------------------------------------------------ requests */
 
@@ -335,11 +338,23 @@ json_t *ain__shape_spam_stats(ain__http_t *http, json_t *data)
 json_t *ain__shape_email_content(ain__http_t *http, json_t *data)
 {
     json_t *m = json_object_get(data, "message");
-    (void)http;
     if (!json_is_object(m))
         return NULL;
     json_t *doc = s_safe_html(m);
     json_int_t cids = s_int(m, "cid_images");
+    /* The original ignored allowRemoteImages; here it lets the document load https images. */
+    char allow[8];
+    if (json_is_string(doc) &&
+        ain__http_query(http, "allowRemoteImages", allow, sizeof allow) > 0 &&
+        strcmp(allow, "true") == 0) {
+        size_t len;
+        char *opened = ain_html_allow_remote(json_string_value(doc), json_string_length(doc), &len);
+        if (opened) {
+            json_decref(doc);
+            doc = json_stringn(opened, len);
+            free(opened);
+        }
+    }
     return json_pack("{s:s,s:s,s:{s:s,s:s},s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:I,s:I,s:o}", "id",
                      s_str(m, "id"), "subject", s_str(m, "subject"), "from", "name",
                      s_str(m, "from_name"), "email", s_str(m, "from_addr"), "to",

@@ -133,7 +133,7 @@ class MailRoutesCase(AinboxTestCase):
             message(f"{t}m8", f"{t}archived", T0 + 8000, []),
             {"op": "upsert_body", "id": f"{t}m2",
              "html": "<p>Hello <b>there</b><script>alert(1)</script>"
-                     "<img src=\"cid:logo\"></p>",
+                     "<img src=\"cid:logo\"><img src=\"https://img.example/t.png\"></p>",
              "text": "Hello there",
              "attachments": [{"id": f"{t}att1", "filename": "a.pdf",
                               "mime_type": "application/pdf", "size": 1234,
@@ -213,9 +213,22 @@ class MailRoutesCase(AinboxTestCase):
         self.assertEqual(content["to"], ["Me <me@example.com>", "\"Doe, Jo\" <jo@example.com>"])
         self.assertEqual(content["textFallback"], "Hello there")
         self.assertRegex(content["date"], RFC5322)
-        if content["hasHtml"]:
-            self.assertNotIn("<script", content["srcDoc"].lower())
-            self.assertIn("there", content["srcDoc"])
+        # The body as a sanitised document for the iframe: no script, the text
+        # and formatting kept, the cid: image counted, a CSP of its own.
+        self.assertTrue(content["hasHtml"])
+        doc = content["srcDoc"]
+        self.assertTrue(doc.startswith("<!DOCTYPE html>"), doc[:80])
+        self.assertNotIn("<script", doc.lower())
+        self.assertNotIn("alert(1)", doc)
+        self.assertIn("<b>there</b>", doc)
+        self.assertIn("Content-Security-Policy", doc)
+        self.assertEqual(content["inlineCidCount"], 1)
+        self.assertEqual(content["blockedImages"], 1)
+        self.assertNotIn(' src="https://img.example/t.png"', doc)
+        opened = self.get("/emails/am2/content?allowRemoteImages=true", a)["srcDoc"]
+        self.assertIn(' src="https://img.example/t.png"', opened)
+        self.assertNotIn("<script", opened.lower())
+        self.assertEqual(m2["html"], doc)  # the thread's message carries the same document
 
     def test_outlook_twins_have_the_originals_shapes(self):
         a = self.a
