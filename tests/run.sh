@@ -27,11 +27,18 @@ stage "format"
 files=$(git ls-files '*.c' '*.h' 2>/dev/null || find proto runtime broker edge actors deploy tools tests -name '*.[ch]')
 clang-format --dry-run -Werror $files
 
-build() { # dir, cmake options...
-    local dir=$1; shift
+build() { # dir, cmake options...: fails on a failed build and on any warning
+    local dir=$1 log rc=0; shift
     cmake -S . -B "$dir" -DAIN_WERROR=ON "$@" >/dev/null
-    cmake --build "$dir" -j"$JOBS" 2>&1 | grep -E "warning|error" && return 1
-    return 0
+    log=$(mktemp)
+    cmake --build "$dir" -j"$JOBS" >"$log" 2>&1 || rc=$?
+    if ((rc != 0)) || grep -E "warning|error" "$log"; then
+        tail -n 40 "$log"
+        rm -f "$log"
+        echo "build of $dir failed (exit $rc)"
+        return 1
+    fi
+    rm -f "$log"
 }
 
 stage "release build and all tests"

@@ -14,24 +14,33 @@
 #define S_MIN_WINDOW 1LL          /* ms */
 #define S_MAX_EMIT   (1LL << 40)  /* µs per unit: about 12 days */
 
+/* T and the tolerance are derived (s_derive). */
+// clang-format off
+#define POLICY(name, kind, unit, per_subject, limit, window_ms, burst) \
+    {name, kind, unit, per_subject, limit, window_ms, burst, 0, 0}
+// clang-format on
+
 /* Bursts: a fifth of a provider quota (so 80 % of it stays the sustained
  * rate, the provider guide's advice), half of the user API limit. */
 static const ain_rl_policy_t s_defaults[AIN_RL_POLICY_COUNT] = {
-    [AIN_RL_GMAIL_USER] = {"gmail.user", AIN_RL_RATE, "units", true, 15000, 60000, 3000},
-    [AIN_RL_GMAIL_USER_REQUESTS] = {"gmail.user.requests", AIN_RL_RATE, "requests", true, 250,
-                                    100000, 50},
-    [AIN_RL_GMAIL_PROJECT] = {"gmail.project", AIN_RL_RATE, "units", false, 1200000, 60000, 240000},
-    [AIN_RL_GMAIL_CONCURRENT] = {"gmail.concurrent", AIN_RL_LEASE, "concurrent-requests", true, 8,
-                                 30000, 0},
-    [AIN_RL_OUTLOOK_MAILBOX] = {"outlook.mailbox", AIN_RL_RATE, "requests", true, 10000, 600000,
-                                2000},
-    [AIN_RL_OUTLOOK_APP] = {"outlook.app", AIN_RL_RATE, "requests", false, 130000, 10000, 26000},
-    [AIN_RL_OUTLOOK_CONCURRENT] = {"outlook.concurrent", AIN_RL_LEASE, "concurrent-requests", true,
-                                   4, 30000, 0},
-    [AIN_RL_API_USER] = {"api.user", AIN_RL_RATE, "requests", true, 1000, 3600000, 500},
+    [AIN_RL_GMAIL_USER] = POLICY("gmail.user", AIN_RL_RATE, "units", true, 15000, 60000, 3000),
+    [AIN_RL_GMAIL_USER_REQUESTS] =
+        POLICY("gmail.user.requests", AIN_RL_RATE, "requests", true, 250, 100000, 50),
+    [AIN_RL_GMAIL_PROJECT] =
+        POLICY("gmail.project", AIN_RL_RATE, "units", false, 1200000, 60000, 240000),
+    [AIN_RL_GMAIL_CONCURRENT] =
+        POLICY("gmail.concurrent", AIN_RL_LEASE, "concurrent-requests", true, 8, 30000, 0),
+    [AIN_RL_OUTLOOK_MAILBOX] =
+        POLICY("outlook.mailbox", AIN_RL_RATE, "requests", true, 10000, 600000, 2000),
+    [AIN_RL_OUTLOOK_APP] =
+        POLICY("outlook.app", AIN_RL_RATE, "requests", false, 130000, 10000, 26000),
+    [AIN_RL_OUTLOOK_CONCURRENT] =
+        POLICY("outlook.concurrent", AIN_RL_LEASE, "concurrent-requests", true, 4, 30000, 0),
+    [AIN_RL_API_USER] = POLICY("api.user", AIN_RL_RATE, "requests", true, 1000, 3600000, 500),
 };
 
-static int s_fail(char *why, size_t size, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int s_fail(char *why, size_t size, const char *fmt,
+                                                        ...)
 {
     va_list ap;
     va_start(ap, fmt);
