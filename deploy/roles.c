@@ -6,6 +6,7 @@
 #include "actors/cache/cache.h"
 #include "actors/echo/echo.h"
 #include "actors/events/events.h"
+#include "actors/loadgen/loadgen.h"
 #include "actors/monitor/monitor.h"
 #include "actors/ratelimit/ratelimit.h"
 #include "actors/session/session.h"
@@ -27,6 +28,7 @@ static const struct {
     {"session", &ain_session_actor,
      "users and sign-in sessions (PostgreSQL): open, refresh, revoke, profile, terms"},
     {"echo", &ain_echo_actor, "answers with what it is sent (diagnostics, benchmarks)"},
+    {"loadgen", &ain_loadgen_actor, "benchmarks only: publishes timed events for N users"},
 };
 
 const ain_actor_def_t *ain_roles_actor(const char *name)
