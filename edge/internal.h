@@ -47,6 +47,9 @@ typedef struct {
      * resets sent, replays cut short for the client to come back for more,
      * replays the events service could not answer. */
     ain_metric_t *resumed, *replayed, *resets, *replay_more, *replay_failed;
+    /* sse.c: streams an admin opened for another user (?user=), and
+     * non-admins refused (403) for asking. */
+    ain_metric_t *foreign_streams, *foreign_refused;
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {
