@@ -163,6 +163,9 @@ static struct mg_context *s_start_civetweb(ain_edge_t *self)
     const char *options[] = {"listening_ports", ports, "num_threads", threads, "listen_backlog",
                              "4096", "request_timeout_ms", "10000", "enable_keep_alive", "yes",
                              "keep_alive_timeout_ms", "10000", "max_request_size", "16384",
+                             /* A head and a body written apart must not wait for the
+                              * client's delayed ACK (Nagle): 40 ms per keep-alive request. */
+                             "tcp_nodelay", "1",
                              /* civetweb's own CORS answers every origin ("*"), preflights
                               * included, before our handler runs: off, cors.c decides. */
                              "access_control_allow_origin", "", "access_control_allow_methods", "",
