@@ -238,7 +238,8 @@ run_sse() {
     local rss_held
     rss_held=$(rss "$EDGE")
     sleep 1 # the last subscriptions reach the publishers
-    local c0 a0 s0 t0
+    local c0 a0 s0 t0 names=(broker events session ratelimit cache monitor loadgen redis) per0=() p
+    for p in "${pids[@]}" "$(cat "$TMP/redis.pid")"; do per0+=("$(cpu_ticks "$p")"); done
     c0=$(cpu_ticks "$EDGE")
     a0=$(cpu_ticks "$EDGE" "${pids[@]}" "$(cat "$TMP/redis.pid")")
     s0=$(sys_ticks)
@@ -257,7 +258,12 @@ run_sse() {
         i=$((i + 1))
     done
     wait "$gpid" 2>/dev/null
-    local c1 a1 s1 t1
+    local c1 a1 s1 t1 per=() j=0
+    for p in "${pids[@]}" "$(cat "$TMP/redis.pid")"; do
+        per+=("${names[j]}=$(pct $(($(cpu_ticks "$p") - per0[j])) "$(awk -v a="$t0" 'BEGIN{"date +%s.%N" | getline b; print b-a}')")")
+        j=$((j + 1))
+    done
+    echo "$label cpu_pct per process: edge=see table ${per[*]}" >>"$OUT/ours-cpu.txt"
     c1=$(cpu_ticks "$EDGE")
     a1=$(cpu_ticks "$EDGE" "${pids[@]}" "$(cat "$TMP/redis.pid")")
     s1=$(sys_ticks)
@@ -368,6 +374,8 @@ fi
     [[ $GET_PATH == /api/v1/session ]] &&
         echo "   (GET /api/v1/session stands in for the cached inbox page, not in this branch yet)"
     echo
+    echo "CPU % of our other processes during publishing:"
+    cat "$OUT/ours-cpu.txt" 2>/dev/null
     echo "warnings in our logs (count, line):"
     cat "$OUT/warnings.txt"
 } | tee "$OUT/summary.txt"
