@@ -28,7 +28,7 @@
 # ("nginx-nchan pushpin+B50 node-express node-express+I"), -P PEER_NS (N),
 # -g GET_PATH (/api/v1/threads?role=inbox once it exists; default
 # /api/v1/session as a stand-in), -w WRK_SECS (10), -r REST_RATE (200), -o OUTDIR,
-# -S skip the peers. SHARED_BENCH (../shared/bench) is copied to a temporary
+# -S skip the peers. EVENTS_CREDIT sets the events actor's credit (default 32). SHARED_BENCH (../shared/bench) is copied to a temporary
 # directory and built there. Every wait is bounded; all traffic is 127.0.0.1.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -144,7 +144,10 @@ export JWT_ACCESS_SECRET JWT_REFRESH_SECRET
 "$BUILD/deploy/ainbox" broker 2>"$OUT/broker.log" &
 pids+=($!)
 for a in events session ratelimit cache monitor loadgen; do
-    "$BUILD/deploy/ainbox" actor "$a" 2>"$OUT/actor-$a.log" &
+    # EVENTS_CREDIT: requests the events actor holds at once (AINBOX_WORKER_CREDIT, default 32).
+    credit=${AINBOX_WORKER_CREDIT:-32}
+    [[ $a == events ]] && credit=${EVENTS_CREDIT:-$credit}
+    AINBOX_WORKER_CREDIT=$credit "$BUILD/deploy/ainbox" actor "$a" 2>"$OUT/actor-$a.log" &
     pids+=($!)
 done
 
@@ -325,6 +328,7 @@ run_wrk() {
     echo "loadavg at start: $(cat /proc/loadavg)"
     echo "commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty')"
     echo "params: n=$N publish_s=$PUB_SECS modes=[$MODES] get=$GET_PATH rest_rate=$REST_RATE" \
+        "events_credit=${EVENTS_CREDIT:-${AINBOX_WORKER_CREDIT:-32}}" \
         "wrk_s=$WRK_SECS peers=[$PEERS] peer_ns=[$PEER_NS]"
 } | tee "$OUT/env.txt" >&2
 for mode in $MODES; do run_sse "$mode"; done
