@@ -7,6 +7,7 @@
 #include "actors/cache/cache.h"
 #include "actors/echo/echo.h"
 #include "actors/events/events.h"
+#include "actors/loadgen/loadgen.h"
 #include "actors/monitor/monitor.h"
 #include "actors/ratelimit/ratelimit.h"
 #include "actors/session/session.h"
@@ -30,6 +31,7 @@ static const struct {
     {"accounts", &ain_accounts_actor,
      "provider accounts (PostgreSQL): OAuth sign-in completion, sealed refresh tokens"},
     {"echo", &ain_echo_actor, "answers with what it is sent (diagnostics, benchmarks)"},
+    {"loadgen", &ain_loadgen_actor, "benchmarks only: publishes timed events for N users"},
 };
 
 const ain_actor_def_t *ain_roles_actor(const char *name)

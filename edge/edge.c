@@ -134,6 +134,8 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.limits_unchecked = ain_metrics_counter(r, "ratelimit.unchecked");
     self->m.bytes_written = ain_metrics_counter(r, "sse.bytes_written");
     self->m.resumed = ain_metrics_counter(r, "sse.resumed");
+    self->m.foreign_streams = ain_metrics_counter(r, "sse.admin_streams");
+    self->m.foreign_refused = ain_metrics_counter(r, "sse.refused_foreign");
     self->m.replayed = ain_metrics_counter(r, "sse.replayed");
     self->m.resets = ain_metrics_counter(r, "sse.resets");
     self->m.replay_more = ain_metrics_counter(r, "sse.replay_more");

@@ -56,6 +56,9 @@ typedef struct {
     ain_metric_t *resumed, *replayed, *resets, *replay_more, *replay_failed;
     /* Message routes (call.c): answers copied from rendered.c, answers built, bytes kept. */
     ain_metric_t *rendered_hits, *rendered_builds, *rendered_bytes;
+    /* sse.c: streams an admin opened for another user (?user=), and
+     * non-admins refused (403) for asking. */
+    ain_metric_t *foreign_streams, *foreign_refused;
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {

@@ -243,12 +243,43 @@ static int s_resume(ain__http_t *http, char *last, int id_len)
     return rc;
 }
 
+/* `?user=N` names whose stream this is: the caller's own id, or, with an
+ * admin access token, anyone's (operations, and the benchmark, which opens
+ * 10,000 users' streams with one admin token). A user asking for another
+ * user's stream is refused 403. Returns 0 (http->user is the stream's
+ * user), or the HTTP status of the refusal it answered. With the development token `user` already
+ * named the user (auth.c). */
+static int s_stream_user(ain__http_t *http)
+{
+    char given[32], *end = NULL;
+    if (ain__http_query(http, "user", given, sizeof given) < 0)
+        return 0;
+    unsigned long long id = strtoull(given, &end, 10);
+    if (id == 0 || !end || *end != '\0' || given[0] == '-' || given[0] == '+') {
+        return ain__http_fail(http, AIN_STATUS_INVALID,
+                              "query parameter user must be a positive integer");
+    }
+    if (id == http->user)
+        return 0;
+    if (!http->admin) {
+        ain_metric_inc(http->edge->m.foreign_refused);
+        return ain__http_error(http, 403, "FORBIDDEN",
+                               "only an admin may open another user's stream");
+    }
+    ain_metric_inc(http->edge->m.foreign_streams);
+    http->user = id;
+    return 0;
+}
+
 int ain__sse_stream(ain__http_t *http)
 {
     ain_edge_t *edge = http->edge;
     if (http->info->is_ssl)
         return ain__http_error(http, 501, "NOT_IMPLEMENTED",
                                "streams are served over plain HTTP; terminate TLS in front");
+    int refused = s_stream_user(http);
+    if (refused)
+        return refused;
     char last[S_ID_MAX + 2];
     int id_len = s_last_event_id(http, last, sizeof last);
     bool resume = id_len > 0;

@@ -84,8 +84,13 @@ int ain_reports_put(ain_reports_t *self, const void *report, size_t len, int64_t
     if (s_key(report, len, key, sizeof key) < 0)
         return -1;
     s_entry_t *e = s_find(self, key);
-    if (!e)
-        e = self->count < self->capacity ? &self->entries[self->count++] : s_oldest(self);
+    if (!e && self->count < self->capacity) {
+        /* A slot past count may still hold the pointer of an expired entry, freed then. */
+        e = &self->entries[self->count++];
+        e->report = NULL;
+    } else if (!e) {
+        e = s_oldest(self);
+    }
     free(e->report);
     strcpy(e->key, key);
     e->report = ain_malloc(len);
@@ -170,6 +175,10 @@ int ain_reports_test(bool verbose)
     rc |= ain_reports_size(r) != 2;
     rc |= ain_reports_put(r, "\x81\xa1k\xc3", 4, 400) != -1; /* not a report */
     rc |= ain_reports_expire(r, 1000, 750) != 1 || ain_reports_size(r) != 1;
+    /* A process that comes after one expired takes its slot (no double free). */
+    rc |= ain_reports_put(r, sb.data, s_report(&sb, "h3", "edge", 4), 900) != 0;
+    rc |= ain_reports_expire(r, 1000, 200) != 1 || ain_reports_size(r) != 1;
+    rc |= ain_reports_put(r, sb.data, s_report(&sb, "h3", "edge", 4), 950) != 0;
     msgpack_packer pk;
     sb.size = 0;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
