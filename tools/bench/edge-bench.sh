@@ -11,7 +11,7 @@
 #   2. sse-load holds N streams, every one authenticated by an admin JWT
 #      (`?user=%d`, ids 1..N; the same flags as run-peers.sh); RSS held;
 #   3. the loadgen publishes 1 event per user per second for PUB_SECS, with
-#      rest_probe.py on GET /api/v1/session at REST_RATE req/s meanwhile; the
+#      rest_probe.py on GET_PATH at REST_RATE req/s meanwhile; the
 #      edge's CPU (/proc/PID/stat) and max RSS sampled over that window;
 #   4. with the streams still held and publishing over, wrk -t1 -c16 on the
 #      same REST route;
@@ -26,8 +26,8 @@
 #
 # Options: -n N (10000), -d PUB_SECS (20), -m MODES ("events bus"), -p PEERS
 # ("nginx-nchan pushpin+B50 node-express node-express+I"), -P PEER_NS (N),
-# -g GET_PATH (/api/v1/threads?role=inbox once it exists; default
-# /api/v1/session as a stand-in), -w WRK_SECS (10), -r REST_RATE (200), -o OUTDIR,
+# -g GET_PATH (default /threads?maxResults=50: the frontend's inbox page, 20 threads seeded by
+# seed_mailbox.py), -w WRK_SECS (10), -r REST_RATE (200), -o OUTDIR,
 # -S skip the peers. EVENTS_CREDIT sets the events actor's credit (default 32). SHARED_BENCH (../shared/bench) is copied to a temporary
 # directory and built there. Every wait is bounded; all traffic is 127.0.0.1.
 set -uo pipefail
@@ -41,7 +41,7 @@ PUB_SECS=20
 MODES="events bus"
 PEERS="nginx-nchan pushpin+B50 node-express node-express+I"
 PEER_NS=""
-GET_PATH=/api/v1/session
+GET_PATH='/threads?maxResults=50'
 WRK_SECS=10
 REST_RATE=200
 OUT=/tmp/ainbox-edge-bench/$(date +%Y%m%d-%H%M%S)
@@ -192,6 +192,10 @@ curl -s -m 5 -o /dev/null -c "$TMP/cookies" -H 'Content-Type: application/json' 
     -d '{"email":"bench@bench.example"}' "http://127.0.0.1:$HTTP_PORT/api/v1/dev/session"
 USER_TOKEN=$(awk '$6 == "access_token" {print $7}' "$TMP/cookies")
 [[ -n $USER_TOKEN ]] || { log "no session from POST /api/v1/dev/session"; exit 1; }
+# Its inbox: 20 threads in the store (through the cache actor), so the cached page is a page.
+PYTHONPATH=$ROOT/tests/harness /usr/bin/python3 "$ROOT/tools/bench/seed_mailbox.py" "$PG_PORT" \
+    "$AINBOX_BROKER" bench@bench.example 20 >>"$OUT/run.log" 2>&1 ||
+    log "WARNING: seeding the bench user's inbox failed (see $OUT/run.log)"
 code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -H "Authorization: Bearer $USER_TOKEN" \
     "http://127.0.0.1:$HTTP_PORT$GET_PATH")
 [[ $code == 200 ]] || log "WARNING: GET $GET_PATH answers $code, not 200"
