@@ -56,7 +56,7 @@ int main(int argc, char **argv)
 {
     unsigned long long users = 0, first = 1, rate = 1, seconds = 0;
     const char *mode = "events", *broker = NULL;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* --name value pairs */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             return s_usage();
@@ -74,7 +74,6 @@ int main(int argc, char **argv)
             broker = v;
         else
             return s_usage();
-        i++;
     }
     if (users == 0 || seconds == 0 || seconds > 600)
         return s_usage();
