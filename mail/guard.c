@@ -148,14 +148,17 @@ static const char *const s_closes_p[] = {
 static const char *const s_raw[] = {"script",   "style",    "xmp",   "iframe", "noembed",
                                     "noframes", "textarea", "title", NULL};
 
-/* Reads a tag name at *p (lower-cased, cut to S_NAME - 1) and moves *p past it. */
+/* Reads a tag name at *p (lower-cased, cut to S_NAME - 1) and moves *p past it. A NUL in the
+ * name is U+FFFD to the tokenizer, so it is kept as a byte no known name holds: "script\0x" must
+ * not read as "script" (a raw-text element whose content this pass would then not count, while
+ * Gumbo nests it; found by the fuzzer). */
 static void s_name(const char **p, const char *end, char *name)
 {
     size_t n = 0;
     const char *s = *p;
     for (; s < end && !s_ws(*s) && *s != '/' && *s != '>'; s++)
         if (n + 1 < S_NAME)
-            name[n++] = (char)((*s >= 'A' && *s <= 'Z') ? *s + 32 : *s);
+            name[n++] = *s == '\0' ? '?' : (*s >= 'A' && *s <= 'Z') ? (char)(*s + 32) : *s;
     name[n] = '\0';
     *p = s;
 }
