@@ -251,6 +251,20 @@ int ain_redis_script_init(ain_redis_script_t *script, const char *text)
     return 0;
 }
 
+static void s_on_script_loaded(ain_redis_t *self, redisReply *r, void *arg)
+{
+    const ain_redis_script_t *script = arg;
+    if (r && (r->type != REDIS_REPLY_STRING || strcmp(r->str, script->sha) != 0))
+        ain_error(self->log, "redis %s: SCRIPT LOAD %s: %s", self->name, script->sha,
+                  r->type == REDIS_REPLY_ERROR ? r->str : "an unexpected answer");
+}
+
+int ain_redis_script_load(ain_redis_t *self, const ain_redis_script_t *script)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", script->text};
+    return ain_redis_command(self, s_on_script_loaded, (void *)(uintptr_t)script, 3, argv, NULL);
+}
+
 /* An ain_redis_eval in flight: its arguments (copied into one blob), kept
  * for a resend as EVAL. argv[0] is "EVALSHA" or "EVAL", argv[1] the sha or
  * the text (both borrowed from the script). */

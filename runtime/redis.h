@@ -82,6 +82,13 @@ typedef struct {
  * the SHA1 locally (libcrypto), so nothing is sent. Returns 0 or -1. */
 int ain_redis_script_init(ain_redis_script_t *script, const char *text);
 
+/* Sends SCRIPT LOAD for `script` (borrowed until answered), so that the
+ * EVALSHAs after it find the script. Call it from the state callback on
+ * every connect: it then goes out before any other command, and a burst of
+ * pipelined ain_redis_eval right after a (re)connect never meets NOSCRIPT.
+ * An error is logged. Returns 0, or -1 (not connected). */
+int ain_redis_script_load(ain_redis_t *self, const ain_redis_script_t *script);
+
 /* Runs `script` with `numkeys` keys then the other arguments (argv[0 ..
  * argc-1], binary-safe, copied; argvlen may be NULL for C strings): sends
  * EVALSHA, and on a NOSCRIPT answer (Redis restarted, SCRIPT FLUSH) sends

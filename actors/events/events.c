@@ -427,8 +427,11 @@ static int s_replay(ain_actor_t *actor, ain_request_t *req)
 static void s_on_redis_state(ain_redis_t *redis, bool connected, void *arg)
 {
     s_state_t *st = arg;
-    (void)redis;
     ain_metric_set(st->redis_up, connected);
+    if (connected) { /* ahead of any append: a burst after a reconnect stays logged */
+        ain_redis_script_load(redis, &st->append_lua);
+        ain_redis_script_load(redis, &st->replay_lua);
+    }
 }
 
 static int s_start(ain_actor_t *actor)
