@@ -8,9 +8,12 @@
  * it was sent: an event the path is too slow to take counts its wait as
  * latency at the receiver (no coordinated omission), as sse-publish does.
  *
- * A 1 ms timer sends what is due. Mode "events": EVENT_PUBLISH to the
- * events service through this actor's own MDP client, at most S_INFLIGHT
- * unanswered, replies drained on each tick. Mode "bus": USER_EVENT
+ * A 1 ms timer sends what is due. Mode "events": what the tick has due
+ * as one EVENT_PUBLISH_BATCH (at most S_BATCH events, envelope user 0) to
+ * the events service through this actor's own MDP client, at most
+ * S_INFLIGHT_REQS unanswered, each remembered by correlation id with its
+ * event count. Mode "events1": one EVENT_PUBLISH per event, at most
+ * S_INFLIGHT unanswered. Replies are drained on each tick. Mode "bus": USER_EVENT
  * {id, data} published on u/<user>/ directly (ids "<ms>-<k>", not in any
  * log). What is still unsent S_GRACE_US after the schedule ends is counted
  * as unsent; replies still missing S_DRAIN_US later count as failed. The
