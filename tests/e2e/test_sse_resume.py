@@ -266,6 +266,17 @@ class TestSseResume(AinboxTestCase):
         self.assertEqual(self.read_ids(r, 6), expect + [more[0], more[2], single])
         self.assert_quiet(r, 0.3)
         self.assertGreaterEqual(self.metric("events.batches"), 2)
+        # The largest batch: 1,000 events, ~0.9 MiB, one call, ids in order.
+        big = {"events": [{"user": 37, "data": json.dumps({"type": "t", "n": i, "p": "x" * 880})}
+                          for i in range(1000)]}
+        packed = proto.pack(big)
+        self.assertLess(len(packed), 1 << 20)
+        reply = self.client.call("events", "EVENT_PUBLISH_BATCH", packed, user=0)
+        self.assertEqual(reply and reply["status"], "OK", reply)
+        body = proto.body_map(reply)
+        self.assertTrue(body["logged"])
+        self.assertEqual(body["ids"], sorted(body["ids"], key=id_key))
+        self.assertEqual(len(set(body["ids"])), 1000)
 
     def test_batch_refusals(self):
         reader = self.open(34)
