@@ -284,8 +284,8 @@ static int s_publish_batch(ain_actor_t *actor, ain_request_t *req)
     }
     ain_body_t body;
     char why[160] = "body must be {events: [{user, data}], 1 to 1000 events, at most 1 MiB}";
-    bool parsed = env->body_len <= S_BATCH_MAX_BYTES &&
-                  ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK;
+    bool small = env->body_len <= S_BATCH_MAX_BYTES;
+    bool parsed = small && ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK;
     const msgpack_object *events = parsed ? ain_mp_get(body.root, "events") : NULL;
     s_append_t *a = NULL;
     if (events && events->type == MSGPACK_OBJECT_ARRAY && events->via.array.size >= 1 &&
@@ -296,7 +296,7 @@ static int s_publish_batch(ain_actor_t *actor, ain_request_t *req)
             a = NULL;
         }
     }
-    if (parsed)
+    if (small) /* parsed, or tried: released in every case */
         ain_body_release(&body);
     if (!a) {
         ain_metric_inc(st->rejected);
