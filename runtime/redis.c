@@ -302,8 +302,13 @@ static void s_on_eval(ain_redis_t *self, redisReply *r, void *arg)
             return;
         }
     }
-    if (noscript)
+    if (noscript) {
+        /* Load it again, or under a pipeline that never empties every
+         * EVALSHA would meet NOSCRIPT for ever: what is sent from now on
+         * finds it. (One per failed command: bounded by what was in flight.) */
         self->stats.noscript_failed++;
+        ain_redis_script_load(self, ev->script);
+    }
     ev->fn(self, r, ev->arg);
     s_eval_free(ev);
 }

@@ -96,7 +96,9 @@ int ain_redis_script_load(ain_redis_t *self, const ain_redis_script_t *script);
  * never reorders: the EVAL is resent only when no command went out on
  * this connection after the EVALSHA (the NOSCRIPT answer came back with
  * nothing pending behind it); otherwise `fn` gets the NOSCRIPT error, as
- * it would any error, because a resend would run after later commands.
+ * it would any error, because a resend would run after later commands,
+ * and SCRIPT LOAD goes out, so that what is sent after it finds the script
+ * even if the pipeline never empties.
  * With one command at a time a flush is thus invisible; a pipeline loses
  * (to the caller's error path) at most what was in flight when it met the
  * flush. Returns 0 and calls `fn` exactly once later, or -1 (not
