@@ -71,6 +71,41 @@ void ain_redis_set_urgent(ain_redis_t *self);
 int ain_redis_command(ain_redis_t *self, ain_redis_fn *fn, void *arg, int argc, const char **argv,
                       const size_t *argvlen);
 
+/* A Lua script for ain_redis_eval: its text (borrowed, usually a static
+ * string) and the hex SHA1 Redis knows it by. */
+typedef struct {
+    const char *text;
+    char sha[41];
+} ain_redis_script_t;
+
+/* Fills `script` for `text` (borrowed: must outlive the script); computes
+ * the SHA1 locally (libcrypto), so nothing is sent. Returns 0 or -1. */
+int ain_redis_script_init(ain_redis_script_t *script, const char *text);
+
+/* Sends SCRIPT LOAD for `script` (borrowed until answered), so that the
+ * EVALSHAs after it find the script. Call it from the state callback on
+ * every connect: it then goes out before any other command, and a burst of
+ * pipelined ain_redis_eval right after a (re)connect never meets NOSCRIPT.
+ * An error is logged. Returns 0, or -1 (not connected). */
+int ain_redis_script_load(ain_redis_t *self, const ain_redis_script_t *script);
+
+/* Runs `script` with `numkeys` keys then the other arguments (argv[0 ..
+ * argc-1], binary-safe, copied; argvlen may be NULL for C strings): sends
+ * EVALSHA, and on a NOSCRIPT answer (Redis restarted, SCRIPT FLUSH) sends
+ * EVAL with the same arguments, which also caches the script again. It
+ * never reorders: the EVAL is resent only when no command went out on
+ * this connection after the EVALSHA (the NOSCRIPT answer came back with
+ * nothing pending behind it); otherwise `fn` gets the NOSCRIPT error, as
+ * it would any error, because a resend would run after later commands,
+ * and SCRIPT LOAD goes out, so that what is sent after it finds the script
+ * even if the pipeline never empties.
+ * With one command at a time a flush is thus invisible; a pipeline loses
+ * (to the caller's error path) at most what was in flight when it met the
+ * flush. Returns 0 and calls `fn` exactly once later, or -1 (not
+ * connected) and never calls it. `script` is borrowed until `fn` ran. */
+int ain_redis_eval(ain_redis_t *self, const ain_redis_script_t *script, int numkeys, int argc,
+                   const char **argv, const size_t *argvlen, ain_redis_fn *fn, void *arg);
+
 /* Subscribes to `channel`: fn(redis, reply, arg) runs with the
  * confirmation (["subscribe", channel, count]: from then on nothing
  * published is missed), with every message (["message", channel,
@@ -81,6 +116,7 @@ int ain_redis_subscribe(ain_redis_t *self, const char *channel, ain_redis_fn *fn
 /* Commands sent, failed, and timed-out disconnections so far. */
 typedef struct {
     uint64_t sent, failed, timeouts, reconnects;
+    uint64_t noscript_resent, noscript_failed; /* ain_redis_eval after a NOSCRIPT */
 } ain_redis_stats_t;
 void ain_redis_stats(const ain_redis_t *self, ain_redis_stats_t *out);
 

@@ -46,23 +46,36 @@
 #define S_REPLAY_LIMIT_MAX     1000
 #define S_REPLAY_BYTES         (128 * 1024)
 #define S_LOCAL_SEQ_BASE       (UINT64_C(1) << 32)
+/* EVENT_PUBLISH_BATCH: events and body bytes per request. */
+#define S_BATCH_MAX       1000
+#define S_BATCH_MAX_BYTES (1024 * 1024)
 
 typedef struct {
     ain_actor_t *actor;
     ain_eventid_t ids;     /* local ids, for events Redis did not take */
     msgpack_sbuffer event; /* the USER_EVENT body being built */
     ain_redis_t *redis;
+    ain_redis_script_t append_lua, replay_lua;
     bool stopping;
-    ain_metric_t *published, *rejected, *dropped, *unlogged;
+    ain_metric_t *published, *rejected, *dropped, *unlogged, *batches;
     ain_metric_t *replays, *replay_resets, *replay_failed, *redis_up;
 } s_state_t;
 
-/* An append or a replay waiting for Redis. */
+/* Appends (one event, or a batch) waiting for Redis. users[i], json[i]
+ * (owned) for each of the n events. */
 typedef struct {
     s_state_t *st;
     ain_request_t *req;
-    uint64_t user;
-    char *json; /* appends only */
+    bool batch; /* answer {ids, logged}, else {id, logged} */
+    size_t n;
+    uint64_t *users;
+    char **json;
+} s_append_t;
+
+/* A replay waiting for Redis. */
+typedef struct {
+    s_state_t *st;
+    ain_request_t *req;
 } s_pending_t;
 
 /* The compact JSON text of an event, or NULL with a reason. */
@@ -81,11 +94,27 @@ static char *s_check_event(const char *text, size_t len, const char **why)
     return out;
 }
 
-/* Publishes {id, data} on u/<user>/ and answers {id, logged}. */
-static void s_publish_answer(s_state_t *st, ain_request_t *req, uint64_t user, const char *id,
-                             const char *json, bool logged)
+static s_append_t *s_append_new(s_state_t *st, ain_request_t *req, bool batch, size_t n)
 {
-    ain_actor_t *actor = st->actor;
+    s_append_t *a = AIN_NEW(s_append_t);
+    *a = (s_append_t){
+        st, req, batch, n, ain_calloc(n, sizeof(uint64_t)), ain_calloc(n, sizeof(char *))};
+    return a;
+}
+
+static void s_append_free(s_append_t *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->json[i]);
+    free(a->json);
+    free(a->users);
+    free(a);
+}
+
+/* Publishes {id, data} on u/<user>/. */
+static void s_publish_event(s_state_t *st, uint64_t trace, uint64_t user, const char *id,
+                            const char *json)
+{
     char topic[AIN_TOPIC_MAX];
     ain_topic_user(topic, sizeof topic, user);
     msgpack_packer pk;
@@ -94,49 +123,106 @@ static void s_publish_answer(s_state_t *st, ain_request_t *req, uint64_t user, c
     msgpack_pack_map(&pk, 2);
     ain_mp_pack_kv_str(&pk, "id", id);
     ain_mp_pack_kv_str(&pk, "data", json);
-    const ain_envelope_t *env = ain_request_envelope(req);
     ain_envelope_t event = {
-        AIN_MSG_USER_EVENT, 0, user, 0, env->trace, AIN_STATUS_OK, (const uint8_t *)st->event.data,
+        AIN_MSG_USER_EVENT, 0, user, 0, trace, AIN_STATUS_OK, (const uint8_t *)st->event.data,
         st->event.size};
-    ain_metric_inc(ain_actor_publish(actor, topic, &event) == 0 ? st->published : st->dropped);
-    msgpack_packer *reply = ain_actor_body(actor);
+    ain_metric_inc(ain_actor_publish(st->actor, topic, &event) == 0 ? st->published : st->dropped);
+}
+
+/* A local id that no log entry can have, into id. */
+static void s_local_id(s_state_t *st, char id[AIN_EVENTID_MAX])
+{
+    char scratch[AIN_EVENTID_MAX];
+    ain_eventid_next(&st->ids, ain_clock_wall_ms(), scratch);
+    snprintf(id, AIN_EVENTID_MAX, "%" PRId64 "-%" PRIu64, st->ids.last_ms,
+             S_LOCAL_SEQ_BASE + st->ids.seq);
+    ain_metric_inc(st->unlogged);
+}
+
+/* True if r is an array of n stream ids, the append script's answer. */
+static bool s_append_reply_ok(const redisReply *r, size_t n)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (r->element[i]->type != REDIS_REPLY_STRING ||
+            !ain__evlog_id_valid(r->element[i]->str, r->element[i]->len) ||
+            r->element[i]->len >= AIN_EVENTID_MAX)
+            return false;
+    return true;
+}
+
+/* Publishes every event of `a` in order, with the ids of `r` (logged) or
+ * local ones (r NULL), and answers {id, logged} or {ids, logged}. */
+static void s_append_done(s_append_t *a, const redisReply *r)
+{
+    s_state_t *st = a->st;
+    uint64_t trace = ain_request_envelope(a->req)->trace;
+    msgpack_packer *reply = ain_actor_body(st->actor);
     msgpack_pack_map(reply, 2);
-    ain_mp_pack_kv_str(reply, "id", id);
+    ain_mp_pack_str(reply, a->batch ? "ids" : "id");
+    if (a->batch)
+        msgpack_pack_array(reply, a->n);
+    for (size_t i = 0; i < a->n; i++) {
+        char id[AIN_EVENTID_MAX];
+        if (r)
+            memcpy(id, r->element[i]->str, r->element[i]->len + 1);
+        else
+            s_local_id(st, id);
+        s_publish_event(st, trace, a->users[i], id, a->json[i]);
+        ain_mp_pack_str(reply, id);
+    }
     ain_mp_pack_str(reply, "logged");
-    if (logged)
+    if (r)
         msgpack_pack_true(reply);
     else
         msgpack_pack_false(reply);
-    ain_request_reply_packed(req, AIN_STATUS_OK);
-}
-
-/* Published live with a local id that no log entry can have. */
-static void s_publish_unlogged(s_state_t *st, ain_request_t *req, uint64_t user, const char *json)
-{
-    char scratch[AIN_EVENTID_MAX], id[AIN_EVENTID_MAX];
-    ain_eventid_next(&st->ids, ain_clock_wall_ms(), scratch);
-    snprintf(id, sizeof id, "%" PRId64 "-%" PRIu64, st->ids.last_ms,
-             S_LOCAL_SEQ_BASE + st->ids.seq);
-    ain_metric_inc(st->unlogged);
-    s_publish_answer(st, req, user, id, json, false);
+    ain_request_reply_packed(a->req, AIN_STATUS_OK);
 }
 
 static void s_on_appended(ain_redis_t *redis, redisReply *r, void *arg)
 {
-    s_pending_t *p = arg;
-    s_state_t *st = p->st;
+    s_append_t *a = arg;
+    s_state_t *st = a->st;
     (void)redis;
     if (!st->stopping) {
-        if (r && r->type == REDIS_REPLY_STRING && ain__evlog_id_valid(r->str, r->len)) {
-            s_publish_answer(st, p->req, p->user, r->str, p->json, true);
-        } else {
-            if (r && r->type == REDIS_REPLY_ERROR)
-                ain_warn(ain_actor_log(st->actor), "events: log append: %s", r->str);
-            s_publish_unlogged(st, p->req, p->user, p->json);
-        }
+        bool ok = s_append_reply_ok(r, a->n);
+        if (!ok && r && r->type == REDIS_REPLY_ERROR)
+            ain_warn(ain_actor_log(st->actor), "events: log append: %s", r->str);
+        s_append_done(a, ok ? r : NULL);
     }
-    free(p->json);
-    free(p);
+    s_append_free(a);
+}
+
+/* Appends the events of `a` with one script call (takes `a`); with Redis
+ * down they are published with local ids at once. */
+static void s_append(s_state_t *st, s_append_t *a)
+{
+    size_t n = a->n;
+    int argc = (int)(2 * n + 4);
+    const char **argv = ain_calloc((size_t)argc, sizeof *argv);
+    char(*keys)[40] = ain_calloc(n, sizeof *keys);
+    char keep[24], window[24], cap[24], idle[24];
+    snprintf(keep, sizeof keep, "%d", AIN__EVLOG_KEEP);
+    snprintf(window, sizeof window, "%d", AIN__EVLOG_WINDOW_MS);
+    snprintf(cap, sizeof cap, "%d", AIN__EVLOG_CAP);
+    snprintf(idle, sizeof idle, "%d", AIN__EVLOG_IDLE_MS);
+    for (size_t i = 0; i < n; i++) {
+        ain__evlog_key(a->users[i], keys[i], sizeof keys[i]);
+        argv[i] = keys[i];
+        argv[n + 4 + i] = a->json[i];
+    }
+    argv[n] = keep;
+    argv[n + 1] = window;
+    argv[n + 2] = cap;
+    argv[n + 3] = idle;
+    int rc = ain_redis_eval(st->redis, &st->append_lua, (int)n, argc, argv, NULL, s_on_appended, a);
+    free(keys);
+    free(argv);
+    if (rc < 0) {
+        s_append_done(a, NULL);
+        s_append_free(a);
+    }
 }
 
 static int s_publish(ain_actor_t *actor, ain_request_t *req)
@@ -158,23 +244,67 @@ static int s_publish(ain_actor_t *actor, ain_request_t *req)
         ain_request_fail(req, AIN_STATUS_INVALID, why);
         return 0;
     }
-    char key[40], keep[24], window[24], cap[24], idle[24];
-    ain__evlog_key(env->user, key, sizeof key);
-    snprintf(keep, sizeof keep, "%d", AIN__EVLOG_KEEP);
-    snprintf(window, sizeof window, "%d", AIN__EVLOG_WINDOW_MS);
-    snprintf(cap, sizeof cap, "%d", AIN__EVLOG_CAP);
-    snprintf(idle, sizeof idle, "%d", AIN__EVLOG_IDLE_MS);
-    const char *argv[] = {"EVAL", ain__evlog_append_lua, "1", key, json, keep, window, cap, idle};
-    size_t argvlen[9];
-    for (int i = 0; i < 9; i++)
-        argvlen[i] = strlen(argv[i]);
-    s_pending_t *p = AIN_NEW(s_pending_t);
-    *p = (s_pending_t){st, req, env->user, json};
-    if (ain_redis_command(st->redis, s_on_appended, p, 9, argv, argvlen) < 0) {
-        s_publish_unlogged(st, req, p->user, json);
-        free(json);
-        free(p);
+    s_append_t *a = s_append_new(st, req, false, 1);
+    a->users[0] = env->user;
+    a->json[0] = json;
+    s_append(st, a);
+    return 0;
+}
+
+/* Reads the batch's events into `a`; returns 0, or -1 with a reason in
+ * why (naming the event: "events[i]: ..."). */
+static int s_batch_read(s_append_t *a, const msgpack_object *events, char *why, size_t size)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        const msgpack_object *ev = &events->via.array.ptr[i];
+        const char *data = NULL, *reason = "must be {user >= 1, data: JSON text}";
+        size_t len = 0;
+        uint64_t user = 0;
+        if (ain_mp_get_u64(ev, "user", &user) == 1 && user >= 1 &&
+            ain_mp_get_str(ev, "data", &data, &len) == 1)
+            a->json[i] = s_check_event(data, len, &reason);
+        if (!a->json[i]) {
+            snprintf(why, size, "events[%zu]: %s", i, reason);
+            return -1;
+        }
+        a->users[i] = user;
     }
+    return 0;
+}
+
+static int s_publish_batch(ain_actor_t *actor, ain_request_t *req)
+{
+    s_state_t *st = ain_actor_state(actor);
+    const ain_envelope_t *env = ain_request_envelope(req);
+    if (env->user != 0) {
+        ain_metric_inc(st->rejected);
+        ain_request_fail(req, AIN_STATUS_DENIED,
+                         "a batch is for trusted services (envelope user 0)");
+        return 0;
+    }
+    ain_body_t body;
+    char why[160] = "body must be {events: [{user, data}], 1 to 1000 events, at most 1 MiB}";
+    bool small = env->body_len <= S_BATCH_MAX_BYTES;
+    bool parsed = small && ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK;
+    const msgpack_object *events = parsed ? ain_mp_get(body.root, "events") : NULL;
+    s_append_t *a = NULL;
+    if (events && events->type == MSGPACK_OBJECT_ARRAY && events->via.array.size >= 1 &&
+        events->via.array.size <= S_BATCH_MAX) {
+        a = s_append_new(st, req, true, events->via.array.size);
+        if (s_batch_read(a, events, why, sizeof why) < 0) {
+            s_append_free(a);
+            a = NULL;
+        }
+    }
+    if (small) /* parsed, or tried: released in every case */
+        ain_body_release(&body);
+    if (!a) {
+        ain_metric_inc(st->rejected);
+        ain_request_fail(req, AIN_STATUS_INVALID, why);
+        return 0;
+    }
+    ain_metric_inc(st->batches);
+    s_append(st, a);
     return 0;
 }
 
@@ -283,10 +413,10 @@ static int s_replay(ain_actor_t *actor, ain_request_t *req)
     ain__evlog_key(env->user, key, sizeof key);
     snprintf(lim, sizeof lim, "%" PRIu64, limit);
     snprintf(bytes, sizeof bytes, "%d", S_REPLAY_BYTES);
-    const char *argv[] = {"EVAL", ain__evlog_replay_lua, "1", key, id, lim, bytes};
+    const char *argv[] = {key, id, lim, bytes};
     s_pending_t *p = AIN_NEW(s_pending_t);
-    *p = (s_pending_t){st, req, env->user, NULL};
-    if (ain_redis_command(st->redis, s_on_replayed, p, 7, argv, NULL) < 0) {
+    *p = (s_pending_t){st, req};
+    if (ain_redis_eval(st->redis, &st->replay_lua, 1, 4, argv, NULL, s_on_replayed, p) < 0) {
         free(p);
         ain_metric_inc(st->replay_failed);
         ain_request_fail(req, AIN_STATUS_UNAVAILABLE, "the event log is not available");
@@ -297,8 +427,11 @@ static int s_replay(ain_actor_t *actor, ain_request_t *req)
 static void s_on_redis_state(ain_redis_t *redis, bool connected, void *arg)
 {
     s_state_t *st = arg;
-    (void)redis;
     ain_metric_set(st->redis_up, connected);
+    if (connected) { /* ahead of any append: a burst after a reconnect stays logged */
+        ain_redis_script_load(redis, &st->append_lua);
+        ain_redis_script_load(redis, &st->replay_lua);
+    }
 }
 
 static int s_start(ain_actor_t *actor)
@@ -311,10 +444,17 @@ static int s_start(ain_actor_t *actor)
     st->rejected = ain_metrics_counter(m, "events.rejected");
     st->dropped = ain_metrics_counter(m, "events.dropped");
     st->unlogged = ain_metrics_counter(m, "events.unlogged");
+    st->batches = ain_metrics_counter(m, "events.batches");
     st->replays = ain_metrics_counter(m, "events.replays");
     st->replay_resets = ain_metrics_counter(m, "events.replay_resets");
     st->replay_failed = ain_metrics_counter(m, "events.replay_failed");
     st->redis_up = ain_metrics_gauge(m, "events.redis.connected");
+    if (ain_redis_script_init(&st->append_lua, ain__evlog_append_lua) < 0 ||
+        ain_redis_script_init(&st->replay_lua, ain__evlog_replay_lua) < 0) {
+        msgpack_sbuffer_destroy(&st->event);
+        free(st);
+        return -1;
+    }
     ain_actor_set_state(actor, st);
     st->redis = ain_redis_new(actor, "events", s_on_redis_state, st);
     return 0;
@@ -331,6 +471,7 @@ static void s_stop(ain_actor_t *actor)
 
 static const ain_handler_t s_handlers[] = {
     {AIN_MSG_EVENT_PUBLISH, s_publish},
+    {AIN_MSG_EVENT_PUBLISH_BATCH, s_publish_batch},
     {AIN_MSG_EVENT_REPLAY, s_replay},
     {0, NULL},
 };

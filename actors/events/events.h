@@ -3,6 +3,8 @@
  * envelope's user is appended to the user's log (a capped Redis stream,
  * whose entry id becomes the event's id) and then goes out on the bus under
  * u/<user>/, where every edge holding that user's streams picks it up.
+ * EVENT_PUBLISH_BATCH {events: [{user, data}]} (envelope user 0: trusted
+ * services) does the same for many users' events with one Redis call.
  * EVENT_REPLAY {after} answers what followed an id, for SSE resume. See
  * README.md. */
 #ifndef AIN_ACTORS_EVENTS_H

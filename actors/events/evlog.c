@@ -20,22 +20,26 @@
 #include <string.h>
 
 const char ain__evlog_append_lua[] =
-    "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'd', ARGV[1])\n"
-    "local keep = tonumber(ARGV[2])\n"
-    "local n = redis.call('XLEN', KEYS[1])\n"
-    "if n > keep and n % 64 == 0 then\n"
-    "  local t = redis.call('TIME')\n"
-    "  local cut = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])\n"
-    "  cut = string.format('%d', cut)\n"
-    "  local inwin = redis.call('XRANGE', KEYS[1], cut, '+', 'COUNT', keep)\n"
-    "  if #inwin >= keep then\n"
-    "    redis.call('XTRIM', KEYS[1], 'MINID', cut)\n"
-    "  else\n"
-    "    redis.call('XTRIM', KEYS[1], 'MAXLEN', keep)\n"
+    "local keep, win, cap, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"
+    "local out = {}\n"
+    "for i, key in ipairs(KEYS) do\n"
+    "  local id = redis.call('XADD', key, 'MAXLEN', '~', cap, '*', 'd', ARGV[4 + i])\n"
+    "  local n = redis.call('XLEN', key)\n"
+    "  if n > keep and n % 64 == 0 then\n"
+    "    local t = redis.call('TIME')\n"
+    "    local cut = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - win\n"
+    "    cut = string.format('%d', cut)\n"
+    "    local inwin = redis.call('XRANGE', key, cut, '+', 'COUNT', keep)\n"
+    "    if #inwin >= keep then\n"
+    "      redis.call('XTRIM', key, 'MINID', cut)\n"
+    "    else\n"
+    "      redis.call('XTRIM', key, 'MAXLEN', keep)\n"
+    "    end\n"
     "  end\n"
+    "  redis.call('PEXPIRE', key, idle)\n"
+    "  out[i] = id\n"
     "end\n"
-    "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
-    "return id\n";
+    "return out\n";
 
 const char ain__evlog_replay_lua[] =
     "local after = ARGV[1]\n"

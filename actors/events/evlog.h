@@ -24,8 +24,10 @@
 /* Longest id accepted from a client ("<20 digits>-<20 digits>"). */
 #define AIN__EVLOG_ID_MAX 41
 
-/* Appends ARGV[1] (event JSON) to KEYS[1]; ARGV[2..5] = keep, window ms,
- * cap, idle ms. Returns the new entry's id. */
+/* Appends, for each i in 1..#KEYS in order, ARGV[4 + i] (event JSON) to
+ * KEYS[i] (a key may repeat: one user's events in a batch); ARGV[1..4] =
+ * keep, window ms, cap, idle ms. Returns the new entries' ids, in KEYS
+ * order. One event or a batch: one script, one round trip. */
 extern const char ain__evlog_append_lua[];
 
 /* Replays KEYS[1] after ARGV[1] (an id that must still be in the stream),

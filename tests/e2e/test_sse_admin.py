@@ -98,14 +98,14 @@ class TestSseAdmin(AinboxTestCase):
         for r in readers:
             self.assertEqual(proto.json_type(r.event()["data"]), "connected")
         time.sleep(0.3)  # the subscriptions travel to the publishers
-        for mode in ("events", "bus"):
+        for mode in ("events", "events1", "bus"):
             reply = self.client.call("loadgen", "LOADGEN_RUN", proto.pack(
                 {"users": 3, "first_user": 101, "rate": 4, "seconds": 1, "mode": mode}),
                 timeout_ms=15000)
             self.assertEqual(reply and reply["status"], "OK", reply)
             got = proto.body_map(reply)
             self.assertEqual((got["mode"], got["scheduled"], got["sent"], got["unsent"],
-                              got["failed"]), (mode, 12, 12, 0, 0), got)
+                              got["failed"], got["acked"]), (mode, 12, 12, 0, 0, 12), got)
             for i, r in enumerate(readers):
                 for _ in range(4):
                     data = json.loads(r.event()["data"])

@@ -169,6 +169,58 @@ static int test_skeleton(void)
     return 0;
 }
 
+/* EVENT_PUBLISH_BATCH {events: [{user, data}]} of `n` events for users
+ * 42, 43, ...; events[bad] (if < n) has data that is not an object. */
+static size_t s_pack_batch(msgpack_sbuffer *sb, size_t n, size_t bad)
+{
+    msgpack_packer pk;
+    sb->size = 0;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    ain_mp_pack_str(&pk, "events");
+    msgpack_pack_array(&pk, n);
+    for (size_t i = 0; i < n; i++) {
+        msgpack_pack_map(&pk, 2);
+        ain_mp_pack_kv_u64(&pk, "user", 42 + i);
+        ain_mp_pack_kv_str(&pk, "data", i == bad ? "[1]" : "{\"type\":\"b\"}");
+    }
+    return sb->size;
+}
+
+/* Batches without Redis (this fixture has none): local ids, logged false;
+ * only envelope user 0; a malformed member refuses all, named. */
+static int s_events_batch(s_fixture_t *fx, msgpack_sbuffer *sb)
+{
+    ain_reply_t reply;
+    size_t n = s_pack_batch(sb, 3, 3);
+    CHECK(s_call(fx, "events", AIN_MSG_EVENT_PUBLISH_BATCH, 0, sb->data, n, &reply) ==
+          AIN_STATUS_OK);
+    ain_body_t body;
+    bool logged = true;
+    CHECK(ain_body_parse(&body, reply.env.body, reply.env.body_len) == AIN_STATUS_OK);
+    const msgpack_object *ids = ain_mp_get(body.root, "ids");
+    CHECK(ids && ids->type == MSGPACK_OBJECT_ARRAY && ids->via.array.size == 3);
+    CHECK(ain_mp_get_bool(body.root, "logged", &logged) == 1 && !logged);
+    ain_body_release(&body);
+    ain_reply_close(&reply);
+    CHECK(s_call(fx, "events", AIN_MSG_EVENT_PUBLISH_BATCH, 42, sb->data, n, NULL) ==
+          AIN_STATUS_DENIED);
+    n = s_pack_batch(sb, 3, 1);
+    CHECK(s_call(fx, "events", AIN_MSG_EVENT_PUBLISH_BATCH, 0, sb->data, n, &reply) ==
+          AIN_STATUS_INVALID);
+    const char *msg = NULL;
+    size_t mlen = 0;
+    CHECK(ain_body_parse(&body, reply.env.body, reply.env.body_len) == AIN_STATUS_OK);
+    CHECK(ain_mp_get_str(body.root, "message", &msg, &mlen) == 1 && mlen > 9 &&
+          strncmp(msg, "events[1]", 9) == 0);
+    ain_body_release(&body);
+    ain_reply_close(&reply);
+    n = s_pack_batch(sb, 1001, 1001);
+    CHECK(s_call(fx, "events", AIN_MSG_EVENT_PUBLISH_BATCH, 0, sb->data, n, NULL) ==
+          AIN_STATUS_INVALID);
+    return 0;
+}
+
 static int test_events(void)
 {
     s_fixture_t fx;
@@ -210,6 +262,7 @@ static int test_events(void)
         CHECK(s_call(&fx, "events", AIN_MSG_EVENT_PUBLISH, 7, sb.data, n, NULL) ==
               AIN_STATUS_INVALID);
     }
+    CHECK(s_events_batch(&fx, &sb) == 0);
     msgpack_sbuffer_destroy(&sb);
     ain_bus_sub_destroy(&sub);
     s_stop(&fx);

@@ -5,8 +5,9 @@
 # Ours: private Redis and PostgreSQL, then `ainbox broker`, the actors (events,
 # session, ratelimit, cache, monitor, loadgen) and `ainbox edge`, each its own
 # process, so the edge's RSS and CPU are its own. For each mode (events: the
-# loadgen asks the events actor, which appends to the Redis log and publishes
-# on the bus; bus: the loadgen publishes USER_EVENT on the bus itself):
+# loadgen asks the events actor, one EVENT_PUBLISH_BATCH per 1 ms tick, which
+# appends to the Redis log and publishes on the bus; events1: the same, one
+# EVENT_PUBLISH per event; bus: the loadgen publishes USER_EVENT itself):
 #   1. a fresh edge; RSS idle;
 #   2. sse-load holds N streams, every one authenticated by an admin JWT
 #      (`?user=%d`, ids 1..N; the same flags as run-peers.sh); RSS held;
@@ -24,7 +25,7 @@
 #   tools/bench/edge-bench.sh -n 1000 -P "1000" -p nginx-nchan -d 10
 #   tools/bench/edge-bench.sh -S               # ours only (no peers)
 #
-# Options: -n N (10000), -d PUB_SECS (20), -m MODES ("events bus"), -p PEERS
+# Options: -n N (10000), -d PUB_SECS (20), -m MODES ("events bus"; also events1), -p PEERS
 # ("nginx-nchan pushpin+B50 node-express node-express+I"), -P PEER_NS (N),
 # -g GET_PATH (default /threads?maxResults=50: the frontend's inbox page, 20 threads seeded by
 # seed_mailbox.py), -w WRK_SECS (10), -r REST_RATE (200), -o OUTDIR,

@@ -2,7 +2,7 @@
  * prints its answer as one line of key=value (for tools/bench/edge-bench.sh).
  *
  *   ainbox-loadgen --users 10000 [--first 1] [--rate 1] --seconds 20
- *                  [--mode events|bus] [--broker tcp://127.0.0.1:5555]
+ *                  [--mode events|events1|bus] [--broker tcp://127.0.0.1:5555]
  *
  * A client of the public protocol only (LOADGEN_RUN to service "loadgen");
  * the broker endpoint comes from --broker or AINBOX_BROKER. It waits for the
@@ -25,7 +25,7 @@ extern char **environ;
 static int s_usage(void)
 {
     fprintf(stderr, "usage: ainbox-loadgen --users N [--first ID] [--rate R] --seconds S "
-                    "[--mode events|bus] [--broker ENDPOINT]\n");
+                    "[--mode events|events1|bus] [--broker ENDPOINT]\n");
     return 2;
 }
 
