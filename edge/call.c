@@ -50,7 +50,7 @@ static long long s_uint(const char *text)
     return errno || *end ? -1 : v;
 }
 
-/* One param into `fields`: 0, or -1 having answered 400. */
+/* One param into `fields`: 0, or the status of the refusal it answered (400, 501). */
 static int s_param(ain__http_t *http, const ain__param_t *p, json_t *fields)
 {
     char value[S_VALUE_MAX];
@@ -62,20 +62,24 @@ static int s_param(ain__http_t *http, const ain__param_t *p, json_t *fields)
         const char *qs = http->info->query_string;
         n = qs ? mg_get_var(qs, strlen(qs), p->name, value, sizeof value) : -1;
         if (n == -2) /* civetweb: the value does not fit */
-            return s_invalid(http, p->name, "too long"), -1;
+            return s_invalid(http, p->name, "too long");
     }
     const char *why = NULL;
     switch (p->kind) {
-    case AIN__P_STR:
-        if (n > 0)
-            json_object_set_new(fields, p->field, json_stringn(value, (size_t)n));
+    case AIN__P_STR: {
+        json_t *text = n > 0 ? json_stringn(value, (size_t)n) : NULL;
+        if (n > 0 && !text)
+            return s_invalid(http, p->name, "must be UTF-8");
+        if (text)
+            json_object_set_new(fields, p->field, text);
         return 0;
+    }
     case AIN__P_UINT: {
         long long v = n >= 0 ? s_uint(value) : p->dflt ? (long long)p->dflt : -2;
         if (v == -2)
             return 0;
         if (v < 0)
-            return s_invalid(http, p->name, "must be a whole number"), -1;
+            return s_invalid(http, p->name, "must be a whole number");
         if (p->max && v > p->max)
             v = p->max;
         json_object_set_new(fields, p->field, json_integer(v));
@@ -86,16 +90,16 @@ static int s_param(ain__http_t *http, const ain__param_t *p, json_t *fields)
             return 0;
         if (strcmp(value, "true") && strcmp(value, "1") && strcmp(value, "false") &&
             strcmp(value, "0"))
-            return s_invalid(http, p->name, "must be true or false"), -1;
+            return s_invalid(http, p->name, "must be true or false");
         json_object_set_new(fields, p->field, json_boolean(value[0] == 't' || value[0] == '1'));
         return 0;
     case AIN__P_GMAIL_Q:
         if (ain__mail_gmail_q(n >= 0 ? value : "", fields, &why) < 0)
-            return ain__http_error(http, 501, "NOT_IMPLEMENTED", why), -1;
+            return ain__http_error(http, 501, "NOT_IMPLEMENTED", why);
         return 0;
     default: /* AIN__P_OUTLOOK_FOLDER */
         if (ain__mail_outlook_folder(n >= 0 ? value : "inbox", fields, &why) < 0)
-            return s_invalid(http, p->name, why), -1;
+            return s_invalid(http, p->name, why);
         return 0;
     }
 }
@@ -186,11 +190,13 @@ int ain__call(ain__http_t *http)
                             strcmp(v, "true") == 0 ? json_true() : json_string(v));
     }
     for (size_t i = 0; i < sizeof call->params / sizeof call->params[0] && call->params[i].name;
-         i++)
-        if (s_param(http, &call->params[i], fields) < 0) {
+         i++) {
+        int refused = s_param(http, &call->params[i], fields);
+        if (refused) {
             json_decref(fields);
-            return 400;
+            return refused;
         }
+    }
     /* The answer kept for this very request (path and query as given), and the client's. */
     const char *qs = http->info->query_string;
     char *key = ain_sprintf("%s?%s", http->info->local_uri, qs ? qs : "");

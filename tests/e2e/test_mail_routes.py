@@ -330,7 +330,8 @@ class MailRoutesCase(AinboxTestCase):
                 ("/threads/a%20b", 400, "INVALID", "thread"),
                 ("/threads/" + "x" * 300, 404, "NOT_FOUND", "route"),
                 ("/threads/nosuchthread", 404, "NOT_FOUND", "thread"),
-                ("/threads?pageToken=" + "9" * 600, 400, "INVALID_PARAMETER", "too long")):
+                ("/threads?pageToken=" + "9" * 600, 400, "INVALID_PARAMETER", "too long"),
+                ("/threads?pageToken=%FF", 400, "INVALID_PARAMETER", "UTF-8")):
             got, _, body = self.request(path, a["token"])
             self.assertEqual(got, status, f"{path}: {body}")
             self.assertEqual(body["error"]["code"], code, path)
