@@ -89,6 +89,24 @@ int ain_mp_get_str(const msgpack_object *map, const char *key, const char **ptr,
     return 1;
 }
 
+int ain_mp_get_text(const msgpack_object *map, const char *key, char *out, size_t size)
+{
+    const char *p = NULL;
+    size_t n = 0;
+    out[0] = '\0';
+    int rc = ain_mp_get_str(map, key, &p, &n);
+    if (rc <= 0)
+        return rc;
+    if (n >= size)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+            return -1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 1;
+}
+
 int ain_mp_get_bin(const msgpack_object *map, const char *key, const uint8_t **ptr, size_t *len)
 {
     const msgpack_object *v = s_present(map, key);

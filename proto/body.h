@@ -42,6 +42,10 @@ int ain_mp_get_i64(const msgpack_object *map, const char *key, int64_t *out);
 int ain_mp_get_str(const msgpack_object *map, const char *key, const char **ptr, size_t *len);
 int ain_mp_get_bin(const msgpack_object *map, const char *key, const uint8_t **ptr, size_t *len);
 int ain_mp_get_bool(const msgpack_object *map, const char *key, bool *out);
+/* A string copied into out (NUL-terminated): 1 copied, 0 absent or nil (out ""), -1 not a
+ * string, `size` bytes or longer, or holding a control character (a bounded line of text from
+ * outside: a name, an email, a code). */
+int ain_mp_get_text(const msgpack_object *map, const char *key, char *out, size_t size);
 
 /* Packs a string; a shorthand for the packer's two calls. */
 void ain_mp_pack_str(msgpack_packer *pk, const char *s);

@@ -183,6 +183,16 @@ void ain_request_fail(ain_request_t *req, ain_status_t status, const char *messa
     ain_request_reply_packed(req, status);
 }
 
+void ain_request_refuse(ain_request_t *req, ain_status_t status, const char *code,
+                        const char *message)
+{
+    msgpack_packer *pk = ain_actor_body(req->actor);
+    msgpack_pack_map(pk, 2);
+    ain_mp_pack_kv_str(pk, "code", code);
+    ain_mp_pack_kv_str(pk, "message", message);
+    ain_request_reply_packed(req, status);
+}
+
 /* Answers requests held past their deadline plus a grace period: a
  * handler lost them, which is our bug, but the caller must not wait. */
 static void s_sweep_unanswered(ain_actor_t *self, int64_t now_mono)

@@ -127,4 +127,9 @@ void ain_request_reply_packed(ain_request_t *req, ain_status_t status);
 /* Answers with a body {message} and logs nothing (the caller decides). */
 void ain_request_fail(ain_request_t *req, ain_status_t status, const char *message);
 
+/* Answers with a body {code, message}: a refusal whose `code` (e.g. "REFRESH_TOKEN_REUSED")
+ * the edge passes on to the client. Logs nothing. */
+void ain_request_refuse(ain_request_t *req, ain_status_t status, const char *code,
+                        const char *message);
+
 #endif

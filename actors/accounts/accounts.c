@@ -62,11 +62,7 @@ typedef struct {
 static void s_refuse(s_state_t *st, ain_request_t *req, ain_status_t status, const char *code,
                      const char *message)
 {
-    msgpack_packer *pk = ain_actor_body(st->actor);
-    msgpack_pack_map(pk, 2);
-    ain_mp_pack_kv_str(pk, "code", code);
-    ain_mp_pack_kv_str(pk, "message", message);
-    ain_request_reply_packed(req, status);
+    ain_request_refuse(req, status, code, message);
     ain_metric_inc(status == AIN_STATUS_INVALID ? st->m.invalid : st->m.refused);
 }
 
@@ -81,26 +77,6 @@ static void s_job_refuse(ain__job_t *job, ain_status_t status, const char *code,
 static void s_u64(uint64_t v, char *out, size_t size)
 {
     snprintf(out, size, "%llu", (unsigned long long)v);
-}
-
-/* The string under `key` copied into out: 1 copied, 0 absent or nil, -1 not a string, too long
- * or holding a control character. */
-static int s_field(const msgpack_object *map, const char *key, char *out, size_t size)
-{
-    const char *p = NULL;
-    size_t n = 0;
-    out[0] = '\0';
-    const msgpack_object *o = ain_mp_get(map, key);
-    if (!o || o->type == MSGPACK_OBJECT_NIL)
-        return 0;
-    if (ain_mp_get_str(map, key, &p, &n) != 1 || n >= size)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-            return -1;
-    memcpy(out, p, n);
-    out[n] = '\0';
-    return 1;
 }
 
 /* True (having answered) if the database or the token key is missing here. */
@@ -290,9 +266,9 @@ static void s_exchange_done(ain__job_t *job)
         snprintf(message, sizeof message, "%s", job->why);
         if (ain_body_parse(&body, job->session, job->session_len) == AIN_STATUS_OK &&
             body.root->type == MSGPACK_OBJECT_MAP) {
-            if (s_field(body.root, "code", code, sizeof code) != 1)
+            if (ain_mp_get_text(body.root, "code", code, sizeof code) != 1)
                 snprintf(code, sizeof code, "SESSION_FAILED");
-            s_field(body.root, "message", message, sizeof message);
+            ain_mp_get_text(body.root, "message", message, sizeof message);
         }
         ain_body_release(&body);
         ain_warn(((s_state_t *)job->state)->log, "%s sign-in: %s", job->provider->name, job->why);
@@ -330,12 +306,12 @@ static int s_complete(ain_actor_t *actor, ain_request_t *req)
     ain_body_t body;
     bool ok = ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK &&
               body.root->type == MSGPACK_OBJECT_MAP &&
-              s_field(body.root, "provider", provider, sizeof provider) == 1 &&
-              s_field(body.root, "code", code, sizeof code) == 1 &&
-              s_field(body.root, "code_verifier", verifier, sizeof verifier) == 1 &&
-              s_field(body.root, "redirect_uri", uri, sizeof uri) == 1 &&
-              s_field(body.root, "user_agent", ua, sizeof ua) >= 0 &&
-              s_field(body.root, "ip", ip, sizeof ip) >= 0 &&
+              ain_mp_get_text(body.root, "provider", provider, sizeof provider) == 1 &&
+              ain_mp_get_text(body.root, "code", code, sizeof code) == 1 &&
+              ain_mp_get_text(body.root, "code_verifier", verifier, sizeof verifier) == 1 &&
+              ain_mp_get_text(body.root, "redirect_uri", uri, sizeof uri) == 1 &&
+              ain_mp_get_text(body.root, "user_agent", ua, sizeof ua) >= 0 &&
+              ain_mp_get_text(body.root, "ip", ip, sizeof ip) >= 0 &&
               ain_oauth_verifier_valid(verifier, strlen(verifier));
     ain_body_release(&body);
     ain_oauth_provider_t id = ok ? ain_provider_by_name(provider) : 0;

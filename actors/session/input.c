@@ -23,24 +23,6 @@ bool ain_session_email_norm(char *email)
     return true;
 }
 
-int ain_session_field(const msgpack_object *map, const char *key, char *out, size_t size)
-{
-    const char *p = NULL;
-    size_t n = 0;
-    out[0] = '\0';
-    int rc = ain_mp_get_str(map, key, &p, &n);
-    if (rc <= 0)
-        return rc;
-    if (n >= size)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-            return -1;
-    memcpy(out, p, n);
-    out[n] = '\0';
-    return 1;
-}
-
 /* ------------------------------------------------------------ selftest */
 
 #define S_CHECK(cond)                                                                              \
@@ -97,12 +79,12 @@ static int s_test_field(void)
     int rc = ain_body_parse(&body, sb.data, sb.size) == AIN_STATUS_OK ? 0 : 1;
     char out[8];
     if (rc == 0) {
-        rc |= ain_session_field(body.root, "ok", out, sizeof out) != 1 || strcmp(out, "hello");
-        rc |= ain_session_field(body.root, "long", out, sizeof out) != -1;
-        rc |= ain_session_field(body.root, "ctl", out, sizeof out) != -1;
-        rc |= ain_session_field(body.root, "num", out, sizeof out) != -1;
-        rc |= ain_session_field(body.root, "nil", out, sizeof out) != 0 || out[0] != '\0';
-        rc |= ain_session_field(body.root, "absent", out, sizeof out) != 0;
+        rc |= ain_mp_get_text(body.root, "ok", out, sizeof out) != 1 || strcmp(out, "hello");
+        rc |= ain_mp_get_text(body.root, "long", out, sizeof out) != -1;
+        rc |= ain_mp_get_text(body.root, "ctl", out, sizeof out) != -1;
+        rc |= ain_mp_get_text(body.root, "num", out, sizeof out) != -1;
+        rc |= ain_mp_get_text(body.root, "nil", out, sizeof out) != 0 || out[0] != '\0';
+        rc |= ain_mp_get_text(body.root, "absent", out, sizeof out) != 0;
     }
     ain_body_release(&body);
     msgpack_sbuffer_destroy(&sb);

@@ -16,10 +16,7 @@
  * (the users table keys on it). */
 bool ain_session_email_norm(char *email);
 
-/* Copies the string under `key` in `map` into out (`size` bytes, NUL-terminated). Returns 0
- * (absent or nil: out = ""), 1 (copied), or -1 (not a string, `size` or longer, or holding a
- * control character or NUL). */
-int ain_session_field(const msgpack_object *map, const char *key, char *out, size_t size);
+/* Request fields are read with ain_mp_get_text (proto/body.h); the selftest covers it here. */
 
 int ain_session_input_test(bool verbose);
 

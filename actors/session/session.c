@@ -67,11 +67,7 @@ typedef struct {
 static void s_refuse(s_state_t *st, ain_request_t *req, ain_status_t status, const char *code,
                      const char *message)
 {
-    msgpack_packer *pk = ain_actor_body(st->actor);
-    msgpack_pack_map(pk, 2);
-    ain_mp_pack_kv_str(pk, "code", code);
-    ain_mp_pack_kv_str(pk, "message", message);
-    ain_request_reply_packed(req, status);
+    ain_request_refuse(req, status, code, message);
     ain_metric_inc(status == AIN_STATUS_INVALID ? st->m.invalid : st->m.refused);
 }
 
@@ -222,12 +218,12 @@ static int s_open(ain_actor_t *actor, ain_request_t *req)
     ain_body_t body;
     bool ok = ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK &&
               body.root->type == MSGPACK_OBJECT_MAP &&
-              ain_session_field(body.root, "email", email, sizeof email) == 1 &&
+              ain_mp_get_text(body.root, "email", email, sizeof email) == 1 &&
               ain_session_email_norm(email) &&
-              ain_session_field(body.root, "name", name, sizeof name) >= 0 &&
-              ain_session_field(body.root, "picture", picture, sizeof picture) >= 0 &&
-              ain_session_field(body.root, "user_agent", ua, sizeof ua) >= 0 &&
-              ain_session_field(body.root, "ip", ip, sizeof ip) >= 0;
+              ain_mp_get_text(body.root, "name", name, sizeof name) >= 0 &&
+              ain_mp_get_text(body.root, "picture", picture, sizeof picture) >= 0 &&
+              ain_mp_get_text(body.root, "user_agent", ua, sizeof ua) >= 0 &&
+              ain_mp_get_text(body.root, "ip", ip, sizeof ip) >= 0;
     ain_body_release(&body);
     if (!ok) {
         s_refuse(st, req, AIN_STATUS_INVALID, "INVALID_REQUEST",
@@ -346,7 +342,7 @@ static int s_refresh_claims(s_state_t *st, ain_request_t *req, ain_jwt_claims_t 
     ain_body_t body;
     int got = -1;
     if (ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK)
-        got = ain_session_field(body.root, "refresh", token, sizeof token);
+        got = ain_mp_get_text(body.root, "refresh", token, sizeof token);
     ain_body_release(&body);
     if (got != 1) {
         s_refuse(st, req, AIN_STATUS_INVALID, "INVALID_REQUEST", "body must be {refresh: token}");
@@ -576,7 +572,7 @@ static int s_terms_accept(ain_actor_t *actor, ain_request_t *req)
     ain_body_t body;
     int got = -1;
     if (ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK)
-        got = ain_session_field(body.root, "version", version, sizeof version);
+        got = ain_mp_get_text(body.root, "version", version, sizeof version);
     ain_body_release(&body);
     if (got != 1 || !version[0]) {
         s_refuse(st, req, AIN_STATUS_INVALID, "INVALID_REQUEST",
