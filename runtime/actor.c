@@ -183,6 +183,17 @@ void ain_request_fail(ain_request_t *req, ain_status_t status, const char *messa
     ain_request_reply_packed(req, status);
 }
 
+int ain_actor_unconfigured(ain_actor_t *self, const char *why)
+{
+    const ain_config_t *cfg = ain_proc_config(ain_actor_proc(self));
+    if (strcmp(ain_config_str(cfg, AIN_CFG_NODE_ENV), "production") == 0) {
+        ain_error(ain_actor_log(self), "%s", why);
+        return -1;
+    }
+    ain_warn(ain_actor_log(self), "disabled (%s): every request answers UNAVAILABLE", why);
+    return 0;
+}
+
 void ain_request_refuse(ain_request_t *req, ain_status_t status, const char *code,
                         const char *message)
 {

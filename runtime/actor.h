@@ -112,6 +112,11 @@ void ain_actor_unwatch(ain_actor_t *self, int id);
  * one value, then answer with ain_request_reply_packed. */
 msgpack_packer *ain_actor_body(ain_actor_t *self);
 
+/* For an actor missing something it needs (`why`: a setting, a key): in production it must not
+ * start (logged as an error, returns -1); elsewhere it runs disabled, answering UNAVAILABLE, so a
+ * bundle without it (most tests) still runs (logged as a warning, returns 0). */
+int ain_actor_unconfigured(ain_actor_t *self, const char *why);
+
 /* The request's envelope. Borrowed; valid until the request is answered. */
 const ain_envelope_t *ain_request_envelope(const ain_request_t *req);
 

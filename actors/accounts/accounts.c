@@ -570,7 +570,6 @@ static int s_providers(s_state_t *st, const ain_config_t *cfg)
 static int s_start(ain_actor_t *actor)
 {
     const ain_config_t *cfg = ain_proc_config(ain_actor_proc(actor));
-    bool production = strcmp(ain_config_str(cfg, AIN_CFG_NODE_ENV), "production") == 0;
     s_state_t *st = AIN_NEW(s_state_t);
     st->actor = actor;
     st->log = ain_actor_log(actor);
@@ -584,14 +583,11 @@ static int s_start(ain_actor_t *actor)
     st->keys = ain_crypto_keyring_from_config(cfg, &error);
     const char *db = ain_config_str(cfg, AIN_CFG_DATABASE_URL);
     if (!st->keys || !db) {
-        const char *why =
-            !st->keys ? (error ? error : "AINBOX_TOKEN_KEY is not set") : "DATABASE_URL is not set";
-        if (production)
-            ain_error(st->log, "%s", why);
-        else
-            ain_warn(st->log, "disabled (%s): every request answers UNAVAILABLE", why);
+        int rc = ain_actor_unconfigured(actor, !st->keys
+                                                   ? (error ? error : "AINBOX_TOKEN_KEY is not set")
+                                                   : "DATABASE_URL is not set");
         free(error);
-        if (production) {
+        if (rc < 0) {
             ain_crypto_keyring_destroy(&st->keys);
             free(st);
             return -1;

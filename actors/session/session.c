@@ -616,7 +616,6 @@ static void s_metrics_init(s_metrics_t *m, ain_metrics_t *reg)
 static int s_start(ain_actor_t *actor)
 {
     const ain_config_t *cfg = ain_proc_config(ain_actor_proc(actor));
-    bool production = strcmp(ain_config_str(cfg, AIN_CFG_NODE_ENV), "production") == 0;
     s_state_t *st = AIN_NEW(s_state_t);
     st->actor = actor;
     st->log = ain_actor_log(actor);
@@ -627,14 +626,10 @@ static int s_start(ain_actor_t *actor)
     st->jwt = ain_jwt_from_config(cfg, &error);
     const char *db = ain_config_str(cfg, AIN_CFG_DATABASE_URL);
     if (!st->jwt || !db) {
-        const char *why =
-            !st->jwt ? (error ? error : "tokens not configured") : "DATABASE_URL is not set";
-        if (production)
-            ain_error(st->log, "%s", why);
-        else
-            ain_warn(st->log, "disabled (%s): every request answers UNAVAILABLE", why);
+        int rc = ain_actor_unconfigured(actor, !st->jwt ? (error ? error : "tokens not configured")
+                                                        : "DATABASE_URL is not set");
         free(error);
-        if (production) {
+        if (rc < 0) {
             ain_jwt_destroy(&st->jwt);
             free(st);
             return -1;
