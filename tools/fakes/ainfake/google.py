@@ -98,24 +98,7 @@ class Google:
                                        "authuser": "0", "prompt": "consent"})
 
     def token(self, req):
-        form = req.form()
-        failure = self.auth.take_failure("token")
-        if failure:
-            self.auth.record(form, 0, "injected:" + failure.get("kind", ""))
-            answer = injected(failure, _server_error)
-            if answer:
-                return answer
-            if failure.get("kind") == "invalid_grant":
-                return _error(Errors.bad_refresh())
-            if failure.get("kind") == "invalid_client":
-                return _error(Errors.bad_secret())
-        try:
-            answer = self._token(form)
-            self.auth.record(form, 200)
-            return answer
-        except OAuthError as e:
-            self.auth.record(form, e.status, e.error)
-            return _error(e)
+        return self.auth.serve_token(req.form(), self._token, Errors, _error, _server_error)
 
     def _token(self, form):
         grant_type = form.get("grant_type")

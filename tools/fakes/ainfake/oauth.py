@@ -13,6 +13,8 @@ import secrets
 import threading
 import time
 
+from ainfake.common import injected
+
 CODE_TTL_S = 600
 
 
@@ -212,3 +214,25 @@ class AuthServer:
         with self.lock:
             self.log.append({"grant_type": form.get("grant_type"), "form": shown,
                              "status": status, "error": error})
+
+    def serve_token(self, form, exchange, errors, error_answer, server_error):
+        """The token endpoint's frame, the same for both providers: an injected failure first
+        (recorded), else exchange(form); every call is recorded with its outcome. `errors`,
+        `error_answer` and `server_error` give the provider's own error bodies."""
+        failure = self.take_failure("token")
+        if failure:
+            self.record(form, 0, "injected:" + failure.get("kind", ""))
+            answer = injected(failure, server_error)
+            if answer:
+                return answer
+            if failure.get("kind") == "invalid_grant":
+                return error_answer(errors.bad_refresh())
+            if failure.get("kind") == "invalid_client":
+                return error_answer(errors.bad_secret())
+        try:
+            answer = exchange(form)
+            self.record(form, 200)
+            return answer
+        except OAuthError as e:
+            self.record(form, e.status, e.error)
+            return error_answer(e)
