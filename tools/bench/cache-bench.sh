@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BUILD=${BUILD:-$ROOT/build}
-PGBIN=/usr/lib/postgresql/15/bin
+source tools/bench/services.sh
 CACHE_ACTORS=${CACHE_ACTORS:-1}
 USERS=1000
 args=("$@")
@@ -36,22 +36,13 @@ cleanup() {
     fi
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$TMP/pg/data" -m immediate -w -s stop 2>/dev/null ||
-        true
+    bench_services_stop "$TMP" "$REDIS_PORT"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP" --save "" --appendonly no \
-    --daemonize yes --logfile "$TMP/redis.log"
-mkdir -p "$TMP/pg" && chown postgres:postgres "$TMP/pg" && chmod 700 "$TMP/pg"
-runuser -u postgres -- "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U postgres -E UTF8 \
-    --locale=C.UTF-8 --no-sync --no-instructions >/dev/null
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$TMP/pg/data" -l "$TMP/pg/server.log" -w -s \
-    -o "-p $PG_PORT -k $TMP/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off" \
-    start
-psql -X -q "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" -c "create database ainbox"
+bench_redis_start "$TMP" "$REDIS_PORT"
+bench_pg_start "$TMP" "$PG_PORT"
 
 export DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/ainbox
 export REDIS_URL=redis://127.0.0.1:$REDIS_PORT

@@ -36,7 +36,7 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BUILD=${BUILD:-$ROOT/build}
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
-PGBIN=/usr/lib/postgresql/15/bin
+source tools/bench/services.sh
 N=10000
 PUB_SECS=20
 MODES="events bus"
@@ -111,22 +111,13 @@ stop_pid() {
 cleanup() {
     [[ -n $EDGE ]] && stop_pid "$EDGE"
     for p in "${pids[@]}"; do stop_pid "$p"; done
-    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$TMP/pg/data" -m immediate -w -s stop 2>/dev/null ||
-        true
+    bench_services_stop "$TMP" "$REDIS_PORT"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP" --save "" --appendonly no \
-    --daemonize yes --pidfile "$TMP/redis.pid" --logfile "$TMP/redis.log"
-mkdir -p "$TMP/pg" && chown postgres:postgres "$TMP/pg" && chmod 700 "$TMP/pg"
-runuser -u postgres -- "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U postgres -E UTF8 \
-    --locale=C.UTF-8 --no-sync --no-instructions >/dev/null
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$TMP/pg/data" -l "$TMP/pg/server.log" -w -s \
-    -o "-p $PG_PORT -k $TMP/pg -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off" \
-    start
-psql -X -q "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" -c "create database ainbox"
+bench_redis_start "$TMP" "$REDIS_PORT"
+bench_pg_start "$TMP" "$PG_PORT"
 
 export DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/ainbox
 export REDIS_URL=redis://127.0.0.1:$REDIS_PORT

@@ -13,6 +13,7 @@
 #   RL_ACTORS=2 tools/bench/ratelimit-bench.sh --seconds 20
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source tools/bench/services.sh
 ROOT=$PWD
 BUILD=${BUILD:-$ROOT/build}
 RL_ACTORS=${RL_ACTORS:-1}
@@ -24,13 +25,12 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    bench_services_stop "$TMP" "$REDIS_PORT"
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP" --save "" --appendonly no \
-    --daemonize yes --logfile "$TMP/redis.log"
+bench_redis_start "$TMP" "$REDIS_PORT"
 export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 export AINBOX_BROKER=tcp://127.0.0.1:$BROKER_PORT
 export AINBOX_BROKER_BIND=$AINBOX_BROKER
