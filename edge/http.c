@@ -121,14 +121,19 @@ int ain__http_json_extra(ain__http_t *http, int status, json_t *body, const char
 
 int ain__http_error_allow(ain__http_t *http, const char *allow)
 {
-    json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", "METHOD_NOT_ALLOWED", "message",
-                             "method not allowed on this route");
     char line[96];
     snprintf(line, sizeof line, "Allow: %s\r\n", allow);
-    return s_send_json(http, 405, body, line);
+    return ain__http_error_extra(http, 405, "METHOD_NOT_ALLOWED",
+                                 "method not allowed on this route", line);
 }
 
 int ain__http_error(ain__http_t *http, int status, const char *code, const char *message)
+{
+    return ain__http_error_extra(http, status, code, message, NULL);
+}
+
+int ain__http_error_extra(ain__http_t *http, int status, const char *code, const char *message,
+                          const char *extra)
 {
     json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
     if (status >= 500)
@@ -136,7 +141,7 @@ int ain__http_error(ain__http_t *http, int status, const char *code, const char 
                  http->info && http->info->request_method ? http->info->request_method : "-",
                  http->info && http->info->local_uri ? http->info->local_uri : "-", status, code,
                  message);
-    return ain__http_json(http, status, body);
+    return s_send_json(http, status, body, extra);
 }
 
 int ain__http_fail(ain__http_t *http, int status, const char *message)

@@ -191,6 +191,9 @@ int ain__http_json(ain__http_t *http, int status, json_t *body); /* steals body 
 /* As ain__http_json, with extra header lines ("Name: value\r\n"). */
 int ain__http_json_extra(ain__http_t *http, int status, json_t *body, const char *extra);
 int ain__http_error(ain__http_t *http, int status, const char *code, const char *message);
+/* As ain__http_error, with extra header lines ("Name: value\r\n"). */
+int ain__http_error_extra(ain__http_t *http, int status, const char *code, const char *message,
+                          const char *extra);
 /* 200 with `body` (stolen) that caches may keep but must revalidate: ETag `etag` (quoted here),
  * Cache-Control: private, no-cache. */
 int ain__http_json_etag(ain__http_t *http, json_t *body, const char *etag);

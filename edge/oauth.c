@@ -113,16 +113,6 @@ static const ain_provider_t *s_provider(ain__http_t *http, int *status)
     return NULL;
 }
 
-/* A JSON error with extra header lines (the login cookie cleared). */
-static int s_refuse(ain__http_t *http, int status, const char *code, const char *message,
-                    const char *extra)
-{
-    json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
-    if (status >= 500)
-        ain_warn(http->edge->log, "%s: %d %s (%s)", http->info->local_uri, status, code, message);
-    return ain__http_json_extra(http, status, body, extra);
-}
-
 /* A 302 to `location` with extra header lines. */
 static int s_redirect(ain__http_t *http, const char *location, const char *extra)
 {
@@ -267,8 +257,9 @@ static int s_finish(ain__http_t *http, ain_status_t st, json_t *r, char *clear)
         const char *message = json_string_value(json_object_get(r, "message"));
         if (st == AIN_STATUS_OK)
             st = AIN_STATUS_ERROR, code = "BAD_GATEWAY", message = "malformed answer";
-        rc = s_refuse(http, s_http_status(st, code), code ? code : ain_status_name(st),
-                      message ? message : "the accounts service did not answer", clear);
+        rc =
+            ain__http_error_extra(http, s_http_status(st, code), code ? code : ain_status_name(st),
+                                  message ? message : "the accounts service did not answer", clear);
     } else {
         char *both = ain_sprintf("%s%s", cookies, clear);
         char *landing = s_landing(http, json_is_true(json_object_get(r, "terms_required")));
@@ -299,20 +290,21 @@ int ain__oauth_callback(ain__http_t *http)
         char message[128];
         snprintf(message, sizeof message, "%s answered %.64s", p->name, error);
         bool denied = strcmp(error, "access_denied") == 0;
-        rc = s_refuse(http, denied ? 403 : 400, denied ? "ACCESS_DENIED" : "OAUTH_ERROR", message,
-                      clear);
+        rc = ain__http_error_extra(http, denied ? 403 : 400,
+                                   denied ? "ACCESS_DENIED" : "OAUTH_ERROR", message, clear);
     } else if (ain__http_query(http, "code", code, S_CODE_MAX) <= 0 ||
                ain__http_query(http, "state", state, sizeof state) <= 0) {
-        rc = s_refuse(http, 400, "INVALID_REQUEST", "code and state are required", clear);
+        rc = ain__http_error_extra(http, 400, "INVALID_REQUEST", "code and state are required",
+                                   clear);
     } else if (vn <= 0 || !ain_oauth_verifier_valid(verifier, (size_t)vn)) {
-        rc = s_refuse(http, 400, "INVALID_STATE",
-                      "this browser did not start this sign-in (no login cookie); start again",
-                      clear);
+        rc = ain__http_error_extra(
+            http, 400, "INVALID_STATE",
+            "this browser did not start this sign-in (no login cookie); start again", clear);
     } else if (ain_oauth_state_check(http->edge->oauth->state_key, state, strlen(state), p->id,
                                      verifier, (size_t)vn, (int64_t)time(NULL), &why) < 0) {
         char message[128];
         snprintf(message, sizeof message, "state refused: %s; start again", why);
-        rc = s_refuse(http, 400, "INVALID_STATE", message, clear);
+        rc = ain__http_error_extra(http, 400, "INVALID_STATE", message, clear);
     } else {
         json_t *r;
         ain_status_t st = s_complete(http, p, code, verifier, &r);
