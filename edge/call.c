@@ -10,7 +10,9 @@
  *             -> 304; a refusal -> its status (http.c, ain_status_http) with the actor's reason.
  *
  * The answer built is kept (rendered.c) with its tag; the next identical request sends that tag
- * to the actor, and on `not_modified` copies the kept answer instead of building it again.
+ * to the actor, and on `not_modified` copies the kept answer instead of building it again. Within
+ * AINBOX_EDGE_FRESH_MS of the actor's last confirmation, and while no invalidation of the user
+ * has reached the edge since (inval.c), the kept answer is sent without asking at all.
  *
  * A parameter the route does not declare is ignored (the frontend sends some the original
  * ignored: fields, includeAttachments, allowRemoteImages); a declared one that does not parse is
@@ -28,6 +30,7 @@
 #include "proto/body.h"
 #include "proto/status.h"
 #include "runtime/alloc.h"
+#include "runtime/clock.h"
 #include "runtime/mpjson.h"
 
 #define S_VALUE_MAX 512 /* a query value: ids are at most 200, a Gmail q is short */
@@ -163,8 +166,9 @@ static int s_malformed(ain__http_t *http)
     return ain__http_error(http, 502, "BAD_GATEWAY", why);
 }
 
-/* Builds the answer from the actor's data, keeps it (rendered.c) and sends it. */
-static int s_build(ain__http_t *http, const char *key, json_t *data, const char *etag)
+/* Builds the answer from the actor's data, keeps it (rendered.c) with `stamp` and sends it. */
+static int s_build(ain__http_t *http, const char *key, json_t *data, const char *etag,
+                   uint64_t stamp)
 {
     json_t *body = json_is_object(data) ? http->route->call->shape(http, data) : NULL;
     char *text = body ? json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
@@ -172,9 +176,33 @@ static int s_build(ain__http_t *http, const char *key, json_t *data, const char 
     if (!text)
         return s_malformed(http);
     size_t len = strlen(text);
-    ain__rendered_put(http->edge->rendered, http->user, key, etag, text, len);
+    ain__rendered_put(http->edge->rendered, http->user, key, etag, text, len, stamp,
+                      ain_clock_mono_ms());
     ain_metric_inc(http->edge->m.rendered_builds);
     int status = ain__http_text_etag(http, text, len, etag);
+    free(text);
+    return status;
+}
+
+/* The answer kept for `key` if it is known current without asking (rendered.c, inval.c): sent
+ * (200, or 304 for the client's own tag), and its status returned; else 0. */
+static int s_fresh(ain__http_t *http, const char *key, const char *client)
+{
+    ain_edge_t *edge = http->edge;
+    if (!edge->inval || strcmp(http->route->call->service, "cache") != 0)
+        return 0; /* inval.c follows the cache's invalidations only */
+    uint64_t stamp;
+    char etag[17];
+    size_t len;
+    char *text = ain__rendered_fresh(edge->rendered, http->user, key, ain_clock_mono_ms(),
+                                     edge->fresh_ms, &stamp, etag, &len);
+    int status = 0;
+    /* Checked after the copy: current then means the copy was. */
+    if (text && ain__inval_current(edge->inval, http->user, stamp)) {
+        ain_metric_inc(edge->m.rendered_fresh);
+        status = client && strcmp(client, etag) == 0 ? ain__http_not_modified(http, etag)
+                                                     : ain__http_text_etag(http, text, len, etag);
+    }
     free(text);
     return status;
 }
@@ -183,6 +211,18 @@ int ain__call(ain__http_t *http)
 {
     const ain__call_t *call = http->route->call;
     ain_edge_t *edge = http->edge;
+    /* The answer kept for this very request (path and query as given), and the client's tag. */
+    const char *qs = http->info->query_string;
+    char *key = ain_sprintf("%s?%s", http->info->local_uri, qs ? qs : "");
+    char client[17];
+    bool has_client = s_if_none_match(http, client);
+    int status = s_fresh(http, key, has_client ? client : NULL);
+    if (status) {
+        free(key);
+        return status;
+    }
+    /* Taken before asking: an invalidation on its way while we ask makes the answer not current. */
+    uint64_t stamp = ain__inval_stamp(edge->inval, http->user);
     json_t *fields = json_object();
     if (call->fixed_field) {
         const char *v = call->fixed_value;
@@ -194,17 +234,13 @@ int ain__call(ain__http_t *http)
         int refused = s_param(http, &call->params[i], fields);
         if (refused) {
             json_decref(fields);
+            free(key);
             return refused;
         }
     }
-    /* The answer kept for this very request (path and query as given), and the client's. */
-    const char *qs = http->info->query_string;
-    char *key = ain_sprintf("%s?%s", http->info->local_uri, qs ? qs : "");
-    char kept[17], client[17];
+    char kept[17];
     bool has_kept = ain__rendered_etag(edge->rendered, http->user, key, kept);
-    bool has_client = s_if_none_match(http, client);
 
-    int status = 0;
     /* Twice at most: a kept answer replaced between the question and the copy is asked again,
      * without a tag. */
     for (int attempt = 0; attempt < 2 && !status; attempt++) {
@@ -220,10 +256,14 @@ int ain__call(ain__http_t *http)
         if (!etag || strlen(etag) != 16)
             status = s_malformed(http);
         else if (!json_is_true(json_object_get(reply, "not_modified")))
-            status = s_build(http, key, json_object_get(reply, "data"), etag);
-        else if (has_client && strcmp(client, etag) == 0)
+            status = s_build(http, key, json_object_get(reply, "data"), etag, stamp);
+        else if (has_client && strcmp(client, etag) == 0) {
+            ain__rendered_confirm(edge->rendered, http->user, key, etag, stamp,
+                                  ain_clock_mono_ms());
             status = ain__http_not_modified(http, etag);
-        else if (has_kept && strcmp(kept, etag) == 0) {
+        } else if (has_kept && strcmp(kept, etag) == 0) {
+            ain__rendered_confirm(edge->rendered, http->user, key, etag, stamp,
+                                  ain_clock_mono_ms());
             size_t len;
             char *text = ain__rendered_get(edge->rendered, http->user, key, etag, &len);
             if (text) {

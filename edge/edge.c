@@ -142,6 +142,10 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.rendered_hits = ain_metrics_counter(r, "http.rendered_hits");
     self->m.rendered_builds = ain_metrics_counter(r, "http.rendered_builds");
     self->m.rendered_bytes = ain_metrics_gauge(r, "http.rendered_bytes");
+    self->m.rendered_fresh = ain_metrics_counter(r, "http.rendered_fresh");
+    self->m.inval_up = ain_metrics_gauge(r, "inval.up");
+    self->m.inval_received = ain_metrics_counter(r, "inval.received");
+    self->m.inval_bad = ain_metrics_counter(r, "inval.bad");
     self->m.replay_failed = ain_metrics_counter(r, "sse.replay_failed");
 }
 
@@ -209,6 +213,11 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->production = strcmp(ain_config_str(cfg, AIN_CFG_NODE_ENV), "production") == 0;
     self->rendered =
         ain__rendered_new((size_t)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_RENDER_BYTES));
+    self->fresh_ms = self->rendered ? ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_FRESH_MS) : 0;
+    if (self->fresh_ms > 0 && !(self->inval = ain__inval_new(self, cfg))) {
+        ain_edge_destroy(&self);
+        return NULL;
+    }
     const char *why = NULL;
     self->cors = ain__cors_new(cfg, &why);
     if (ain__auth_init(self, cfg) < 0 || ain__oauth_init(self, cfg) < 0) {
@@ -266,6 +275,7 @@ void ain_edge_destroy(ain_edge_t **self_p)
     }
     /* After civetweb: no handler can still be handing a stream over. */
     ain__pump_destroy(&self->pump);
+    ain__inval_destroy(&self->inval);
     ain__cors_destroy(&self->cors);
     ain__rendered_destroy(&self->rendered);
     ain_jwt_destroy(&self->jwt);

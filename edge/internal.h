@@ -17,6 +17,7 @@
  *   call.c    the one translation path of the message routes: query and path
  *             into a message, the actor's answer back into JSON
  *   rendered.c the message routes' JSON answers, kept by user, path and query with their ETag
+ *   inval.c   follows the cache's invalidations (Redis), so kept answers are served without asking
  *   mail.c    the mail routes' answers: the neutral /api/v1 shapes, and the
  *             original frontend's Gmail and Outlook shapes
  */
@@ -38,6 +39,7 @@
 typedef struct ain__pump ain__pump_t;
 typedef struct ain__cors ain__cors_t;
 typedef struct ain__rendered ain__rendered_t;
+typedef struct ain__inval ain__inval_t;
 
 typedef struct {
     ain_metric_t *requests, *status_2xx, *status_4xx, *status_5xx, *not_found;
@@ -56,6 +58,9 @@ typedef struct {
     ain_metric_t *resumed, *replayed, *resets, *replay_more, *replay_failed;
     /* Message routes (call.c): answers copied from rendered.c, answers built, bytes kept. */
     ain_metric_t *rendered_hits, *rendered_builds, *rendered_bytes;
+    /* ...answers served with no round trip (inval.c said they are current); inval.c: the
+     * subscription's state, invalidations applied, unreadable ones. */
+    ain_metric_t *rendered_fresh, *inval_up, *inval_received, *inval_bad;
     /* sse.c: streams an admin opened for another user (?user=), and
      * non-admins refused (403) for asking. */
     ain_metric_t *foreign_streams, *foreign_refused;
@@ -83,6 +88,8 @@ struct _ain_edge_t {
     atomic_int_fast64_t replay_warned_ms; /* sse.c: last "replay failed" warning */
     struct ain__oauth *oauth;             /* oauth.c: providers and the state key */
     ain__rendered_t *rendered;            /* rendered.c: NULL when AINBOX_EDGE_RENDER_BYTES=0 */
+    int64_t fresh_ms;                     /* AINBOX_EDGE_FRESH_MS: 0 = always ask */
+    ain__inval_t *inval;                  /* inval.c: NULL when fresh_ms is 0 */
 };
 
 /* One HTTP request being served. */
@@ -169,10 +176,30 @@ bool ain__rendered_etag(ain__rendered_t *self, uint64_t user, const char *key, c
 /* A copy (caller frees, NUL-terminated) of the answer kept for the key if its tag is `etag`. */
 char *ain__rendered_get(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
                         size_t *len);
-/* Keeps an answer (replacing what held its slot), unless too big or over the budget. */
+/* Keeps an answer (replacing what held its slot), unless too big or over the budget; `stamp`
+ * (inval.c, taken before the actor was asked; 0 for none) and `now` say when it was current. */
 void ain__rendered_put(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
-                       const char *body, size_t len);
+                       const char *body, size_t len, uint64_t stamp, int64_t now);
+/* The actor said `etag` is current: if it is the kept answer's, it was so at `stamp` and `now`. */
+void ain__rendered_confirm(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
+                           uint64_t stamp, int64_t now);
+/* A copy (caller frees) of the answer kept for the key if it was confirmed less than `lease_ms`
+ * before `now`, with its tag and stamp, for the caller to check with ain__inval_current. */
+char *ain__rendered_fresh(ain__rendered_t *self, uint64_t user, const char *key, int64_t now,
+                          int64_t lease_ms, uint64_t *stamp, char etag[17], size_t *len);
 size_t ain__rendered_bytes(const ain__rendered_t *self);
+
+/* inval.c: follows the cache's invalidation channel on a thread of its own; NULL if Redis's
+ * address is malformed or the thread cannot start (logged). While Redis cannot be reached it
+ * retries with back-off, and nothing is current. Thread-safe. */
+ain__inval_t *ain__inval_new(ain_edge_t *edge, const ain_config_t *cfg);
+void ain__inval_destroy(ain__inval_t **self_p);
+/* The stamp of `user`'s answers now; 0 (never current) while the channel is not followed. Take
+ * it before asking the actor. */
+uint64_t ain__inval_stamp(ain__inval_t *self, uint64_t user);
+/* True if no invalidation of `user` (or of everything) has arrived since `stamp` was taken and
+ * none waits unread: an answer confirmed at `stamp` is still current. */
+bool ain__inval_current(ain__inval_t *self, uint64_t user, uint64_t stamp);
 
 /* mail.c: the shapes of the mail routes' answers (see the file). */
 ain__shape_fn ain__shape_envelope, ain__shape_gmail_threads, ain__shape_gmail_sent,

@@ -7,8 +7,11 @@
  * largest part of the edge's work (perf under wrk: jansson 22 % of all samples, malloc/free about
  * 20 %).
  *
- * Freshness is the actor's: nothing is answered from here without the actor confirming, on that
- * request, that the tag is current. Bounded: S_SLOTS slots, direct-mapped by a hash of the key
+ * Freshness is the actor's. An answer is served from here either because the actor confirmed, on
+ * that request, that its tag is current; or because the actor confirmed it less than a lease ago
+ * (AINBOX_EDGE_FRESH_MS) and no invalidation of the user has reached the edge since (each answer
+ * keeps inval.c's stamp from before that confirmation; call.c checks it is still current), which
+ * costs no round trip at all. Bounded: S_SLOTS slots, direct-mapped by a hash of the key
  * (a newer answer replaces whatever held its slot), answers of at most S_ENTRY_MAX bytes, and a
  * byte budget over all (AINBOX_EDGE_RENDER_BYTES; past it an answer is not kept). The budget is
  * checked under the slot's lock only, so puts racing in other shards may pass it by at most one
@@ -32,6 +35,8 @@ typedef struct {
     char etag[17];
     char *body;
     size_t len;
+    uint64_t stamp;       /* inval.c's stamp from before the actor confirmed the tag; 0: none */
+    int64_t confirmed_ms; /* when the actor last confirmed it (monotonic) */
 } s_slot_t;
 
 struct ain__rendered {
@@ -93,6 +98,16 @@ static bool s_holds(const s_slot_t *slot, uint64_t user, const char *key)
     return slot->key && slot->user == user && strcmp(slot->key, key) == 0;
 }
 
+/* A copy of the slot's answer and its length. */
+static char *s_copy(const s_slot_t *slot, size_t *len)
+{
+    char *copy = ain_malloc(slot->len + 1);
+    memcpy(copy, slot->body, slot->len);
+    copy[slot->len] = '\0';
+    *len = slot->len;
+    return copy;
+}
+
 bool ain__rendered_etag(ain__rendered_t *self, uint64_t user, const char *key, char etag[17])
 {
     if (!self)
@@ -115,18 +130,47 @@ char *ain__rendered_get(ain__rendered_t *self, uint64_t user, const char *key, c
     char *copy = NULL;
     pthread_mutex_lock(&self->locks[i % S_LOCKS]);
     s_slot_t *slot = &self->slots[i];
-    if (s_holds(slot, user, key) && strcmp(slot->etag, etag) == 0) {
-        copy = ain_malloc(slot->len + 1);
-        memcpy(copy, slot->body, slot->len);
-        copy[slot->len] = '\0';
-        *len = slot->len;
+    if (s_holds(slot, user, key) && strcmp(slot->etag, etag) == 0)
+        copy = s_copy(slot, len);
+    pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
+    return copy;
+}
+
+char *ain__rendered_fresh(ain__rendered_t *self, uint64_t user, const char *key, int64_t now,
+                          int64_t lease_ms, uint64_t *stamp, char etag[17], size_t *len)
+{
+    if (!self)
+        return NULL;
+    size_t i = s_index(user, key);
+    char *copy = NULL;
+    pthread_mutex_lock(&self->locks[i % S_LOCKS]);
+    s_slot_t *slot = &self->slots[i];
+    if (s_holds(slot, user, key) && slot->stamp && now - slot->confirmed_ms < lease_ms) {
+        copy = s_copy(slot, len);
+        *stamp = slot->stamp;
+        memcpy(etag, slot->etag, 17);
     }
     pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
     return copy;
 }
 
+void ain__rendered_confirm(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
+                           uint64_t stamp, int64_t now)
+{
+    if (!self)
+        return;
+    size_t i = s_index(user, key);
+    pthread_mutex_lock(&self->locks[i % S_LOCKS]);
+    s_slot_t *slot = &self->slots[i];
+    if (s_holds(slot, user, key) && strcmp(slot->etag, etag) == 0) {
+        slot->stamp = stamp;
+        slot->confirmed_ms = now;
+    }
+    pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
+}
+
 void ain__rendered_put(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
-                       const char *body, size_t len)
+                       const char *body, size_t len, uint64_t stamp, int64_t now)
 {
     if (!self || len > S_ENTRY_MAX || strlen(etag) != 16)
         return;
@@ -141,6 +185,8 @@ void ain__rendered_put(ain__rendered_t *self, uint64_t user, const char *key, co
         slot->body = ain_malloc(len ? len : 1);
         memcpy(slot->body, body, len);
         slot->len = len;
+        slot->stamp = stamp;
+        slot->confirmed_ms = now;
         atomic_fetch_add(&self->bytes, len);
     }
     pthread_mutex_unlock(&self->locks[i % S_LOCKS]);

@@ -18,6 +18,7 @@
 
 #include "actors/cache/keys.h"
 #include "actors/cache/l1.h"
+#include "proto/channels.h"
 #include "runtime/actor.h"
 #include "runtime/pg.h"
 #include "runtime/redis.h"
@@ -160,7 +161,7 @@ struct ain__state {
 #define AIN__WAITERS_MAX 1024  /* requests waiting on one load */
 #define AIN__EPOCHS_MAX  100000
 #define AIN__DIRTY_MAX   10000
-#define AIN__CHANNEL     "ain:cache:inval"
+#define AIN__CHANNEL     AIN_CHANNEL_CACHE_INVAL
 #define AIN__LATE_MS     5 /* an invalidation received this long after it was sent is late */
 
 #endif

@@ -21,11 +21,12 @@
 #include <string.h>
 
 #include "actors/ratelimit/internal.h"
+#include "proto/channels.h"
 #include "runtime/alloc.h"
 #include "runtime/clock.h"
 
 #define S_PREFIX  "ain:rl:"
-#define S_CHANNEL "ain:rl:reset"
+#define S_CHANNEL AIN_CHANNEL_RATELIMIT_RESET
 
 /* The decision script. ARGV[1] = decisions, ARGV[2] = policies P; then per
  * policy (ids 1..P) four numbers: for a rate T, tau and the TTL its keys

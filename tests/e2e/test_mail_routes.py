@@ -9,12 +9,20 @@ store cannot do (501), and above all: user B asking for user A's threads,
 messages, accounts and folders through EVERY signed-in route of the table
 (read from edge/routes.c, so a new route without a case fails here) gets
 nothing of A's.
+
+KeptAnswersCase: answers the edge serves without asking the cache actor
+(edge/inval.c) stay exact: a write is seen by the next read, one user's
+write leaves another's answers alone, and an unreadable invalidation, a
+clear of everything, a lost subscription or a lapsed lease each send the
+next read to the actor.
 """
 
 import http.client
 import json
 import os
 import re
+import subprocess
+import time
 import unittest
 
 import ainbox_proto as proto
@@ -59,7 +67,11 @@ def user_routes():
     return routes
 
 
-class MailRoutesCase(AinboxTestCase):
+class MailCase(AinboxTestCase):
+    """A bundle with the cache actor and two signed-in users, each with a seeded Gmail account;
+    helpers, no tests."""
+
+    EXTRA_ENV = {}
 
     def setUp(self):
         super().setUp()
@@ -69,7 +81,7 @@ class MailRoutesCase(AinboxTestCase):
         self.env = self.base_env(port, AINBOX_ACTORS="monitor,events,session,cache,ratelimit",
                                  AINBOX_HEALTH_SERVICES="monitor,session,cache",
                                  AINBOX_API_RATELIMIT="false", DATABASE_URL=self.pg.url,
-                                 REDIS_URL=self.redis.url, **SECRETS)
+                                 REDIS_URL=self.redis.url, **SECRETS, **self.EXTRA_ENV)
         self.spawn("bundle", ["run"], self.env)
         self.wait_health(self.env)
         self.client = proto.Client(self.env["AINBOX_BROKER"])
@@ -149,6 +161,9 @@ class MailRoutesCase(AinboxTestCase):
         self.assertEqual(keys, set(spec), where)
         for k, kind in spec.items():
             self.assertIsInstance(obj[k], kind, f"{where}.{k}")
+
+
+class MailRoutesCase(MailCase):
 
     # ------------------------------------------------------------- shapes
 
@@ -400,6 +415,144 @@ class MailRoutesCase(AinboxTestCase):
         self.assertEqual(self.get("/threads/binbox", b)["threadId"], "binbox")
         # The user is the token's: no parameter names another (a `user` is ignored).
         self.assertNotIn("ainbox", json.dumps(self.get(f"/threads?user={a['user']}", b)))
+
+
+class KeptAnswersCase(MailCase):
+    """Answers served without asking (AINBOX_EDGE_FRESH_MS): the lease is long here, so every
+    read that asks the actor does so because an invalidation said it must."""
+
+    EXTRA_ENV = {"AINBOX_EDGE_FRESH_MS": "60000"}
+    KINDS = ("http.rendered_fresh", "http.rendered_hits", "http.rendered_builds")
+
+    def edge_metrics(self):
+        """The edge's latest metrics report (via the monitor), or {}."""
+        conn = http.client.HTTPConnection("127.0.0.1", int(self.env["HTTP_PORT"]), timeout=5)
+        conn.request("GET", "/stats")
+        res = conn.getresponse()
+        body = json.loads(res.read())
+        conn.close()
+        for p in body.get("processes", []) if res.status == 200 else []:
+            if p["report"]["service"] == "edge":
+                return p["report"]["metrics"]
+        return {}
+
+    def counts(self, total=None):
+        """(fresh, hits, builds): answers sent without asking, asked and copied, asked and built.
+        With `total`, waits (bounded) for a report in which they add up to it."""
+        deadline = time.monotonic() + 15
+        while True:
+            m = self.edge_metrics()
+            got = tuple(m.get(k, 0) for k in self.KINDS)
+            if total is None and m or total is not None and sum(got) == total:
+                return got
+            self.assertLess(time.monotonic(), deadline, f"edge metrics stuck at {got}")
+            time.sleep(0.1)
+
+    def expect(self, before, fresh=0, hits=0, builds=0):
+        want = (before[0] + fresh, before[1] + hits, before[2] + builds)
+        self.assertEqual(self.counts(sum(want)), want, "(fresh, hits, builds)")
+        return want
+
+    def write(self, who, mid, ms):
+        reply = self.client.call("cache", "MAIL_APPLY", proto.pack(
+            {"account": who["account"], "changes": [message(mid, mid + "t", ms, ["INBOX"])]}),
+            user=who["user"], timeout_ms=10000)
+        self.assertEqual(reply["status"], "OK", proto.body_map(reply))
+
+    def newest(self, who):
+        """The id of the newest message of the inbox page."""
+        return self.get("/threads?maxResults=50", who)["threads"][0]["id"]
+
+    def redis_cli(self, *args):
+        out = subprocess.run(["redis-cli", "-s", self.redis.socket] + list(args),
+                             capture_output=True, text=True, timeout=10)
+        self.assertEqual(out.returncode, 0, out.stderr)
+
+    def test_a_write_is_seen_by_the_next_read(self):
+        a = self.a
+        c = self.counts()
+        first = self.get("/threads?maxResults=50", a)
+        self.assertEqual(self.get("/threads?maxResults=50", a), first)
+        c = self.expect(c, fresh=1, builds=1)
+        for i in range(20):
+            self.write(a, f"aw{i}", T0 + 100_000 + i)
+            self.assertEqual(self.newest(a), f"aw{i}", "a read right after the write")
+            self.assertEqual(self.newest(a), f"aw{i}")
+        # Each read after a write asked and built; each one after that was served as kept.
+        self.expect(c, fresh=20, builds=20)
+
+    def test_one_users_write_leaves_anothers_answers_kept(self):
+        a, b = self.a, self.b
+        c = self.counts()
+        self.assertEqual(self.newest(a), "am7")
+        self.assertEqual(self.newest(b), "bm7")
+        self.assertEqual(self.newest(b), "bm7")
+        c = self.expect(c, fresh=1, builds=2)
+        self.write(a, "anew", T0 + 100_000)
+        self.assertEqual(self.newest(b), "bm7")
+        self.assertEqual(self.newest(a), "anew")
+        self.expect(c, fresh=1, builds=1)
+
+    def test_an_unreadable_invalidation_or_a_clear_drops_every_kept_answer(self):
+        a, b = self.a, self.b
+        c = self.counts()
+        for who in (a, b, a, b):
+            self.newest(who)
+        c = self.expect(c, fresh=2, builds=2)
+        # Someone else's message on the channel: whose it was is unknown.
+        self.redis_cli("PUBLISH", "ain:cache:inval", "not msgpack")
+        deadline = time.monotonic() + 15
+        while self.edge_metrics().get("inval.bad", 0) != 1:
+            self.assertLess(time.monotonic(), deadline, "inval.bad never counted")
+            time.sleep(0.1)
+        for who in (a, b, a, b):
+            self.newest(who)
+        c = self.expect(c, fresh=2, hits=2)  # asked (tags unchanged), then kept again
+        # An operator's clear of everything.
+        reply = self.client.call("cache", "CACHE_CLEAR", proto.pack({}), user=0,
+                                 timeout_ms=10000)
+        self.assertEqual(reply["status"], "OK", proto.body_map(reply))
+        for who in (a, b):
+            self.newest(who)
+        self.expect(c, hits=2)
+
+    def test_a_lost_subscription_sends_every_read_to_the_actor(self):
+        a = self.a
+        c = self.counts()
+        self.newest(a)
+        self.newest(a)
+        c = self.expect(c, fresh=1, builds=1)
+        self.redis_cli("CLIENT", "KILL", "TYPE", "pubsub")
+        self.write(a, "alost", T0 + 100_000)
+        self.assertEqual(self.newest(a), "alost", "a read right after the write")
+        c = self.expect(c, builds=1)
+        # Back by itself (the edge resubscribes), and kept answers are served again.
+        deadline = time.monotonic() + 20
+        while True:
+            self.assertEqual(self.newest(a), "alost")
+            got = self.counts(sum(c) + 1)
+            if got[0] > c[0]:
+                break
+            c = got
+            self.assertLess(time.monotonic(), deadline, "kept answers never served again")
+            time.sleep(0.2)
+
+
+class LeaseCase(MailCase):
+    """A kept answer older than AINBOX_EDGE_FRESH_MS is asked about again."""
+
+    EXTRA_ENV = {"AINBOX_EDGE_FRESH_MS": "200"}
+    edge_metrics, counts, expect, newest = (KeptAnswersCase.edge_metrics,
+                                            KeptAnswersCase.counts, KeptAnswersCase.expect,
+                                            KeptAnswersCase.newest)
+    KINDS = KeptAnswersCase.KINDS
+
+    def test_a_lapsed_lease_asks_again(self):
+        c = self.counts()
+        self.newest(self.a)
+        time.sleep(1.0)  # five leases: well past it
+        self.newest(self.a)
+        self.expect(c, hits=1, builds=1)
 
 
 if __name__ == "__main__":
