@@ -326,7 +326,11 @@ class RateLimitCase(AinboxTestCase):
         return env
 
     def test_edge_answers_429_with_ratelimit_headers(self):
-        env = self.start_bundle("monitor,events,ratelimit", AINBOX_RATELIMITS="api.user=10/1h/5")
+        # Grants on (the default), lasting longer than the test: r counts what the user can
+        # still spend (the bucket's remaining plus units the edge holds), t the units charged
+        # up front (grants of 1, 2, then 2: capped by what the bucket had left).
+        env = self.start_bundle("monitor,events,ratelimit", AINBOX_RATELIMITS="api.user=10/1h/5",
+                                AINBOX_EDGE_API_GRANT_MS=60000)
         wait_until(lambda: self.metric(env, "ratelimit.redis.connected") == 1, 15, "Redis")
         field = re.compile(r'^"api\.user";r=(\d+);t=(\d+)$')
         for user in (31, 32):
@@ -338,7 +342,7 @@ class RateLimitCase(AinboxTestCase):
                 r, t = map(int, field.match(headers["RateLimit"]).groups())
                 self.assertEqual(r, 4 - i)
                 # One request every 3600 s / (10 - 5) = 720 s refills.
-                self.assertEqual(t, 720 * (i + 1))
+                self.assertEqual(t, 720 * [1, 3, 3, 5, 5][i])
             data = json.loads(body)
             self.assertEqual(data["user"], user)
             self.assertEqual(data["usage"][0]["used"], 5)
