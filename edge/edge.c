@@ -132,6 +132,12 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.events_delivered = ain_metrics_counter(r, "sse.events_delivered");
     self->m.limited = ain_metrics_counter(r, "ratelimit.refused");
     self->m.limits_unchecked = ain_metrics_counter(r, "ratelimit.unchecked");
+    self->m.limits_grants = ain_metrics_counter(r, "ratelimit.grants");
+    self->m.limits_local = ain_metrics_counter(r, "ratelimit.local");
+    self->m.limits_grant_units = ain_metrics_counter(r, "ratelimit.grant_units");
+    self->m.limits_grant_lost = ain_metrics_counter(r, "ratelimit.grant_lost");
+    self->m.limits_grant_retries = ain_metrics_counter(r, "ratelimit.grant_retries");
+    self->m.limits_grant_slots = ain_metrics_gauge(r, "ratelimit.grant_slots");
     self->m.bytes_written = ain_metrics_counter(r, "sse.bytes_written");
     self->m.resumed = ain_metrics_counter(r, "sse.resumed");
     self->m.foreign_streams = ain_metrics_counter(r, "sse.admin_streams");
@@ -210,6 +216,9 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->heartbeat_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SSE_HEARTBEAT_MS);
     self->call_timeout_ms = S_CALL_TIMEOUT_MS;
     self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
+    self->grants = ain__grants_new((uint32_t)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_API_GRANT_MAX),
+                                   ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_API_GRANT_MS));
+    ain_metric_set(self->m.limits_grant_slots, ain__grants_slots(self->grants));
     self->production = strcmp(ain_config_str(cfg, AIN_CFG_NODE_ENV), "production") == 0;
     self->rendered =
         ain__rendered_new((size_t)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_RENDER_BYTES));
@@ -278,6 +287,7 @@ void ain_edge_destroy(ain_edge_t **self_p)
     ain__inval_destroy(&self->inval);
     ain__cors_destroy(&self->cors);
     ain__rendered_destroy(&self->rendered);
+    ain__grants_destroy(&self->grants);
     ain_jwt_destroy(&self->jwt);
     ain__oauth_destroy(self);
     ain_metrics_destroy(&self->metrics);

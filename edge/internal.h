@@ -40,6 +40,7 @@ typedef struct ain__pump ain__pump_t;
 typedef struct ain__cors ain__cors_t;
 typedef struct ain__rendered ain__rendered_t;
 typedef struct ain__inval ain__inval_t;
+typedef struct ain__grants ain__grants_t;
 
 typedef struct {
     ain_metric_t *requests, *status_2xx, *status_4xx, *status_5xx, *not_found;
@@ -50,8 +51,13 @@ typedef struct {
     ain_metric_t *opened, *closed, *cut_slow, *refused_full, *refused_user, *handoff_failed;
     ain_metric_t *events_delivered, *bytes_written;
     ain_metric_t *limited, *limits_unchecked; /* limits.c */
-    ain_metric_t *http_errors;                /* requests civetweb refused */
-    ain_metric_t *auth_refused;               /* auth.c: 401s */
+    /* limits.c: RATE_CHECK round trips, requests admitted from a local grant, units granted,
+     * units lost (a grant expired, or a colliding user took its slot), grants refused and
+     * asked again for one unit; the grant table's slots (gauge). */
+    ain_metric_t *limits_grants, *limits_local, *limits_grant_units, *limits_grant_lost;
+    ain_metric_t *limits_grant_retries, *limits_grant_slots;
+    ain_metric_t *http_errors;  /* requests civetweb refused */
+    ain_metric_t *auth_refused; /* auth.c: 401s */
     /* Resume (sse.c): streams opened with a Last-Event-ID, events replayed,
      * resets sent, replays cut short for the client to come back for more,
      * replays the events service could not answer. */
@@ -83,6 +89,7 @@ struct _ain_edge_t {
     atomic_int_fast64_t limits_warned_ms; /* limits.c: last "not checked" warning */
     atomic_int_fast64_t limits_probe_ms;  /* limits.c: when to ask MMI again */
     atomic_bool limiter_present;          /* limits.c: the ratelimit service has workers */
+    ain__grants_t *grants;                /* limits.c: NULL when AINBOX_EDGE_API_GRANT_MAX=1 */
     ain__cors_t *cors;                    /* cors.c: allowed origins */
     struct _ain_jwt_t *jwt;               /* auth.c: access token verifier, or NULL */
     atomic_int_fast64_t replay_warned_ms; /* sse.c: last "replay failed" warning */
@@ -201,6 +208,12 @@ uint64_t ain__inval_stamp(ain__inval_t *self, uint64_t user);
  * none waits unread: an answer confirmed at `stamp` is still current. */
 bool ain__inval_current(ain__inval_t *self, uint64_t user, uint64_t stamp);
 
+/* limits.c: the users' local grants of the API limit: at most `max` units a grant (NULL, no
+ * grants, when max <= 1), spendable for `lifetime_ms`. Thread-safe; bounded (a fixed table). */
+ain__grants_t *ain__grants_new(uint32_t max, int64_t lifetime_ms);
+void ain__grants_destroy(ain__grants_t **self_p);
+int ain__grants_slots(const ain__grants_t *self);
+
 /* mail.c: the shapes of the mail routes' answers (see the file). */
 ain__shape_fn ain__shape_envelope, ain__shape_gmail_threads, ain__shape_gmail_sent,
     ain__shape_gmail_drafts, ain__shape_gmail_thread, ain__shape_spam_stats,
@@ -278,8 +291,9 @@ int ain__oauth_callback(ain__http_t *http);
 int ain__oauth_init(ain_edge_t *edge, const ain_config_t *cfg);
 void ain__oauth_destroy(ain_edge_t *edge);
 
-/* limits.c: takes one unit of the user's API limit. Returns 0 (go on; the
- * RateLimit headers are added to http->headers), or -1 having answered 429. */
+/* limits.c: takes one unit of the user's API limit, from the user's local grant or from the
+ * ratelimit actor (blocking for one round trip, two when a grant is refused). Returns 0 (go on;
+ * the RateLimit headers are added to http->headers), or -1 having answered 429. */
 int ain__limits_check(ain__http_t *http);
 
 /* auth.c: the access token verifier from the configuration (required in

@@ -8,7 +8,9 @@ leases are honoured and a killed holder's slot comes back when its lease
 expires; Redis killed and restarted under traffic (provider quotas fail
 closed, the API limit falls back to a per-process share, recovery without
 a restart); the API limit is per user; usage and reset (operators only);
-malformed requests answered INVALID.
+malformed requests answered INVALID. The edge takes the API limit in local
+grants charged up front: one edge or two never admit more than the quota,
+grants expire, and a grant of at most one unit is one round trip a request.
 """
 
 import json
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import time
 import unittest
+from concurrent.futures import ThreadPoolExecutor
 
 import ainbox_proto as proto
 from ainbox_harness import AinboxTestCase, free_ports, wait_until
@@ -326,7 +329,11 @@ class RateLimitCase(AinboxTestCase):
         return env
 
     def test_edge_answers_429_with_ratelimit_headers(self):
-        env = self.start_bundle("monitor,events,ratelimit", AINBOX_RATELIMITS="api.user=10/1h/5")
+        # Grants on (the default), lasting longer than the test: r counts what the user can
+        # still spend (the bucket's remaining plus units the edge holds), t the units charged
+        # up front (grants of 1, 2, then 2: capped by what the bucket had left).
+        env = self.start_bundle("monitor,events,ratelimit", AINBOX_RATELIMITS="api.user=10/1h/5",
+                                AINBOX_EDGE_API_GRANT_MS=60000)
         wait_until(lambda: self.metric(env, "ratelimit.redis.connected") == 1, 15, "Redis")
         field = re.compile(r'^"api\.user";r=(\d+);t=(\d+)$')
         for user in (31, 32):
@@ -338,7 +345,7 @@ class RateLimitCase(AinboxTestCase):
                 r, t = map(int, field.match(headers["RateLimit"]).groups())
                 self.assertEqual(r, 4 - i)
                 # One request every 3600 s / (10 - 5) = 720 s refills.
-                self.assertEqual(t, 720 * (i + 1))
+                self.assertEqual(t, 720 * [1, 3, 3, 5, 5][i])
             data = json.loads(body)
             self.assertEqual(data["user"], user)
             self.assertEqual(data["usage"][0]["used"], 5)
@@ -355,6 +362,132 @@ class RateLimitCase(AinboxTestCase):
         status, _, _ = self.http(env, "/api/v1/limits?token=wrong&user=33")
         self.assertEqual(status, 401)
         self.assertEqual(self.check(env, {"quota": "api"}, user=33)["remaining"], 4)
+
+    # ------------------------------------------------------------- the edge's grants
+
+    # 20 at once, then one more unit a day: exactly 20 fit while a test runs.
+    GRANT_POLICY = "api.user=21/1d/20"
+
+    def edge_metric(self, env, name):
+        status, stats = self.http_json(env, "/stats")
+        for p in stats.get("processes", []) if status == 200 else []:
+            if p["report"]["service"] == "edge":
+                return p["report"]["metrics"].get(name)
+        return None
+
+    def wait_edge_metric(self, env, name, want):
+        """The edge's metric once its report shows `want` (reports are periodic)."""
+        wait_until(lambda: self.edge_metric(env, name) == want, 10,
+                   f"edge metric {name} to be {want} (is {self.edge_metric(env, name)})")
+
+    def used(self, env, user):
+        """The user's api.user units charged in the shared bucket (RATE_USAGE, as operators)."""
+        status, usage = self.call(env, "RATE_USAGE", {"user": user}, user=0)
+        self.assertEqual(status, "OK", usage)
+        return sum(u["used"] for u in usage["usage"] if u["policy"] == "api.user")
+
+    def burst(self, env, user, requests, threads=1):
+        """Statuses of `requests` signed-in requests of `user`, from `threads` threads."""
+        path = f"/api/v1/limits?token=dev&user={user}"
+        if threads == 1:
+            return [self.http(env, path)[0] for _ in range(requests)]
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(lambda _: self.http(env, path)[0], range(requests)))
+
+    def test_edge_grants_admit_exactly_the_quota(self):
+        env = self.start_bundle("monitor,events,ratelimit", AINBOX_RATELIMITS=self.GRANT_POLICY,
+                                AINBOX_EDGE_API_GRANT_MS=60000)
+        wait_until(lambda: self.metric(env, "ratelimit.redis.connected") == 1, 15, "Redis")
+        # Sequential: 20 admitted then refused; r counts down one by one although most
+        # requests are admitted from grants of 1, 2, 4, 8 and 5 (what was left) units.
+        field = re.compile(r'^"api\.user";r=(\d+);t=(\d+)$')
+        rs = []
+        for _ in range(25):
+            status, headers, _ = self.http(env, "/api/v1/limits?token=dev&user=41")
+            rs.append((status, int(field.match(headers["RateLimit"]).group(1))))
+        self.assertEqual(rs, [(200, 19 - i) for i in range(20)] + [(429, 0)] * 5)
+        self.assertEqual(self.used(env, 41), 20)
+        self.wait_edge_metric(env, "ratelimit.local", 15)
+        self.assertEqual(self.edge_metric(env, "ratelimit.grants"), 5 + 5)
+        self.assertEqual(self.edge_metric(env, "ratelimit.grant_units"), 20)
+        # From eight threads at once: grants race, are refused whole and asked again for one
+        # unit, and add up in the user's slot; every unit charged is spent by the user's
+        # later requests, and none beyond: exactly 20.
+        statuses = self.burst(env, 42, 64, threads=8) + self.burst(env, 42, 25)
+        self.assertEqual(statuses.count(200), 20, statuses)
+        self.assertEqual(statuses.count(429), 64 + 25 - 20)
+        self.assertEqual(statuses[-5:], [429] * 5)
+        self.assertEqual(self.used(env, 42), 20)
+        self.assertEqual(self.edge_metric(env, "ratelimit.grant_lost"), 0)
+
+    def test_two_edges_never_admit_more_than_the_quota(self):
+        env, _ = self.start_limiter(AINBOX_RATELIMITS=self.GRANT_POLICY, AINBOX_DEV_TOKEN="dev",
+                                    AINBOX_HEALTH_SERVICES="ratelimit",
+                                    AINBOX_EDGE_API_GRANT_MS=60000)
+        edges = []
+        for i in range(2):
+            edge_env = dict(env, HTTP_PORT=str(free_ports(1)[0]))
+            self.spawn(f"edge{i}", ["edge"], edge_env)
+            self.wait_health(edge_env)
+            # The edge learns that a limiter is deployed on its first limited request; requests
+            # racing that first probe pass unchecked (by design: availability first).
+            self.assertEqual(self.burst(edge_env, 50, 1), [200])
+            edges.append(edge_env)
+        for user in (51, 52):
+            # Both edges at once, four threads each; then each edge's tail spends what it
+            # still holds. Every grant was charged to the one shared bucket.
+            with ThreadPoolExecutor(2) as pool:
+                bursts = list(pool.map(lambda e: self.burst(e, user, 40, threads=4), edges))
+            tails = [self.burst(e, user, 25) for e in edges]
+            admitted = sum(s.count(200) for s in bursts + tails)
+            self.assertEqual(admitted, 20, (bursts, tails))
+            self.assertTrue(all(t[-1] == 429 for t in tails))
+            self.assertEqual(self.used(env, user), 20)
+
+    def test_edge_grants_expire(self):
+        # A grant may be spent for 400 ms; a quota large enough that grants grow.
+        env = self.start_bundle("monitor,events,ratelimit", AINBOX_RATELIMITS="api.user=201/1d/200",
+                                AINBOX_EDGE_API_GRANT_MS=400, AINBOX_EDGE_API_GRANT_MAX=16)
+        wait_until(lambda: self.metric(env, "ratelimit.redis.connected") == 1, 15, "Redis")
+        # Rapid requests until the edge holds units it charged but has not spent.
+        admitted = 0
+        for _ in range(60):
+            self.assertEqual(self.burst(env, 61, 1), [200])
+            admitted += 1
+            held = self.used(env, 61) - admitted
+            if held > 0:
+                break
+        self.assertGreater(held, 0, "no grant above one unit was taken")
+        # Well past the grant's lifetime: the held units are never spent. The next request
+        # asks the limiter (a new charge, not a local admission) and the units are counted
+        # as lost.
+        time.sleep(2)
+        used, local = self.used(env, 61), self.edge_metric(env, "ratelimit.local")
+        grants = self.edge_metric(env, "ratelimit.grants")
+        self.assertEqual(self.burst(env, 61, 1), [200])
+        self.assertGreater(self.used(env, 61), used)
+        self.wait_edge_metric(env, "ratelimit.grants", grants + 1)
+        self.wait_edge_metric(env, "ratelimit.grant_lost", held)
+        self.assertEqual(self.edge_metric(env, "ratelimit.local"), local)
+
+    def test_edge_grant_max_1_is_one_round_trip_a_request(self):
+        env = self.start_bundle("monitor,events,ratelimit", AINBOX_RATELIMITS=self.GRANT_POLICY,
+                                AINBOX_EDGE_API_GRANT_MAX=1)
+        wait_until(lambda: self.metric(env, "ratelimit.redis.connected") == 1, 15, "Redis")
+        field = re.compile(r'^"api\.user";r=(\d+);t=(\d+)$')
+        for i in range(12):
+            status, headers, _ = self.http(env, "/api/v1/limits?token=dev&user=71")
+            self.assertEqual(status, 200)
+            r, t = map(int, field.match(headers["RateLimit"]).groups())
+            # One unit charged a request: t is one day per unit charged.
+            self.assertEqual(r, 19 - i)
+            self.assertIn(86400 * (i + 1) - t, (0, 1))
+            self.assertEqual(self.used(env, 71), i + 1)
+        self.assertEqual(self.burst(env, 71, 10, threads=4).count(200), 8)
+        self.assertEqual(self.burst(env, 71, 2), [429, 429])
+        self.wait_edge_metric(env, "ratelimit.grants", 24)
+        self.assertEqual(self.edge_metric(env, "ratelimit.local"), 0)
+        self.assertEqual(self.edge_metric(env, "ratelimit.grant_slots"), 0)
 
     def test_edge_without_a_limiter_serves(self):
         env = self.start_bundle("monitor,events")
