@@ -771,7 +771,10 @@ static int s_test_keyring(void)
     S_CHECK(ain_crypto_account_aad(aad, sizeof aad, 1, "Gmail", 1) < 0);
     S_CHECK(ain_crypto_account_aad(aad, sizeof aad, 1, "", 1) < 0);
     S_CHECK(ain_crypto_account_aad(aad, sizeof aad, 1, "g:1", 1) < 0);
-    S_CHECK(ain_crypto_account_aad(aad, 20, 1, "gmail", 1) < 0);
+    /* Too small a buffer is refused. volatile: with a constant, GCC -O3 inlines the call and
+     * rejects the build for the truncation this checks (-Wformat-truncation). */
+    volatile size_t small = 20;
+    S_CHECK(ain_crypto_account_aad(aad, small, 1, "gmail", 1) < 0);
     return 0;
 }
 

@@ -31,7 +31,7 @@ static int s_parse(const char *id, uint64_t *ms, uint64_t *seq)
 
 int ain_eventid_compare(const char *a, const char *b)
 {
-    uint64_t ams, aseq, bms, bseq;
+    uint64_t ams = 0, aseq = 0, bms = 0, bseq = 0; /* GCC -O3 cannot see s_parse sets them */
     int va = s_parse(a, &ams, &aseq) == 0, vb = s_parse(b, &bms, &bseq) == 0;
     if (!va || !vb)
         return va - vb;
