@@ -23,6 +23,7 @@
 #include "proto/mpread.h"
 #include "proto/msgtype.h"
 #include "runtime/alloc.h"
+#include "runtime/bus.h"
 #include "runtime/clock.h"
 #include "runtime/frames.h"
 #include "runtime/signal.h"
@@ -705,6 +706,10 @@ ain_broker_t *ain_broker_new(const ain_proc_t *proc)
     ain_socket_set(self->xpub, ZMQ_XPUB_NODROP, 1);
     ain_socket_set(self->xpub, ZMQ_SNDHWM, S_ROUTER_HWM);
     ain_socket_set(self->xsub, ZMQ_RCVHWM, S_ROUTER_HWM);
+    /* Subscriptions in (XPUB) and out to the publishers (XSUB): a full pipe drops them silently
+     * (runtime/bus.c). */
+    ain_socket_set(self->xpub, ZMQ_RCVHWM, AIN_BUS_SUBS_HWM);
+    ain_socket_set(self->xsub, ZMQ_SNDHWM, AIN_BUS_SUBS_HWM);
     ain__liveness_start(self);
     return self;
 }

@@ -12,6 +12,13 @@
 
 /* Events a publisher may queue towards the broker before it drops. */
 #define S_PUB_HWM 100000
+/* Subscription changes queued on their way from a subscriber to the broker, or from the broker
+ * to a publisher. ZeroMQ drops a subscription silently when its pipe is full (the default HWM,
+ * 1,000, is a tenth of one edge's users), and a publisher that never saw a subscription drops
+ * that user's events for good; a publisher reads them only when it next sends, so an idle one
+ * lets them pile up. Sized for a few edges subscribing all their users at once (an entry is a
+ * few dozen bytes). The broker's ends use the same figure. */
+#define S_SUBS_HWM AIN_BUS_SUBS_HWM
 
 struct _ain_bus_pub_t {
     void *socket;
@@ -36,6 +43,7 @@ ain_bus_pub_t *ain_bus_pub_new(const ain_proc_t *proc)
     ain_bus_pub_t *self = AIN_NEW(ain_bus_pub_t);
     self->socket = ain_socket_new(ain_proc_zmq(proc), ZMQ_PUB, ain_proc_config(proc));
     ain_socket_set(self->socket, ZMQ_SNDHWM, S_PUB_HWM);
+    ain_socket_set(self->socket, ZMQ_RCVHWM, S_SUBS_HWM);
     /* Make a full queue visible as EAGAIN instead of a silent drop. */
     ain_socket_set(self->socket, ZMQ_XPUB_NODROP, 1);
     zmq_connect(self->socket, ain_proc_bus_in(proc));
@@ -82,6 +90,7 @@ ain_bus_sub_t *ain_bus_sub_new(const ain_proc_t *proc)
     const ain_config_t *cfg = ain_proc_config(proc);
     self->socket = ain_socket_new(ain_proc_zmq(proc), ZMQ_SUB, cfg);
     ain_socket_set(self->socket, ZMQ_RCVHWM, S_PUB_HWM);
+    ain_socket_set(self->socket, ZMQ_SNDHWM, S_SUBS_HWM);
     self->max_bytes = (size_t)ain_config_int(cfg, AIN_CFG_AINBOX_MSG_MAX_BYTES);
     zmq_connect(self->socket, ain_proc_bus_out(proc));
     return self;

@@ -22,6 +22,9 @@
 #include "proto/envelope.h"
 #include "runtime/proc.h"
 
+/* The high-water mark of every pipe subscriptions travel through (bus.c says why). */
+#define AIN_BUS_SUBS_HWM 1000000
+
 typedef struct _ain_bus_pub_t ain_bus_pub_t;
 typedef struct _ain_bus_sub_t ain_bus_sub_t;
 
