@@ -57,8 +57,8 @@ struct ain__inval {
     /* Shared with the request threads. */
     atomic_uint_fast64_t seq; /* odd while reading, applying, or not subscribed */
     atomic_int fd;            /* the subscription's socket, -1 without one */
-    atomic_uint_fast32_t epoch;
-    atomic_uint_fast32_t gens[S_GENS];
+    _Atomic uint32_t epoch;
+    _Atomic uint32_t gens[S_GENS];
     /* The thread's own. */
     redisContext *redis;
     int64_t ping_sent_ms, pong_ms;

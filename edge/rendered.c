@@ -98,6 +98,16 @@ static bool s_holds(const s_slot_t *slot, uint64_t user, const char *key)
     return slot->key && slot->user == user && strcmp(slot->key, key) == 0;
 }
 
+/* The slot of (user, key), locked; *lock is what to unlock. */
+static s_slot_t *s_lock(ain__rendered_t *self, uint64_t user, const char *key,
+                        pthread_mutex_t **lock)
+{
+    size_t i = s_index(user, key);
+    *lock = &self->locks[i % S_LOCKS];
+    pthread_mutex_lock(*lock);
+    return &self->slots[i];
+}
+
 /* A copy of the slot's answer and its length. */
 static char *s_copy(const s_slot_t *slot, size_t *len)
 {
@@ -112,12 +122,12 @@ bool ain__rendered_etag(ain__rendered_t *self, uint64_t user, const char *key, c
 {
     if (!self)
         return false;
-    size_t i = s_index(user, key);
-    pthread_mutex_lock(&self->locks[i % S_LOCKS]);
-    bool found = s_holds(&self->slots[i], user, key);
+    pthread_mutex_t *lock;
+    s_slot_t *slot = s_lock(self, user, key, &lock);
+    bool found = s_holds(slot, user, key);
     if (found)
-        memcpy(etag, self->slots[i].etag, 17);
-    pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
+        memcpy(etag, slot->etag, 17);
+    pthread_mutex_unlock(lock);
     return found;
 }
 
@@ -126,13 +136,12 @@ char *ain__rendered_get(ain__rendered_t *self, uint64_t user, const char *key, c
 {
     if (!self)
         return NULL;
-    size_t i = s_index(user, key);
     char *copy = NULL;
-    pthread_mutex_lock(&self->locks[i % S_LOCKS]);
-    s_slot_t *slot = &self->slots[i];
+    pthread_mutex_t *lock;
+    s_slot_t *slot = s_lock(self, user, key, &lock);
     if (s_holds(slot, user, key) && strcmp(slot->etag, etag) == 0)
         copy = s_copy(slot, len);
-    pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
+    pthread_mutex_unlock(lock);
     return copy;
 }
 
@@ -141,16 +150,15 @@ char *ain__rendered_fresh(ain__rendered_t *self, uint64_t user, const char *key,
 {
     if (!self)
         return NULL;
-    size_t i = s_index(user, key);
     char *copy = NULL;
-    pthread_mutex_lock(&self->locks[i % S_LOCKS]);
-    s_slot_t *slot = &self->slots[i];
+    pthread_mutex_t *lock;
+    s_slot_t *slot = s_lock(self, user, key, &lock);
     if (s_holds(slot, user, key) && slot->stamp && now - slot->confirmed_ms < lease_ms) {
         copy = s_copy(slot, len);
         *stamp = slot->stamp;
         memcpy(etag, slot->etag, 17);
     }
-    pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
+    pthread_mutex_unlock(lock);
     return copy;
 }
 
@@ -159,14 +167,13 @@ void ain__rendered_confirm(ain__rendered_t *self, uint64_t user, const char *key
 {
     if (!self)
         return;
-    size_t i = s_index(user, key);
-    pthread_mutex_lock(&self->locks[i % S_LOCKS]);
-    s_slot_t *slot = &self->slots[i];
+    pthread_mutex_t *lock;
+    s_slot_t *slot = s_lock(self, user, key, &lock);
     if (s_holds(slot, user, key) && strcmp(slot->etag, etag) == 0) {
         slot->stamp = stamp;
         slot->confirmed_ms = now;
     }
-    pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
+    pthread_mutex_unlock(lock);
 }
 
 void ain__rendered_put(ain__rendered_t *self, uint64_t user, const char *key, const char *etag,
@@ -174,9 +181,8 @@ void ain__rendered_put(ain__rendered_t *self, uint64_t user, const char *key, co
 {
     if (!self || len > S_ENTRY_MAX || strlen(etag) != 16)
         return;
-    size_t i = s_index(user, key);
-    pthread_mutex_lock(&self->locks[i % S_LOCKS]);
-    s_slot_t *slot = &self->slots[i];
+    pthread_mutex_t *lock;
+    s_slot_t *slot = s_lock(self, user, key, &lock);
     s_clear(self, slot);
     if (atomic_load(&self->bytes) + len <= self->budget) {
         slot->user = user;
@@ -189,7 +195,7 @@ void ain__rendered_put(ain__rendered_t *self, uint64_t user, const char *key, co
         slot->confirmed_ms = now;
         atomic_fetch_add(&self->bytes, len);
     }
-    pthread_mutex_unlock(&self->locks[i % S_LOCKS]);
+    pthread_mutex_unlock(lock);
 }
 
 size_t ain__rendered_bytes(const ain__rendered_t *self)
