@@ -89,6 +89,7 @@ struct _ain_edge_t {
     atomic_int_fast64_t limits_warned_ms; /* limits.c: last "not checked" warning */
     atomic_int_fast64_t limits_probe_ms;  /* limits.c: when to ask MMI again */
     atomic_bool limiter_present;          /* limits.c: the ratelimit service has workers */
+    atomic_bool limiter_known;            /* limits.c: the broker answered a probe once */
     ain__grants_t *grants;                /* limits.c: NULL when AINBOX_EDGE_API_GRANT_MAX=1 */
     ain__cors_t *cors;                    /* cors.c: allowed origins */
     struct _ain_jwt_t *jwt;               /* auth.c: access token verifier, or NULL */

@@ -252,17 +252,22 @@ static void s_unchecked(ain__http_t *http, const char *why)
         ain_warn(edge->log, "API limit not checked (requests pass): %s", why);
 }
 
-/* True if the ratelimit service has workers, as the broker said within
- * the last second. */
+/* True if the ratelimit service has workers, as the broker said within the last second. Until
+ * the broker has answered once, every request asks it itself: a request racing another thread's
+ * first probe would otherwise pass unchecked (uncharged: one admission too many). */
 static bool s_limiter_present(ain__http_t *http)
 {
     ain_edge_t *edge = http->edge;
     int64_t now = ain_clock_mono_ms();
     int64_t due = atomic_load(&edge->limits_probe_ms);
-    if (now >= due &&
-        atomic_compare_exchange_strong(&edge->limits_probe_ms, &due, now + S_PROBE_EVERY_MS)) {
+    bool known = atomic_load(&edge->limiter_known);
+    if (!known || (now >= due && atomic_compare_exchange_strong(&edge->limits_probe_ms, &due,
+                                                                now + S_PROBE_EVERY_MS))) {
         int code = ain_client_mmi_service(http->client, "ratelimit", edge->call_timeout_ms);
         atomic_store(&edge->limiter_present, code == 200);
+        atomic_store(&edge->limiter_known, true);
+        if (!known)
+            return code == 200;
     }
     return atomic_load(&edge->limiter_present);
 }
