@@ -231,7 +231,9 @@ json_t *ain__shape_envelope(ain__http_t *http, json_t *data)
     return json_pack("{s:o,s:n,s:n,s:n}", "data", out, "error", "meta", "requestId");
 }
 
-static json_t *s_gmail_list(json_t *data, bool origins)
+/* The list's threads, each as one(t), with the original's originFrom (the thread's first sender)
+ * and latestFrom when `origins`; NULL for data without a list. */
+static json_t *s_items(json_t *data, json_t *(*one)(json_t *t), bool origins)
 {
     json_t *threads = json_object_get(data, "threads"), *t;
     if (!json_is_array(threads))
@@ -240,17 +242,30 @@ static json_t *s_gmail_list(json_t *data, bool origins)
     size_t i;
     json_array_foreach(threads, i, t)
     {
-        json_t *item = json_pack(
-            "{s:s,s:s,s:s,s:s,s:s,s:o,s:s,s:o,s:b}", "threadId", s_str(t, "id"), "id",
-            s_str(t, "message"), "subject", s_str(t, "subject"), "from", s_str(t, "from"), "to",
-            s_str(t, "to"), "date", s_header_date(s_int(t, "date")), "snippet", s_str(t, "snippet"),
-            "labelIds", s_array(t, "labels"), "isUnread", s_int(t, "unread") > 0);
+        json_t *item = one(t);
         if (origins) {
             json_object_set_new(item, "originFrom", json_string(s_str(t, "from")));
             json_object_set_new(item, "latestFrom", json_string(s_str(t, "latest_from")));
         }
         json_array_append_new(list, item);
     }
+    return list;
+}
+
+static json_t *s_gmail_item(json_t *t)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:s,s:o,s:b}", "threadId", s_str(t, "id"), "id",
+                     s_str(t, "message"), "subject", s_str(t, "subject"), "from", s_str(t, "from"),
+                     "to", s_str(t, "to"), "date", s_header_date(s_int(t, "date")), "snippet",
+                     s_str(t, "snippet"), "labelIds", s_array(t, "labels"), "isUnread",
+                     s_int(t, "unread") > 0);
+}
+
+static json_t *s_gmail_list(json_t *data, bool origins)
+{
+    json_t *list = s_items(data, s_gmail_item, origins);
+    if (!list)
+        return NULL;
     json_t *out = json_pack("{s:o,s:o}", "nextPageToken", s_page_token(data), "threads", list);
     s_total(out, data);
     return out;
@@ -378,20 +393,16 @@ static json_t *s_outlook_item(json_t *t, bool from_thread)
                      s_true(t, "has_attachments"), "importance", "normal");
 }
 
+static json_t *s_outlook_list_item(json_t *t)
+{
+    return s_outlook_item(t, true);
+}
+
 json_t *ain__shape_outlook_messages(ain__http_t *http, json_t *data)
 {
-    json_t *threads = json_object_get(data, "threads"), *t;
-    if (!json_is_array(threads))
+    json_t *list = s_items(data, s_outlook_list_item, true);
+    if (!list)
         return NULL;
-    json_t *list = json_array();
-    size_t i;
-    json_array_foreach(threads, i, t)
-    {
-        json_t *item = s_outlook_item(t, true);
-        json_object_set_new(item, "originFrom", json_string(s_str(t, "from")));
-        json_object_set_new(item, "latestFrom", json_string(s_str(t, "latest_from")));
-        json_array_append_new(list, item);
-    }
     /* The folder's Graph name: the path's last segment, or ?folder= (checked by the request). */
     char folder[32] = "inbox";
     const char *slash = strrchr(http->info->local_uri, '/');
