@@ -65,15 +65,13 @@ static int s_dev(ain__http_t *http, const char *given)
         return s_refuse(http, "UNAUTHENTICATED", "missing or invalid token");
     if (!given[0] || !s_same_secret(given, token))
         return s_refuse(http, "UNAUTHENTICATED", "missing or invalid token");
-    char user[32], *end = NULL;
-    unsigned long long id = 0;
-    if (ain__http_query(http, "user", user, sizeof user) > 0)
-        id = strtoull(user, &end, 10);
-    if (id == 0 || !end || *end != '\0') {
+    char user[32];
+    long long id = ain__http_query(http, "user", user, sizeof user) > 0 ? ain__http_uint(user) : 0;
+    if (id <= 0) {
         ain__http_fail(http, AIN_STATUS_INVALID, "query parameter user must be a positive integer");
         return -1;
     }
-    http->user = id;
+    http->user = (uint64_t)id;
     return 0;
 }
 

@@ -19,7 +19,6 @@
  * 400 INVALID_PARAMETER naming it.
  */
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,17 +39,6 @@ static int s_invalid(ain__http_t *http, const char *name, const char *why)
     char message[160];
     snprintf(message, sizeof message, "%s: %s", name, why);
     return ain__http_error(http, 400, "INVALID_PARAMETER", message);
-}
-
-/* A decimal number without sign, spaces or leading junk, or -1. */
-static long long s_uint(const char *text)
-{
-    if (!isdigit((unsigned char)text[0]) || strlen(text) > 18)
-        return -1;
-    char *end;
-    errno = 0;
-    long long v = strtoll(text, &end, 10);
-    return errno || *end ? -1 : v;
 }
 
 /* One param into `fields`: 0, or the status of the refusal it answered (400, 501). */
@@ -78,7 +66,7 @@ static int s_param(ain__http_t *http, const ain__param_t *p, json_t *fields)
         return 0;
     }
     case AIN__P_UINT: {
-        long long v = n >= 0 ? s_uint(value) : p->dflt ? (long long)p->dflt : -2;
+        long long v = n >= 0 ? ain__http_uint(value) : p->dflt ? (long long)p->dflt : -2;
         if (v == -2)
             return 0;
         if (v < 0)

@@ -1,6 +1,8 @@
 /* http.c: writing responses. Every answer of the edge is JSON with an
  * explicit length, `Cache-Control: no-store` and, for errors, the body
  * {"error": {"code", "message"}}. */
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,19 +91,9 @@ static int s_send(ain__http_t *http, int status, json_t *body, const char *extra
     return rc;
 }
 
-static int s_send_json(ain__http_t *http, int status, json_t *body, const char *extra)
-{
-    return s_send(http, status, body, extra, NULL);
-}
-
 int ain__http_json(ain__http_t *http, int status, json_t *body)
 {
-    return s_send_json(http, status, body, NULL);
-}
-
-int ain__http_json_etag(ain__http_t *http, json_t *body, const char *etag)
-{
-    return s_send(http, 200, body, NULL, etag);
+    return s_send(http, status, body, NULL, NULL);
 }
 
 int ain__http_text_etag(ain__http_t *http, const char *text, size_t len, const char *etag)
@@ -116,7 +108,7 @@ int ain__http_not_modified(ain__http_t *http, const char *etag)
 
 int ain__http_json_extra(ain__http_t *http, int status, json_t *body, const char *extra)
 {
-    return s_send_json(http, status, body, extra);
+    return s_send(http, status, body, extra, NULL);
 }
 
 int ain__http_error_allow(ain__http_t *http, const char *allow)
@@ -141,7 +133,7 @@ int ain__http_error_extra(ain__http_t *http, int status, const char *code, const
                  http->info && http->info->request_method ? http->info->request_method : "-",
                  http->info && http->info->local_uri ? http->info->local_uri : "-", status, code,
                  message);
-    return s_send_json(http, status, body, extra);
+    return s_send(http, status, body, extra, NULL);
 }
 
 int ain__http_fail(ain__http_t *http, int status, const char *message)
@@ -197,6 +189,16 @@ int ain__http_query(ain__http_t *http, const char *name, char *buf, size_t size)
         return -1;
     int n = mg_get_var(qs, strlen(qs), name, buf, size);
     return n >= 0 ? n : -1;
+}
+
+long long ain__http_uint(const char *text)
+{
+    if (!isdigit((unsigned char)text[0]) || strlen(text) > 18)
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    return errno || *end ? -1 : v;
 }
 
 void ain__http_iso_time(int64_t ms, char *buf, size_t size)

@@ -235,10 +235,8 @@ int ain__http_error(ain__http_t *http, int status, const char *code, const char 
 /* As ain__http_error, with extra header lines ("Name: value\r\n"). */
 int ain__http_error_extra(ain__http_t *http, int status, const char *code, const char *message,
                           const char *extra);
-/* 200 with `body` (stolen) that caches may keep but must revalidate: ETag `etag` (quoted here),
- * Cache-Control: private, no-cache. */
-int ain__http_json_etag(ain__http_t *http, json_t *body, const char *etag);
-/* The same with the JSON text already made (borrowed). */
+/* 200 with the JSON `text` (borrowed) that caches may keep but must revalidate: ETag `etag`
+ * (quoted here), Cache-Control: private, no-cache. */
 int ain__http_text_etag(ain__http_t *http, const char *text, size_t len, const char *etag);
 /* 304 for a request whose If-None-Match named the current `etag`. */
 int ain__http_not_modified(ain__http_t *http, const char *etag);
@@ -261,6 +259,8 @@ json_t *ain__http_read_json(ain__http_t *http, size_t max, int *status);
 const char *ain__reply_message(const ain_reply_t *reply, char *buf, size_t size);
 /* Query parameter `name` into buf; returns its length, or -1 if absent. */
 int ain__http_query(ain__http_t *http, const char *name, char *buf, size_t size);
+/* A decimal number without sign, spaces or leading junk (at most 18 digits), or -1. */
+long long ain__http_uint(const char *text);
 void ain__http_count(ain_edge_t *edge, int status);
 /* `ms` (Unix epoch) as ISO 8601 UTC with milliseconds. */
 void ain__http_iso_time(int64_t ms, char *buf, size_t size);

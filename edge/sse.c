@@ -251,15 +251,14 @@ static int s_resume(ain__http_t *http, char *last, int id_len)
  * named the user (auth.c). */
 static int s_stream_user(ain__http_t *http)
 {
-    char given[32], *end = NULL;
+    char given[32];
     if (ain__http_query(http, "user", given, sizeof given) < 0)
         return 0;
-    unsigned long long id = strtoull(given, &end, 10);
-    if (id == 0 || !end || *end != '\0' || given[0] == '-' || given[0] == '+') {
+    long long id = ain__http_uint(given);
+    if (id <= 0)
         return ain__http_fail(http, AIN_STATUS_INVALID,
                               "query parameter user must be a positive integer");
-    }
-    if (id == http->user)
+    if ((uint64_t)id == http->user)
         return 0;
     if (!http->admin) {
         ain_metric_inc(http->edge->m.foreign_refused);
@@ -267,7 +266,7 @@ static int s_stream_user(ain__http_t *http)
                                "only an admin may open another user's stream");
     }
     ain_metric_inc(http->edge->m.foreign_streams);
-    http->user = id;
+    http->user = (uint64_t)id;
     return 0;
 }
 
