@@ -110,6 +110,26 @@ static void s_count_sent(s_state_t *st, int64_t ts, int64_t now_wall)
     st->sent++;
 }
 
+/* Sends st->body to the events service as a `type` request on behalf of `user` (0: this trusted
+ * service), with its deadline; its correlation id into *corr (may be NULL). 0, or -1 if it
+ * cannot go now. */
+static int s_call_events(s_state_t *st, uint16_t type, uint64_t user, uint64_t *corr)
+{
+    ain_envelope_t env = {type,
+                          0,
+                          user,
+                          ain_clock_wall_ms() + S_CALL_TIMEOUT,
+                          0,
+                          AIN_STATUS_OK,
+                          (const uint8_t *)st->body.data,
+                          st->body.size};
+    if (ain_client_send(st->client, "events", &env) < 0)
+        return -1;
+    if (corr)
+        *corr = env.corr;
+    return 0;
+}
+
 /* Sends event k alone (modes "bus" and "events1"); returns 0, or -1 if it
  * cannot go now (try again later). */
 static int s_send(s_state_t *st, uint64_t k, int64_t now_wall)
@@ -137,15 +157,7 @@ static int s_send(s_state_t *st, uint64_t k, int64_t now_wall)
     } else {
         msgpack_pack_map(&pk, 1);
         ain_mp_pack_kv_str(&pk, "data", data);
-        ain_envelope_t env = {AIN_MSG_EVENT_PUBLISH,
-                              0,
-                              user,
-                              ain_clock_wall_ms() + S_CALL_TIMEOUT,
-                              0,
-                              AIN_STATUS_OK,
-                              (const uint8_t *)st->body.data,
-                              st->body.size};
-        if (ain_client_send(st->client, "events", &env) < 0)
+        if (s_call_events(st, AIN_MSG_EVENT_PUBLISH, user, NULL) < 0)
             return -1;
         st->inflight++;
     }
@@ -170,17 +182,10 @@ static int s_send_batch(s_state_t *st, uint64_t k, uint64_t n, int64_t now_wall)
         ain_mp_pack_kv_u64(&pk, "user", st->first + i % st->users);
         ain_mp_pack_kv_str(&pk, "data", data);
     }
-    ain_envelope_t env = {AIN_MSG_EVENT_PUBLISH_BATCH,
-                          0,
-                          0,
-                          ain_clock_wall_ms() + S_CALL_TIMEOUT,
-                          0,
-                          AIN_STATUS_OK,
-                          (const uint8_t *)st->body.data,
-                          st->body.size};
-    if (ain_client_send(st->client, "events", &env) < 0)
+    uint64_t corr;
+    if (s_call_events(st, AIN_MSG_EVENT_PUBLISH_BATCH, 0, &corr) < 0)
         return -1;
-    st->batches[st->nbatches++] = (s_batch_t){env.corr, n};
+    st->batches[st->nbatches++] = (s_batch_t){corr, n};
     st->inflight += n;
     for (uint64_t i = k; i < k + n; i++)
         s_count_sent(st, st->start_wall_us + s_due_us(st, i), now_wall);
