@@ -119,10 +119,7 @@ trap cleanup EXIT
 bench_redis_start "$TMP" "$REDIS_PORT"
 bench_pg_start "$TMP" "$PG_PORT"
 
-export DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/ainbox
-export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
-export AINBOX_BROKER=tcp://127.0.0.1:$BROKER_PORT
-export AINBOX_BROKER_BIND=$AINBOX_BROKER
+bench_broker_env "$BROKER_PORT"
 export HTTP_PORT AINBOX_HTTP_ADDR=127.0.0.1 NODE_ENV=development
 export LOG_LEVEL=${LOG_LEVEL:-warn}
 export AINBOX_HEALTH_SERVICES=events,session,loadgen

@@ -31,9 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 bench_redis_start "$TMP" "$REDIS_PORT"
-export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
-export AINBOX_BROKER=tcp://127.0.0.1:$BROKER_PORT
-export AINBOX_BROKER_BIND=$AINBOX_BROKER
+bench_broker_env "$BROKER_PORT"
 export LOG_LEVEL=${LOG_LEVEL:-warn}
 export AINBOX_RATELIMITS=${AINBOX_RATELIMITS:-api.user=100000000/1h/50000000,gmail.user=100000000/1h/50000000,gmail.project=1000000000/1h/500000000}
 
