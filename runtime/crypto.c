@@ -186,6 +186,15 @@ void ain_crypto_wipe(void *p, size_t len)
         OPENSSL_cleanse(p, len);
 }
 
+void ain_crypto_free_secret(char **text_p)
+{
+    if (!*text_p)
+        return;
+    ain_crypto_wipe(*text_p, strlen(*text_p));
+    free(*text_p);
+    *text_p = NULL;
+}
+
 /* ------------------------------------------------------- opaque tokens */
 
 int ain_crypto_token_new(char out[AIN_CRYPTO_TOKEN_LEN + 1])

@@ -75,6 +75,10 @@ bool ain_crypto_equal(const void *a, const void *b, size_t len);
 /* Overwrites `len` bytes with zeros in a way the compiler may not remove. */
 void ain_crypto_wipe(void *p, size_t len);
 
+/* Wipes the NUL-terminated secret *text_p (a code, a token) and frees it; nulls *text_p. Safe
+ * on NULL and twice. */
+void ain_crypto_free_secret(char **text_p);
+
 /* ------------------------------------------------------- opaque tokens */
 
 /* An opaque token: 32 random bytes as 43 base64url characters. Refresh tokens (runtime/jwt.h

@@ -52,23 +52,14 @@ ain__job_t *ain__job_new(ain__job_kind_t kind)
     return job;
 }
 
-static void s_wipe_free(char **p)
-{
-    if (*p) {
-        ain_crypto_wipe(*p, strlen(*p));
-        free(*p);
-        *p = NULL;
-    }
-}
-
 void ain__job_destroy(ain__job_t **job_p)
 {
     ain__job_t *job = *job_p;
     if (!job)
         return;
-    s_wipe_free(&job->code);
-    s_wipe_free(&job->verifier);
-    s_wipe_free(&job->refresh);
+    ain_crypto_free_secret(&job->code);
+    ain_crypto_free_secret(&job->verifier);
+    ain_crypto_free_secret(&job->refresh);
     free(job->redirect_uri);
     free(job->user_agent);
     free(job->ip);

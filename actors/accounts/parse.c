@@ -98,19 +98,10 @@ ain_accounts_outcome_t ain_accounts_tokens_parse(long http, const char *body, si
     return rc;
 }
 
-static void s_wipe_free(char **p)
-{
-    if (*p) {
-        ain_crypto_wipe(*p, strlen(*p));
-        free(*p);
-        *p = NULL;
-    }
-}
-
 void ain_accounts_tokens_clear(ain_accounts_tokens_t *t)
 {
-    s_wipe_free(&t->access_token);
-    s_wipe_free(&t->refresh_token);
+    ain_crypto_free_secret(&t->access_token);
+    ain_crypto_free_secret(&t->refresh_token);
     free(t->scope);
     t->scope = NULL;
     t->expires_in = 0;
