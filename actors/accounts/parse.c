@@ -51,9 +51,7 @@ static ain_accounts_outcome_t s_refusal(long http, json_t *root, char *why, size
     for (char *p = why; *p; p++) /* one log line, printable */
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             *p = ' ';
-    if (http >= 500 || http == 429)
-        return AIN_ACCOUNTS_P_UNAVAILABLE;
-    if (!error)
+    if (!error || s_status_outcome(http) == AIN_ACCOUNTS_P_UNAVAILABLE)
         return s_status_outcome(http);
     if (strcmp(error, "invalid_grant") == 0)
         return AIN_ACCOUNTS_P_INVALID_GRANT;
@@ -225,6 +223,9 @@ static int s_test_tokens(void)
             AIN_ACCOUNTS_P_UNAVAILABLE);
     S_CHECK(s_tok(502, "<html>bad gateway</html>", &t, why) == AIN_ACCOUNTS_P_UNAVAILABLE);
     S_CHECK(s_tok(429, NULL, &t, why) == AIN_ACCOUNTS_P_UNAVAILABLE);
+    /* A 408 is a provider that timed out, with or without an error body. */
+    S_CHECK(s_tok(408, NULL, &t, why) == AIN_ACCOUNTS_P_UNAVAILABLE);
+    S_CHECK(s_tok(408, "{\"error\":\"request_timeout\"}", &t, why) == AIN_ACCOUNTS_P_UNAVAILABLE);
     S_CHECK(s_tok(200, "<html>", &t, why) == AIN_ACCOUNTS_P_BAD_ANSWER);
     S_CHECK(s_tok(200, "{\"access_token\":\"a\"}", &t, why) == AIN_ACCOUNTS_P_BAD_ANSWER);
     S_CHECK(s_tok(200, "{\"access_token\":\"a b\",\"token_type\":\"Bearer\"}", &t, why) ==
