@@ -255,7 +255,8 @@ static void s_exchange_done(ain__job_t *job)
         s_provider_failed(job);
         return;
     }
-    if (job->session_failed) { /* relay the session actor's refusal as it gave it */
+    /* The provider said yes, SESSION_OPEN did not: relay its refusal as it gave it. */
+    if (job->session_status != AIN_STATUS_OK) {
         ain_body_t body;
         char code[64] = "SESSION_FAILED", message[256];
         snprintf(message, sizeof message, "%s", job->why);
