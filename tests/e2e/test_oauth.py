@@ -17,12 +17,11 @@ import hashlib
 import http.client
 import json
 import os
-import time
 import unittest
 import urllib.parse
 
 import ainbox_proto as proto
-from ainbox_harness import AinboxTestCase, Proc, free_ports
+from ainbox_harness import AinboxTestCase, Proc, free_ports, wait_until
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FAKE = os.path.join(ROOT, "tools", "fakes", "fake_providers.py")
@@ -101,16 +100,9 @@ class OAuthCase(AinboxTestCase):
     # ------------------------------------------------------------- helpers
 
     def wait_fake(self):
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.fport, timeout=1)
-                conn.request("GET", "/_fake/health")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.fail("the fake providers did not start")
+        # fake_providers.py prints "ready <port>" once it listens.
+        wait_until(lambda: f"ready {self.fport}" in self.fake_proc.log(), 10,
+                   "the fake providers")
 
     def fake(self, method, path, body=None):
         status, _, _, data = get(self.fport, path, method=method, body=body)
