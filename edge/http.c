@@ -169,6 +169,19 @@ json_t *ain__http_call_json(ain__http_t *http, const char *service, uint16_t typ
     return out;
 }
 
+ain_status_t ain__http_call_reply(ain__http_t *http, const char *service, uint16_t type,
+                                  uint64_t user, const void *body, size_t len, int timeout_ms,
+                                  json_t **reply)
+{
+    ain_reply_t r;
+    ain_status_t st = ain_client_call(http->client, service, type, user, body, len, timeout_ms, &r);
+    *reply = r.env.body_len ? ain_mpjson_from_body(r.env.body, r.env.body_len) : NULL;
+    ain_reply_close(&r);
+    if (st == AIN_STATUS_OK && !json_is_object(*reply))
+        st = AIN_STATUS_ERROR;
+    return st;
+}
+
 const char *ain__reply_message(const ain_reply_t *reply, char *buf, size_t size)
 {
     ain_body_t body;

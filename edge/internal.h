@@ -30,6 +30,7 @@
 
 #include <civetweb.h>
 #include <jansson.h>
+#include <msgpack.h>
 
 #include "edge/edge.h"
 #include "runtime/client.h"
@@ -251,6 +252,12 @@ int ain__http_fail(ain__http_t *http, int status, const char *message);
  * status sent then. */
 json_t *ain__http_call_json(ain__http_t *http, const char *service, uint16_t type, uint64_t user,
                             const void *body, size_t len, int *status);
+/* Calls `service` waiting up to `timeout_ms` and returns its status, with its answer body as JSON
+ * in *reply (caller owns; NULL if it sent none). A 2xx whose body is not a map is ERROR. Answers
+ * nothing: for routes that shape the refusal themselves. `body` is borrowed. */
+ain_status_t ain__http_call_reply(ain__http_t *http, const char *service, uint16_t type,
+                                  uint64_t user, const void *body, size_t len, int timeout_ms,
+                                  json_t **reply);
 /* The request body as a JSON object (caller owns), parsed strictly (duplicate members refused)
  * from at most `max` bytes; or NULL having answered 413 or 400 INVALID_JSON naming the problem.
  * *status is the HTTP status sent then. Blocks reading the body (civetweb's request timeout). */
@@ -281,6 +288,9 @@ int ain__terms_accept(ain__http_t *http);
  * says (caller frees); an empty value with max_age 0 clears the cookie. */
 char *ain__session_cookie(ain__http_t *http, const char *name, const char *value,
                           long long max_age);
+/* session.c: packs two map members, the browser's user_agent (bounded, control characters as
+ * '?') and ip, as SESSION_OPEN and ACCOUNT_OAUTH_COMPLETE take them. */
+void ain__session_pack_client(ain__http_t *http, msgpack_packer *pk);
 /* session.c: both session cookies from a SESSION_OPEN-shaped answer (caller frees); NULL if the
  * answer lacks them. */
 char *ain__session_set_cookies(ain__http_t *http, json_t *reply);

@@ -33,7 +33,6 @@
 #include "proto/status.h"
 #include "runtime/alloc.h"
 #include "runtime/crypto.h"
-#include "runtime/mpjson.h"
 #include "runtime/oauth.h"
 #include "runtime/provider.h"
 
@@ -41,7 +40,6 @@
 #define S_URL_MAX     4096
 #define S_CODE_MAX    4096
 #define S_HINT_MAX    254
-#define S_UA_MAX      256
 
 struct ain__oauth {
     bool has_key; /* AINBOX_TOKEN_KEY is set: states can be made */
@@ -205,12 +203,6 @@ static int s_http_status(ain_status_t st, const char *code)
 static ain_status_t s_complete(ain__http_t *http, const ain_provider_t *p, const char *code,
                                const char *verifier, json_t **reply)
 {
-    char ua[S_UA_MAX];
-    const char *given = mg_get_header(http->conn, "User-Agent");
-    snprintf(ua, sizeof ua, "%s", given ? given : "");
-    for (char *c = ua; *c; c++)
-        if ((unsigned char)*c < 0x20 || *c == 0x7f)
-            *c = '?';
     msgpack_sbuffer buf;
     msgpack_packer pk;
     msgpack_sbuffer_init(&buf);
@@ -220,17 +212,12 @@ static ain_status_t s_complete(ain__http_t *http, const ain_provider_t *p, const
     ain_mp_pack_kv_str(&pk, "code", code);
     ain_mp_pack_kv_str(&pk, "code_verifier", verifier);
     ain_mp_pack_kv_str(&pk, "redirect_uri", p->redirect_uri);
-    ain_mp_pack_kv_str(&pk, "user_agent", ua);
-    ain_mp_pack_kv_str(&pk, "ip", http->info->remote_addr);
-    ain_reply_t r;
-    ain_status_t st = ain_client_call(http->client, "accounts", AIN_MSG_ACCOUNT_OAUTH_COMPLETE, 0,
-                                      buf.data, buf.size, http->edge->oauth->call_timeout_ms, &r);
+    ain__session_pack_client(http, &pk);
+    ain_status_t st =
+        ain__http_call_reply(http, "accounts", AIN_MSG_ACCOUNT_OAUTH_COMPLETE, 0, buf.data,
+                             buf.size, http->edge->oauth->call_timeout_ms, reply);
     ain_crypto_wipe(buf.data, buf.size);
     msgpack_sbuffer_destroy(&buf);
-    *reply = r.env.body_len ? ain_mpjson_from_body(r.env.body, r.env.body_len) : NULL;
-    ain_reply_close(&r);
-    if (st == AIN_STATUS_OK && !json_is_object(*reply))
-        st = AIN_STATUS_ERROR;
     return st;
 }
 

@@ -24,7 +24,6 @@
 #include "proto/status.h"
 #include "runtime/alloc.h"
 #include "runtime/jwt.h"
-#include "runtime/mpjson.h"
 
 #define S_BODY_MAX 4096
 #define S_UA_MAX   256
@@ -138,7 +137,7 @@ static void s_body_init(s_body_t *b, uint32_t members)
 }
 
 /* The client's user agent (control characters replaced, bounded) and address. */
-static void s_pack_client(ain__http_t *http, s_body_t *b)
+void ain__session_pack_client(ain__http_t *http, msgpack_packer *pk)
 {
     char ua[S_UA_MAX];
     const char *given = mg_get_header(http->conn, "User-Agent");
@@ -146,8 +145,8 @@ static void s_pack_client(ain__http_t *http, s_body_t *b)
     for (char *p = ua; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             *p = '?';
-    ain_mp_pack_kv_str(&b->pk, "user_agent", ua);
-    ain_mp_pack_kv_str(&b->pk, "ip", http->info->remote_addr);
+    ain_mp_pack_kv_str(pk, "user_agent", ua);
+    ain_mp_pack_kv_str(pk, "ip", http->info->remote_addr);
 }
 
 /* Asks the session service; returns its status, with its answer body as JSON in *reply
@@ -155,14 +154,9 @@ static void s_pack_client(ain__http_t *http, s_body_t *b)
 static ain_status_t s_call(ain__http_t *http, uint16_t type, uint64_t user, s_body_t *b,
                            json_t **reply)
 {
-    ain_reply_t r;
-    ain_status_t st = ain_client_call(http->client, "session", type, user, b->buf.data, b->buf.size,
-                                      http->edge->call_timeout_ms, &r);
+    ain_status_t st = ain__http_call_reply(http, "session", type, user, b->buf.data, b->buf.size,
+                                           http->edge->call_timeout_ms, reply);
     msgpack_sbuffer_destroy(&b->buf);
-    *reply = r.env.body_len ? ain_mpjson_from_body(r.env.body, r.env.body_len) : NULL;
-    ain_reply_close(&r);
-    if (st == AIN_STATUS_OK && !json_is_object(*reply))
-        st = AIN_STATUS_ERROR;
     return st;
 }
 
@@ -238,7 +232,7 @@ int ain__session_refresh(ain__http_t *http)
     s_body_t b;
     s_body_init(&b, 3);
     ain_mp_pack_kv_str(&b.pk, "refresh", token);
-    s_pack_client(http, &b);
+    ain__session_pack_client(http, &b.pk);
     json_t *r;
     ain_status_t st = s_call(http, AIN_MSG_SESSION_REFRESH, 0, &b, &r);
     char *cookies = st == AIN_STATUS_OK ? ain__session_set_cookies(http, r) : NULL;
@@ -317,7 +311,7 @@ int ain__session_dev_open(ain__http_t *http)
     const char *key;
     json_t *value;
     json_object_foreach(in, key, value) ain_mp_pack_kv_str(&b.pk, key, json_string_value(value));
-    s_pack_client(http, &b);
+    ain__session_pack_client(http, &b.pk);
     json_decref(in);
     json_t *r;
     ain_status_t st = s_call(http, AIN_MSG_SESSION_OPEN, 0, &b, &r);

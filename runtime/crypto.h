@@ -55,6 +55,18 @@ int ain_crypto_b64url_encode(const void *data, size_t len, char *out, size_t siz
  * (checked before anything is written). */
 int ain_crypto_b64url_decode(const char *text, size_t len, void *out, size_t size, size_t *out_len);
 
+/* --------------------------------------------------------------------- hex */
+
+/* Writes `len` bytes as 2 * len lowercase hexadecimal digits and a NUL into `out` (`size` bytes),
+ * the text PostgreSQL's decode(..., 'hex') reads (bytea passed as a text parameter). Returns 0,
+ * or -1 if `out` is smaller than 2 * len + 1. */
+int ain_crypto_hex_encode(const void *data, size_t len, char *out, size_t size);
+
+/* Decodes `len` hexadecimal digits (either case) of `text` into `out` (`size` bytes); the byte
+ * count goes to *out_len. Returns 0, or -1 for an odd length, a character that is not a digit,
+ * or a result that would not fit (checked before anything is written). */
+int ain_crypto_hex_decode(const char *text, size_t len, void *out, size_t size, size_t *out_len);
+
 /* ------------------------------------------------------- hashes and MACs */
 
 /* SHA-256 of `len` bytes into `out`. Returns 0 or -1 (libcrypto failed). */
@@ -74,6 +86,10 @@ bool ain_crypto_equal(const void *a, const void *b, size_t len);
 
 /* Overwrites `len` bytes with zeros in a way the compiler may not remove. */
 void ain_crypto_wipe(void *p, size_t len);
+
+/* Wipes the NUL-terminated secret *text_p (a code, a token) and frees it; nulls *text_p. Safe
+ * on NULL and twice. */
+void ain_crypto_free_secret(char **text_p);
 
 /* ------------------------------------------------------- opaque tokens */
 

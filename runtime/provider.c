@@ -67,8 +67,11 @@ int ain_provider_load(const ain_config_t *cfg, ain_oauth_provider_t id, ain_prov
         return -1;
     }
     const char *graph = ain_config_str(cfg, AIN_CFG_AINBOX_MS_GRAPH_URL);
+    size_t glen = strlen(graph);
+    while (glen > 0 && graph[glen - 1] == '/') /* "https://graph.microsoft.com/" is a base too */
+        glen--;
     char me[AIN_PROVIDER_URL_MAX];
-    int n = snprintf(me, sizeof me, "%s/v1.0/me", graph);
+    int n = snprintf(me, sizeof me, "%.*s/v1.0/me", (int)glen, graph);
     if (n < 0 || (size_t)n >= sizeof me) {
         *why = "AINBOX_MS_GRAPH_URL is too long";
         return -1;
@@ -182,7 +185,7 @@ static int s_test_load(void)
     S_CHECK(m.client_id == NULL && m.scope_on_token);
     S_CHECK(strcmp(m.auth_url, "https://login.microsoftonline.com/common/oauth2/v2.0/authorize") ==
             0);
-    S_CHECK(strcmp(m.identity_url, "http://127.0.0.1:9//v1.0/me") == 0);
+    S_CHECK(strcmp(m.identity_url, "http://127.0.0.1:9/v1.0/me") == 0);
     S_CHECK(strcmp(m.redirect_uri, "http://localhost:3100/auth/outlook/callback") == 0);
     ain_config_destroy(&cfg);
     char *const bad[] = {"AINBOX_GOOGLE_TOKEN_URL=ftp://x/token", NULL};

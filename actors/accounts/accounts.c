@@ -171,13 +171,8 @@ static void s_store_token(ain__job_t *job, ain_pg_fn *fn)
         s_job_refuse(job, AIN_STATUS_ERROR, "TOKEN_SEAL_FAILED", "cannot seal the token");
         return;
     }
-    static const char digits[] = "0123456789abcdef";
     char *hex = ain_malloc(2 * len + 1);
-    for (size_t i = 0; i < len; i++) {
-        hex[2 * i] = digits[sealed[i] >> 4];
-        hex[2 * i + 1] = digits[sealed[i] & 15];
-    }
-    hex[2 * len] = '\0';
+    ain_crypto_hex_encode(sealed, len, hex, 2 * len + 1);
     free(sealed);
     char aid[24], uid[24], kid[8];
     s_u64(job->account, aid, sizeof aid);
@@ -260,7 +255,8 @@ static void s_exchange_done(ain__job_t *job)
         s_provider_failed(job);
         return;
     }
-    if (job->session_failed) { /* relay the session actor's refusal as it gave it */
+    /* The provider said yes, SESSION_OPEN did not: relay its refusal as it gave it. */
+    if (job->session_status != AIN_STATUS_OK) {
         ain_body_t body;
         char code[64] = "SESSION_FAILED", message[256];
         snprintf(message, sizeof message, "%s", job->why);
@@ -419,21 +415,20 @@ static void s_refresh_done(ain__job_t *job)
 static int s_open_token(ain__job_t *job, const PGresult *r)
 {
     s_state_t *st = job->state;
-    const char *hex = PQgetvalue(r, 0, 2);
-    size_t hlen = (size_t)PQgetlength(r, 0, 2);
-    size_t len = hlen / 2;
-    uint8_t *sealed = ain_malloc(len + 1);
-    char *plain = ain_malloc(len + 1);
-    for (size_t i = 0; i < len; i++)
-        sscanf(hex + 2 * i, "%2hhx", &sealed[i]);
+    size_t hlen = (size_t)PQgetlength(r, 0, 2), len = 0;
+    uint8_t *sealed = ain_malloc(hlen / 2 + 1);
+    char *plain = ain_malloc(hlen / 2 + 1);
     char aad[S_AAD_MAX];
     size_t out_len = 0;
     const char *why = "bad binding";
     int aad_len =
         ain_crypto_account_aad(aad, sizeof aad, job->user, job->provider->account, job->account);
-    int rc = aad_len < 0 ? -1
-                         : ain_crypto_open(st->keys, sealed, len, aad, (size_t)aad_len,
-                                           (uint8_t *)plain, len, &out_len, &why);
+    int rc = -1;
+    if (ain_crypto_hex_decode(PQgetvalue(r, 0, 2), hlen, sealed, hlen / 2, &len) < 0)
+        why = "not hexadecimal";
+    else if (aad_len >= 0)
+        rc = ain_crypto_open(st->keys, sealed, len, aad, (size_t)aad_len, (uint8_t *)plain, len,
+                             &out_len, &why);
     free(sealed);
     if (rc == 0) {
         plain[out_len] = '\0';

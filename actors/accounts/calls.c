@@ -52,23 +52,14 @@ ain__job_t *ain__job_new(ain__job_kind_t kind)
     return job;
 }
 
-static void s_wipe_free(char **p)
-{
-    if (*p) {
-        ain_crypto_wipe(*p, strlen(*p));
-        free(*p);
-        *p = NULL;
-    }
-}
-
 void ain__job_destroy(ain__job_t **job_p)
 {
     ain__job_t *job = *job_p;
     if (!job)
         return;
-    s_wipe_free(&job->code);
-    s_wipe_free(&job->verifier);
-    s_wipe_free(&job->refresh);
+    ain_crypto_free_secret(&job->code);
+    ain_crypto_free_secret(&job->verifier);
+    ain_crypto_free_secret(&job->refresh);
     free(job->redirect_uri);
     free(job->user_agent);
     free(job->ip);
@@ -222,10 +213,13 @@ static void s_session_open(ain__pool_t *pool, ain_client_t **client, ain__job_t 
         *client = ain_client_new(ain_proc_zmq(pool->proc), ain_proc_broker(pool->proc),
                                  ain_proc_config(pool->proc));
     int64_t left = job->deadline_ms - ain_clock_wall_ms();
-    job->session_failed = true;
-    job->session_status = AIN_STATUS_TIMEOUT;
-    if (!*client || left < S_MIN_BUDGET_MS) {
-        job->session_status = *client ? AIN_STATUS_TIMEOUT : AIN_STATUS_ERROR;
+    if (!*client) {
+        job->session_status = AIN_STATUS_ERROR;
+        snprintf(job->why, sizeof job->why, "no broker client to open a session with");
+        return;
+    }
+    if (left < S_MIN_BUDGET_MS) {
+        job->session_status = AIN_STATUS_TIMEOUT;
         snprintf(job->why, sizeof job->why, "no time left to open a session");
         return;
     }
@@ -250,13 +244,12 @@ static void s_session_open(ain__pool_t *pool, ain_client_t **client, ain__job_t 
                                       buf.size, (int)left, &reply);
     msgpack_sbuffer_destroy(&buf);
     job->session_status = st;
-    job->session_failed = st != AIN_STATUS_OK;
     if (reply.env.body_len) {
         job->session = ain_malloc(reply.env.body_len);
         memcpy(job->session, reply.env.body, reply.env.body_len);
         job->session_len = reply.env.body_len;
     }
-    if (job->session_failed)
+    if (st != AIN_STATUS_OK)
         snprintf(job->why, sizeof job->why, "the session service answered %s", ain_status_name(st));
     ain_reply_close(&reply);
 }

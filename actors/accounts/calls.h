@@ -33,8 +33,7 @@ typedef struct ain__job {
     char *code, *verifier, *redirect_uri, *refresh, *user_agent, *ip;
     /* Out: outcome OK, or where it stopped and why (`why` never holds a token). */
     ain_accounts_outcome_t outcome;
-    bool session_failed;         /* EXCHANGE: the provider said yes, SESSION_OPEN did not */
-    ain_status_t session_status; /* ... with this status */
+    ain_status_t session_status; /* EXCHANGE with outcome OK: SESSION_OPEN's status */
     char why[256];
     ain_accounts_tokens_t tokens;
     ain_accounts_identity_t identity;

@@ -51,9 +51,7 @@ static ain_accounts_outcome_t s_refusal(long http, json_t *root, char *why, size
     for (char *p = why; *p; p++) /* one log line, printable */
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             *p = ' ';
-    if (http >= 500 || http == 429)
-        return AIN_ACCOUNTS_P_UNAVAILABLE;
-    if (!error)
+    if (!error || s_status_outcome(http) == AIN_ACCOUNTS_P_UNAVAILABLE)
         return s_status_outcome(http);
     if (strcmp(error, "invalid_grant") == 0)
         return AIN_ACCOUNTS_P_INVALID_GRANT;
@@ -98,19 +96,10 @@ ain_accounts_outcome_t ain_accounts_tokens_parse(long http, const char *body, si
     return rc;
 }
 
-static void s_wipe_free(char **p)
-{
-    if (*p) {
-        ain_crypto_wipe(*p, strlen(*p));
-        free(*p);
-        *p = NULL;
-    }
-}
-
 void ain_accounts_tokens_clear(ain_accounts_tokens_t *t)
 {
-    s_wipe_free(&t->access_token);
-    s_wipe_free(&t->refresh_token);
+    ain_crypto_free_secret(&t->access_token);
+    ain_crypto_free_secret(&t->refresh_token);
     free(t->scope);
     t->scope = NULL;
     t->expires_in = 0;
@@ -234,6 +223,9 @@ static int s_test_tokens(void)
             AIN_ACCOUNTS_P_UNAVAILABLE);
     S_CHECK(s_tok(502, "<html>bad gateway</html>", &t, why) == AIN_ACCOUNTS_P_UNAVAILABLE);
     S_CHECK(s_tok(429, NULL, &t, why) == AIN_ACCOUNTS_P_UNAVAILABLE);
+    /* A 408 is a provider that timed out, with or without an error body. */
+    S_CHECK(s_tok(408, NULL, &t, why) == AIN_ACCOUNTS_P_UNAVAILABLE);
+    S_CHECK(s_tok(408, "{\"error\":\"request_timeout\"}", &t, why) == AIN_ACCOUNTS_P_UNAVAILABLE);
     S_CHECK(s_tok(200, "<html>", &t, why) == AIN_ACCOUNTS_P_BAD_ANSWER);
     S_CHECK(s_tok(200, "{\"access_token\":\"a\"}", &t, why) == AIN_ACCOUNTS_P_BAD_ANSWER);
     S_CHECK(s_tok(200, "{\"access_token\":\"a b\",\"token_type\":\"Bearer\"}", &t, why) ==

@@ -12,7 +12,7 @@ unsupported_grant_type 400.
 """
 
 from ainfake.common import Answer, json_answer, redirect, injected
-from ainfake.oauth import AuthServer, Identity, OAuthError
+from ainfake.oauth import AuthServer, OAuthError
 
 NAME = "google"
 
@@ -111,20 +111,15 @@ class Google:
             if not form.get("code"):
                 raise OAuthError(400, "invalid_request", "Missing required parameter: code")
             entry = self.auth.redeem_code(form, Errors)
-            access, refresh = self.auth.issue(form["client_id"], entry["identity"],
-                                              entry["scope"], refresh_token=entry["offline"])
-            body = {"access_token": access, "expires_in": self.auth.access_ttl_s,
-                    "scope": entry["scope"], "token_type": "Bearer"}
-            if refresh:
-                body["refresh_token"] = refresh
-            return json_answer(200, body)
+            return json_answer(200, self.auth.token_answer(
+                form["client_id"], entry["identity"], entry["scope"],
+                refresh_token=entry["offline"]))
         if not form.get("refresh_token"):
             raise OAuthError(400, "invalid_request", "Missing required parameter: refresh_token")
         grant = self.auth.use_refresh(form["client_id"], form["refresh_token"], Errors)
-        access, _ = self.auth.issue(grant.client_id, grant.identity, grant.scope,
-                                    refresh_token=False)
-        return json_answer(200, {"access_token": access, "expires_in": self.auth.access_ttl_s,
-                                 "scope": grant.scope, "token_type": "Bearer"})
+        # Google's refresh tokens do not rotate: the answer carries none.
+        return json_answer(200, self.auth.token_answer(grant.client_id, grant.identity,
+                                                       grant.scope, refresh_token=False))
 
     def userinfo(self, req):
         failure = self.auth.take_failure("userinfo")
@@ -143,7 +138,3 @@ class Google:
         if who.picture:
             body["picture"] = who.picture
         return json_answer(200, body)
-
-
-def identity(email, name=None, picture=None):
-    return Identity(email, name, picture)

@@ -151,25 +151,19 @@ class Microsoft:
                 raise _aad(400, "invalid_request", 900144, "The request body must contain the "
                            "following parameter: 'code'.")
             entry = self.auth.redeem_code(form, Errors)
-            access, refresh = self.auth.issue(form["client_id"], entry["identity"],
-                                              entry["scope"], refresh_token=entry["offline"])
-            body = {"token_type": "Bearer", "scope": entry["scope"], "expires_in":
-                    self.auth.access_ttl_s, "ext_expires_in": self.auth.access_ttl_s,
-                    "access_token": access}
-            if refresh:
-                body["refresh_token"] = refresh
-            return json_answer(200, body)
+            return json_answer(200, self.auth.token_answer(
+                form["client_id"], entry["identity"], entry["scope"],
+                refresh_token=entry["offline"], ext_expires_in=self.auth.access_ttl_s))
         if not form.get("refresh_token"):
             raise _aad(400, "invalid_request", 900144, "The request body must contain the "
                        "following parameter: 'refresh_token'.")
         grant = self.auth.use_refresh(form["client_id"], form["refresh_token"], Errors)
         if self.revoke_rotated:
             grant.revoked = True
-        access, refresh = self.auth.issue(grant.client_id, grant.identity, scope or grant.scope)
-        return json_answer(200, {"token_type": "Bearer", "scope": scope or grant.scope,
-                                 "expires_in": self.auth.access_ttl_s,
-                                 "ext_expires_in": self.auth.access_ttl_s,
-                                 "access_token": access, "refresh_token": refresh})
+        # Microsoft rotates: every refresh answers a new refresh token.
+        return json_answer(200, self.auth.token_answer(grant.client_id, grant.identity,
+                                                       scope or grant.scope,
+                                                       ext_expires_in=self.auth.access_ttl_s))
 
     def me(self, req):
         failure = self.auth.take_failure("userinfo")

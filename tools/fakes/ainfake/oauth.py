@@ -194,6 +194,16 @@ class AuthServer:
             self.access[access] = (grant, time.time() + self.access_ttl_s)
         return access, refresh
 
+    def token_answer(self, client_id, identity, scope, refresh_token=True, **extra):
+        """A token endpoint's success body (RFC 6749 §5.1) for new tokens: `extra` members are
+        the provider's own (Microsoft's ext_expires_in); refresh_token only when one is issued."""
+        access, refresh = self.issue(client_id, identity, scope, refresh_token)
+        body = {"token_type": "Bearer", "scope": scope, "expires_in": self.access_ttl_s,
+                **extra, "access_token": access}
+        if refresh:
+            body["refresh_token"] = refresh
+        return body
+
     def use_refresh(self, client_id, token, errors):
         with self.lock:
             grant = self.refresh.get(token)
