@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "broker/internal.h"
+#include "runtime/crypto.h"
 #include "runtime/alloc.h"
 
 void ain__services_init(ain__services_t *s, uint32_t max_services, uint32_t queue_max)
@@ -125,23 +126,12 @@ void ain__queue_filter(ain__service_t *svc, bool (*keep)(uint32_t index, void *a
 
 /* ------------------------------------------------------------ workers */
 
-static void s_hex(const void *id, size_t len, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    const uint8_t *p = id;
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[p[i] >> 4];
-        out[2 * i + 1] = digits[p[i] & 15];
-    }
-    out[2 * len] = '\0';
-}
-
 ain__worker_t *ain__workers_find(ain__services_t *s, const void *id, size_t len)
 {
     char key[2 * 255 + 1];
     if (len == 0 || len > 255)
         return NULL;
-    s_hex(id, len, key);
+    ain_crypto_hex_encode(id, len, key, sizeof key);
     return zhashx_lookup(s->workers, key);
 }
 
@@ -151,7 +141,7 @@ ain__worker_t *ain__workers_add(ain__services_t *s, ain__service_t *svc, const v
     if (len == 0 || len > 255 || ain__workers_find(s, id, len))
         return NULL;
     ain__worker_t *w = AIN_NEW(ain__worker_t);
-    s_hex(id, len, w->key);
+    ain_crypto_hex_encode(id, len, w->key, sizeof w->key);
     memcpy(w->id, id, len);
     w->id_len = (uint8_t)len;
     w->service = svc;

@@ -23,6 +23,7 @@
 
 #include "runtime/alloc.h"
 #include "runtime/clock.h"
+#include "runtime/crypto.h"
 
 #define S_CHECK_MS       100
 #define S_BACKOFF_MIN_MS 100
@@ -246,9 +247,7 @@ int ain_redis_script_init(ain_redis_script_t *script, const char *text)
     script->sha[0] = '\0';
     if (EVP_Digest(text, strlen(text), md, &len, EVP_sha1(), NULL) != 1 || len != 20)
         return -1;
-    for (unsigned int i = 0; i < len; i++)
-        snprintf(script->sha + 2 * i, 3, "%02x", md[i]);
-    return 0;
+    return ain_crypto_hex_encode(md, len, script->sha, sizeof script->sha);
 }
 
 static void s_on_script_loaded(ain_redis_t *self, redisReply *r, void *arg)

@@ -71,24 +71,13 @@ static void s_refuse(s_state_t *st, ain_request_t *req, ain_status_t status, con
     ain_metric_inc(status == AIN_STATUS_INVALID ? st->m.invalid : st->m.refused);
 }
 
-static void s_hex(const uint8_t *bytes, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[bytes[i] >> 4];
-        out[2 * i + 1] = digits[bytes[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 /* Hex SHA-256 of `jti` into out; 0 or -1. */
 static int s_hash(const char *jti, char out[S_HEX_LEN + 1])
 {
     uint8_t h[AIN_CRYPTO_SHA256_LEN];
     if (ain_crypto_token_hash(jti, strlen(jti), h) < 0)
         return -1;
-    s_hex(h, sizeof h, out);
-    return 0;
+    return ain_crypto_hex_encode(h, sizeof h, out, S_HEX_LEN + 1);
 }
 
 /* A fresh jti and its hash for call `c`; 0 or -1. */
