@@ -441,16 +441,10 @@ void ain__html_free(struct GumboInternalOutput *o, char *copy)
     free(copy);
 }
 
-int ain_html_sanitize(const char *html, size_t len, unsigned flags, ain_html_result_t *out)
+/* The document of a parsed tree into *out; the text, when wanted, from the same tree. */
+static void s_sanitize_tree(const GumboOutput *o, const char *html, size_t len, unsigned flags,
+                            ain_html_result_t *out)
 {
-    if (!out || (!html && len))
-        return -1;
-    if (len > AIN_HTML_MAX_INPUT) {
-        s_escaped_doc(html, len, out);
-        return 0;
-    }
-    char *copy;
-    GumboOutput *o = ain__html_parse(html ? html : "", len, &copy);
     s_san_t s = {.out = {.max = AIN_HTML_MAX_OUTPUT}, .flags = flags};
     ain__buf_puts(&s.out, flags & AIN_HTML_ALLOW_REMOTE ? S_HEAD_REMOTE : S_HEAD_BLOCKED);
     const GumboNode *body = ain__html_body(o);
@@ -461,14 +455,33 @@ int ain_html_sanitize(const char *html, size_t len, unsigned flags, ain_html_res
     if (body)
         s_walk(&s, body);
     ain__buf_puts(&s.out, "</body></html>");
-    ain__html_free(o, copy);
     if (s.out.full) {
         free(s.out.data);
         s_escaped_doc(html, len, out);
+    } else {
+        *out = (ain_html_result_t){
+            .doc = s.out.data, .len = s.out.len, .blocked_images = s.blocked, .cid_images = s.cids};
+    }
+    if (flags & AIN_HTML_TEXT)
+        out->text = ain__html_text(o, len, &out->text_len);
+}
+
+int ain_html_sanitize(const char *html, size_t len, unsigned flags, ain_html_result_t *out)
+{
+    if (!out || (!html && len))
+        return -1;
+    if (len > AIN_HTML_MAX_INPUT) {
+        s_escaped_doc(html, len, out);
+        if (flags & AIN_HTML_TEXT) /* not parsed for the document; the text parses the head */
+            out->text = ain_html_to_text(html, len, &out->text_len);
         return 0;
     }
-    *out = (ain_html_result_t){
-        .doc = s.out.data, .len = s.out.len, .blocked_images = s.blocked, .cid_images = s.cids};
+    if (!html)
+        html = "";
+    char *copy;
+    GumboOutput *o = ain__html_parse(html, len, &copy);
+    s_sanitize_tree(o, html, len, flags, out);
+    ain__html_free(o, copy);
     return 0;
 }
 

@@ -383,10 +383,10 @@ static int s_misc(void)
     char *huge = ain_malloc(big);
     memset(huge, 'a', big);
     memcpy(huge, "<script>x", 9);
-    ain_html_sanitize(huge, big, 0, &r);
+    ain_html_sanitize(huge, big, AIN_HTML_TEXT, &r);
     fails += !r.truncated || strstr(r.doc, "<script") || !strstr(r.doc, "&lt;script&gt;x") ||
-             r.len > AIN_HTML_MAX_OUTPUT;
-    free(r.doc), free(huge);
+             r.len > AIN_HTML_MAX_OUTPUT || !r.text || strlen(r.text) != r.text_len;
+    free(r.doc), free(r.text), free(huge);
     /* A NUL in a tag name is not that tag: "<script\0" opens no raw text for the depth guard,
      * so the nesting after it is still counted (a fuzzer find). */
     size_t nd = 2000, head = 9;
@@ -417,6 +417,14 @@ static int s_text(void)
     if (fails)
         fprintf(stderr, "html text: got [%s]\n", t);
     free(t);
+    /* The same text from the sanitiser's parse, and none unless asked for. */
+    ain_html_result_t r;
+    ain_html_sanitize(html, strlen(html), AIN_HTML_TEXT, &r);
+    fails += !r.text || strcmp(r.text, want) != 0 || r.text_len != strlen(want);
+    free(r.doc), free(r.text);
+    ain_html_sanitize(html, strlen(html), 0, &r);
+    fails += r.text != NULL;
+    free(r.doc);
     return fails;
 }
 

@@ -40,6 +40,9 @@ struct GumboInternalOutput *ain__html_parse(const char *html, size_t len, char *
 void ain__html_free(struct GumboInternalOutput *o, char *copy);
 /* The body element, or NULL (a frameset document). Borrowed from the tree. */
 const struct GumboInternalNode *ain__html_body(const struct GumboInternalOutput *o);
+/* The text of a parsed document (text.c), at most twice `len` (the input's length) plus a
+ * little: ain_html_to_text without the parse. Malloc'd, the caller's. */
+char *ain__html_text(const struct GumboInternalOutput *o, size_t len, size_t *out_len);
 /* True for what the sanitiser drops with its content (script, style, head, svg, ...). */
 bool ain__html_dropped(const struct GumboInternalNode *n);
 /* The sanitiser's invariant (html_test.c, for the selftest and the fuzzer): `doc` parsed again

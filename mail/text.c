@@ -152,18 +152,26 @@ static void s_walk(s_text_t *t, const GumboNode *body)
     free(st);
 }
 
-char *ain_html_to_text(const char *html, size_t len, size_t *out_len)
+char *ain__html_text(const struct GumboInternalOutput *o, size_t len, size_t *out_len)
 {
-    char *copy;
-    GumboOutput *o = ain__html_parse(html ? html : "", html ? len : 0, &copy);
     s_text_t t = {.out = {.max = 2 * (len > AIN_HTML_MAX_INPUT ? AIN_HTML_MAX_INPUT : len) + 64}};
     const GumboNode *body = ain__html_body(o);
     if (body)
         s_walk(&t, body);
-    ain__html_free(o, copy);
     if (!t.out.data)
         t.out.data = ain_strdup("");
     if (out_len)
         *out_len = t.out.len;
     return t.out.data;
+}
+
+char *ain_html_to_text(const char *html, size_t len, size_t *out_len)
+{
+    char *copy;
+    if (!html)
+        len = 0;
+    GumboOutput *o = ain__html_parse(html ? html : "", len, &copy);
+    char *text = ain__html_text(o, len, out_len);
+    ain__html_free(o, copy);
+    return text;
 }
