@@ -385,8 +385,7 @@ static void s_walk(s_san_t *s, const GumboNode *body)
     free(st.f);
 }
 
-/* Length of the valid UTF-8 sequence at s (0 if invalid). */
-static size_t s_utf8(const unsigned char *s, size_t n)
+size_t ain__utf8_len(const unsigned char *s, size_t n)
 {
     if (s[0] < 0x80)
         return 1;
@@ -410,7 +409,7 @@ static void s_escaped_doc(const char *html, size_t len, ain_html_result_t *out)
     ain__buf_puts(&b, S_HEAD_BLOCKED "<body><pre style=\"white-space:pre-wrap\">");
     const unsigned char *u = (const unsigned char *)html;
     for (size_t i = 0; i < len && !b.full;) {
-        size_t n = s_utf8(u + i, len - i);
+        size_t n = ain__utf8_len(u + i, len - i);
         if (n == 0)
             ain__buf_puts(&b, "\xEF\xBF\xBD");
         else

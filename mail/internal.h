@@ -21,6 +21,10 @@ void ain__buf_puts(ain__buf_t *b, const char *s);
  * references; NUL dropped). */
 void ain__buf_escape(ain__buf_t *b, const char *s, size_t n);
 
+/* The length of the valid UTF-8 sequence at s (n > 0 bytes left), 0 if invalid: overlong
+ * forms, surrogates and code points past U+10FFFF are invalid (html.c). */
+size_t ain__utf8_len(const unsigned char *s, size_t n);
+
 /* The depth guard (guard.c): a tokenizer that follows HTML5's tag and comment syntax closely
  * enough to count open elements, never fewer than Gumbo will hold, and drops the start tags
  * (with their end tags) that would open more than `max_depth`. Returns NULL when nothing was
