@@ -46,11 +46,6 @@ static const char *const s_props[] = {"color",           "background-color",
 
 static const char *const s_functions[] = {"rgb", "rgba", "hsl", "hsla", "calc", NULL};
 
-static bool s_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
-}
-
 static bool s_prop_ok(const char *p, size_t n)
 {
     for (const char *const *q = s_props; *q; q++)
@@ -78,7 +73,7 @@ static bool s_value_ok(const char *v, size_t n)
         return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
-        if (c < 0x20 && !s_space((char)c))
+        if (c < 0x20 && !ain__html_space((char)c))
             return false;
         if (strchr("\\<>{}@;`", c) && c)
             return false;
@@ -101,9 +96,9 @@ static bool s_value_ok(const char *v, size_t n)
 
 static void s_trim(const char **s, size_t *n)
 {
-    while (*n && s_space(**s))
+    while (*n && ain__html_space(**s))
         (*s)++, (*n)--;
-    while (*n && s_space((*s)[*n - 1]))
+    while (*n && ain__html_space((*s)[*n - 1]))
         (*n)--;
 }
 

@@ -26,11 +26,6 @@ typedef struct {
     int depth, max, dropped;
 } s_guard_t;
 
-static bool s_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
-}
-
 static bool s_alpha(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
@@ -156,7 +151,7 @@ static void s_name(const char **p, const char *end, char *name)
 {
     size_t n = 0;
     const char *s = *p;
-    for (; s < end && !s_ws(*s) && *s != '/' && *s != '>'; s++)
+    for (; s < end && !ain__html_space(*s) && *s != '/' && *s != '>'; s++)
         if (n + 1 < S_NAME)
             name[n++] = *s == '\0' ? '?' : (*s >= 'A' && *s <= 'Z') ? (char)(*s + 32) : *s;
     name[n] = '\0';
@@ -167,24 +162,24 @@ static void s_name(const char **p, const char *end, char *name)
 static const char *s_attrs(const char *s, const char *end)
 {
     while (s < end) {
-        while (s < end && (s_ws(*s) || *s == '/'))
+        while (s < end && (ain__html_space(*s) || *s == '/'))
             s++;
         if (s >= end || *s == '>')
             return s < end ? s + 1 : end;
         s++; /* the first character of a name may be anything, '=' included */
-        while (s < end && !s_ws(*s) && *s != '/' && *s != '>' && *s != '=')
+        while (s < end && !ain__html_space(*s) && *s != '/' && *s != '>' && *s != '=')
             s++;
-        while (s < end && s_ws(*s))
+        while (s < end && ain__html_space(*s))
             s++;
         if (s >= end || *s != '=')
             continue;
-        for (s++; s < end && s_ws(*s); s++)
+        for (s++; s < end && ain__html_space(*s); s++)
             ;
         if (s < end && (*s == '"' || *s == '\'')) {
             const char *q = memchr(s + 1, *s, (size_t)(end - s - 1));
             s = q ? q + 1 : end;
         } else {
-            while (s < end && !s_ws(*s) && *s != '>')
+            while (s < end && !ain__html_space(*s) && *s != '>')
                 s++;
         }
     }
@@ -269,7 +264,7 @@ static const char *s_raw_end(const char *s, const char *end, const char *name)
         if ((size_t)(end - s) < n + 3)
             return end;
         if (s[1] == '/' && strncasecmp(s + 2, name, n) == 0 &&
-            (s_ws(s[n + 2]) || s[n + 2] == '/' || s[n + 2] == '>'))
+            (ain__html_space(s[n + 2]) || s[n + 2] == '/' || s[n + 2] == '>'))
             return s;
     }
     return end;

@@ -7,6 +7,12 @@
 
 #include "mail/html.h"
 
+/* HTML's (and CSS's) ASCII whitespace: space, tab, LF, CR, FF. */
+static inline bool ain__html_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
 /* A growing buffer with a hard cap: an append that would pass `max` is refused whole (so a cut
  * never splits an entity or a tag) and sets `full`; later appends are ignored. */
 typedef struct {

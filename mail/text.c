@@ -61,11 +61,6 @@ static void s_flush(s_text_t *t)
     t->space = false;
 }
 
-static bool s_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
-}
-
 static void s_text(s_text_t *t, const char *s)
 {
     if (t->pre) {
@@ -74,13 +69,13 @@ static void s_text(s_text_t *t, const char *s)
         return;
     }
     while (*s) {
-        if (s_ws(*s)) {
+        if (ain__html_space(*s)) {
             t->space = true;
             s++;
             continue;
         }
         size_t n = 0;
-        while (s[n] && !s_ws(s[n]))
+        while (s[n] && !ain__html_space(s[n]))
             n++;
         s_flush(t);
         ain__buf_put(&t->out, s, n);
