@@ -77,6 +77,18 @@ static const char *s_check_element(const GumboNode *n)
     return NULL;
 }
 
+static int s_check_node(void *ctx, const GumboNode *n)
+{
+    const char **why = ctx;
+    if (n->type == GUMBO_NODE_COMMENT || n->type == GUMBO_NODE_CDATA)
+        *why = "a comment or CDATA";
+    else if (n->type != GUMBO_NODE_ELEMENT && n->type != GUMBO_NODE_TEMPLATE)
+        return 0;
+    else
+        *why = s_check_element(n);
+    return *why ? -1 : 1;
+}
+
 const char *ain__html_check(const char *doc, size_t len)
 {
     if (len < 15 || memcmp(doc, "<!DOCTYPE html>", 15) != 0)
@@ -86,56 +98,43 @@ const char *ain__html_check(const char *doc, size_t len)
         return "an active element's tag";
     if (strlen(doc) != len)
         return "a NUL inside";
-    const char *why = NULL;
     GumboOutput *o = gumbo_parse_with_options(&kGumboDefaultOptions, doc, len);
-    size_t n = 0, size = 64;
-    const GumboNode **st = ain_malloc(size * sizeof *st);
-    st[n++] = o->root;
-    while (n > 0 && !why) {
-        const GumboNode *node = st[--n];
-        if (node->type == GUMBO_NODE_COMMENT || node->type == GUMBO_NODE_CDATA)
-            why = "a comment or CDATA";
-        if (node->type != GUMBO_NODE_ELEMENT && node->type != GUMBO_NODE_TEMPLATE)
-            continue;
-        why = s_check_element(node);
-        const GumboVector *kids = &node->v.element.children;
-        for (unsigned i = 0; i < kids->length; i++) {
-            if (n == size)
-                st = ain_realloc(st, (size *= 2) * sizeof *st);
-            st[n++] = kids->data[i];
-        }
-    }
-    free(st);
+    const char *why = s_check_element(o->root);
+    if (!why)
+        ain__html_walk(o->root, s_check_node, NULL, &why);
     gumbo_destroy_output(&kGumboDefaultOptions, o);
     return why;
 }
 
+typedef struct {
+    size_t depth, deepest; /* the open node's, the deepest seen */
+} s_depth_t;
+
+static int s_depth_enter(void *ctx, const GumboNode *n)
+{
+    s_depth_t *d = ctx;
+    if (d->depth + 1 > d->deepest)
+        d->deepest = d->depth + 1;
+    if (n->type != GUMBO_NODE_ELEMENT && n->type != GUMBO_NODE_TEMPLATE)
+        return 0;
+    d->depth++;
+    return 1;
+}
+
+static void s_depth_leave(void *ctx, const GumboNode *n)
+{
+    (void)n;
+    ((s_depth_t *)ctx)->depth--;
+}
+
 size_t ain__html_depth(const char *html, size_t len)
 {
-    typedef struct {
-        const GumboNode *node;
-        size_t depth;
-    } frame_t;
     char *copy;
     GumboOutput *o = ain__html_parse(html, len, &copy);
-    size_t n = 0, size = 64, deepest = 0;
-    frame_t *st = ain_malloc(size * sizeof *st);
-    st[n++] = (frame_t){o->root, 1};
-    while (n > 0) {
-        frame_t f = st[--n];
-        deepest = f.depth > deepest ? f.depth : deepest;
-        if (f.node->type != GUMBO_NODE_ELEMENT && f.node->type != GUMBO_NODE_TEMPLATE)
-            continue;
-        const GumboVector *kids = &f.node->v.element.children;
-        for (unsigned i = 0; i < kids->length; i++) {
-            if (n == size)
-                st = ain_realloc(st, (size *= 2) * sizeof *st);
-            st[n++] = (frame_t){kids->data[i], f.depth + 1};
-        }
-    }
-    free(st);
+    s_depth_t d = {1, 1}; /* the root */
+    ain__html_walk(o->root, s_depth_enter, s_depth_leave, &d);
     ain__html_free(o, copy);
-    return deepest;
+    return d.deepest;
 }
 
 /* ------------------------------------------------------------ the cases */
@@ -396,6 +395,14 @@ static int s_misc(void)
         memcpy(nul + head + i * 5, "<div>", 5);
     fails += ain__html_depth(nul, head + nd * 5) > AIN_HTML_TREE_MAX;
     free(nul);
+    /* The invariant itself finds what breaks it, however deep in the tree. */
+    static const char *const bad[] = {
+        "<!DOCTYPE html><html><body><p><b><a href=\"javascript:x\">a</a></b></p></body></html>",
+        "<!DOCTYPE html><html><body><div><p>a<!-- c --></p></div></body></html>",
+        "<!DOCTYPE html><html><body><table><tr><td><form>f</form></td></tr></table></body></html>",
+        "<!DOCTYPE html><html><body><ul><li><i onclick=\"x()\">i</i></li></ul></body></html>"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        fails += ain__html_check(bad[i], strlen(bad[i])) == NULL;
     /* Empty input: an empty body. */
     ain_html_sanitize("", 0, 0, &r);
     fails += !strstr(r.doc, "<body></body></html>");

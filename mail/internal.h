@@ -48,6 +48,14 @@ struct GumboInternalOutput;
 struct GumboInternalNode;
 struct GumboInternalOutput *ain__html_parse(const char *html, size_t len, char **copy);
 void ain__html_free(struct GumboInternalOutput *o, char *copy);
+/* A walk over the nodes under `root` (an element) in document order, on a heap stack, so no
+ * depth reaches the C stack's limit. enter(ctx, n) sees each node and answers 1 to walk into it
+ * (elements and templates only), 0 to pass it by, -1 to end the walk; leave(ctx, n), if not
+ * NULL, sees each node walked into after its children. Neither sees the root. */
+typedef int (*ain__html_enter_fn)(void *ctx, const struct GumboInternalNode *n);
+typedef void (*ain__html_leave_fn)(void *ctx, const struct GumboInternalNode *n);
+void ain__html_walk(const struct GumboInternalNode *root, ain__html_enter_fn enter,
+                    ain__html_leave_fn leave, void *ctx);
 /* The body element, or NULL (a frameset document). Borrowed from the tree. */
 const struct GumboInternalNode *ain__html_body(const struct GumboInternalOutput *o);
 /* The text of a parsed document (text.c), at most twice `len` (the input's length) plus a

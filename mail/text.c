@@ -1,9 +1,9 @@
 /* text.c: the text of an HTML body, for messages that have no text part.
  *
- * Walks Gumbo's tree (no recursion) skipping what the sanitiser drops with its content (head,
- * script, style, svg...), collapses whitespace outside <pre>, breaks lines at block elements and
- * <br>, keeps at most one blank line, and prefixes list items with "- ". The result is at most
- * twice the input plus a little, so it is bounded like the input.
+ * Walks Gumbo's tree (ain__html_walk, no recursion) skipping what the sanitiser drops with its
+ * content (head, script, style, svg...), collapses whitespace outside <pre>, breaks lines at block
+ * elements and <br>, keeps at most one blank line, and prefixes list items with "- ". The result is
+ * at most twice the input plus a little, so it is bounded like the input.
  */
 #include <gumbo.h>
 #include <stdlib.h>
@@ -107,44 +107,29 @@ static void s_leave(s_text_t *t, GumboTag tag)
         s_break(t, b);
 }
 
-typedef struct {
-    const GumboNode *node;
-    unsigned next;
-} s_frame_t;
-
-static void s_walk(s_text_t *t, const GumboNode *body)
+static int s_enter_node(void *ctx, const GumboNode *c)
 {
-    size_t n = 0, size = 64;
-    s_frame_t *st = ain_malloc(size * sizeof *st);
-    st[n++] = (s_frame_t){body, 0};
-    while (n > 0 && !t->out.full) {
-        s_frame_t *f = &st[n - 1];
-        const GumboVector *kids = &f->node->v.element.children;
-        if (f->next >= kids->length) {
-            if (n > 1)
-                s_leave(t, f->node->v.element.tag);
-            n--;
-            continue;
-        }
-        const GumboNode *c = kids->data[f->next++];
-        if (c->type == GUMBO_NODE_TEXT || c->type == GUMBO_NODE_WHITESPACE) {
-            s_text(t, c->v.text.text);
-        } else if ((c->type == GUMBO_NODE_ELEMENT || c->type == GUMBO_NODE_TEMPLATE) &&
-                   !ain__html_dropped(c)) {
-            if (c->v.element.tag == GUMBO_TAG_BR) {
-                s_flush(t);
-                ain__buf_put(&t->out, "\n", 1);
-                continue;
-            }
-            s_enter(t, c->v.element.tag);
-            if (n == size) {
-                size *= 2;
-                st = ain_realloc(st, size * sizeof *st);
-            }
-            st[n++] = (s_frame_t){c, 0};
-        }
+    s_text_t *t = ctx;
+    if (t->out.full)
+        return -1;
+    if (c->type == GUMBO_NODE_TEXT || c->type == GUMBO_NODE_WHITESPACE) {
+        s_text(t, c->v.text.text);
+        return 0;
     }
-    free(st);
+    if ((c->type != GUMBO_NODE_ELEMENT && c->type != GUMBO_NODE_TEMPLATE) || ain__html_dropped(c))
+        return 0;
+    if (c->v.element.tag == GUMBO_TAG_BR) {
+        s_flush(t);
+        ain__buf_put(&t->out, "\n", 1);
+        return 0;
+    }
+    s_enter(t, c->v.element.tag);
+    return 1;
+}
+
+static void s_leave_node(void *ctx, const GumboNode *n)
+{
+    s_leave(ctx, n->v.element.tag);
 }
 
 char *ain__html_text(const struct GumboInternalOutput *o, size_t len, size_t *out_len)
@@ -152,7 +137,7 @@ char *ain__html_text(const struct GumboInternalOutput *o, size_t len, size_t *ou
     s_text_t t = {.out = {.max = 2 * (len > AIN_HTML_MAX_INPUT ? AIN_HTML_MAX_INPUT : len) + 64}};
     const GumboNode *body = ain__html_body(o);
     if (body)
-        s_walk(&t, body);
+        ain__html_walk(body, s_enter_node, s_leave_node, &t);
     if (!t.out.data)
         t.out.data = ain_strdup("");
     if (out_len)
