@@ -21,8 +21,17 @@
 
 #define S_NAME 16 /* names compared on their first 15 bytes */
 
+/* What an open element is to an end tag's search, found once when it is pushed: the search
+ * looks at every open element for every end tag, so it must not look names up in the lists. */
+enum { S_SPECIAL = 1, S_SCOPE = 2, S_TABLE_SCOPE = 4, S_TABLE_PART = 8, S_FOREIGN = 16 };
+
 typedef struct {
-    char (*stack)[S_NAME];
+    char name[S_NAME];
+    unsigned kind; /* S_SPECIAL | ... */
+} s_open_t;
+
+typedef struct {
+    s_open_t *stack;
     int depth, max, dropped;
 } s_guard_t;
 
@@ -203,9 +212,19 @@ static const char *s_comment(const char *s, const char *end)
     return end;
 }
 
+static unsigned s_kind(const char *name)
+{
+    return (s_in(name, s_special) ? S_SPECIAL : 0) | (s_in(name, s_scope) ? S_SCOPE : 0) |
+           (s_in(name, s_table_scope) ? S_TABLE_SCOPE : 0) |
+           (s_in(name, s_table_parts) ? S_TABLE_PART : 0) |
+           (strcmp(name, "svg") == 0 || strcmp(name, "math") == 0 ? S_FOREIGN : 0);
+}
+
 static void s_push(s_guard_t *g, const char *name)
 {
-    memcpy(g->stack[g->depth++], name, S_NAME);
+    s_open_t *o = &g->stack[g->depth++];
+    memcpy(o->name, name, S_NAME);
+    o->kind = s_kind(name);
 }
 
 /* A start tag: true to keep it, false to drop it. */
@@ -213,7 +232,7 @@ static bool s_start(s_guard_t *g, const char *name)
 {
     if (s_in(name, s_void) || s_in(name, s_root))
         return true;
-    const char *top = g->depth ? g->stack[g->depth - 1] : "";
+    const char *top = g->depth ? g->stack[g->depth - 1].name : "";
     if (strcmp(top, "p") == 0 && s_in(name, s_closes_p))
         g->depth--;
     else if (strcmp(top, name) == 0 && s_in(name, s_self_closing))
@@ -235,14 +254,14 @@ static bool s_end(s_guard_t *g, const char *name)
     }
     if (s_in(name, s_root))
         return true;
-    bool special = s_in(name, s_special), table = s_in(name, s_table_parts);
+    unsigned kind = s_kind(name);
+    unsigned stop = kind & S_TABLE_PART ? S_TABLE_SCOPE : kind & S_SPECIAL ? S_SCOPE : S_SPECIAL;
     for (int i = g->depth - 1; i >= 0; i--) {
-        const char *at = g->stack[i];
-        if (strcmp(at, name) == 0) {
+        if (strcmp(g->stack[i].name, name) == 0) {
             g->depth = i;
             break;
         }
-        if (table ? s_in(at, s_table_scope) : special ? s_in(at, s_scope) : s_in(at, s_special))
+        if (g->stack[i].kind & stop)
             break;
     }
     return true;
@@ -251,7 +270,7 @@ static bool s_end(s_guard_t *g, const char *name)
 static bool s_foreign(const s_guard_t *g)
 {
     for (int i = 0; i < g->depth; i++)
-        if (strcmp(g->stack[i], "svg") == 0 || strcmp(g->stack[i], "math") == 0)
+        if (g->stack[i].kind & S_FOREIGN)
             return true;
     return false;
 }
