@@ -20,7 +20,7 @@ typedef struct {
     int pre;      /* open <pre> elements */
 } s_text_t;
 
-/* 1: a line break around it; 2: a blank line around it; 0: inline. */
+/* 1: a line break around it; 2: a blank line around it; 0: inline (<br> is its own case). */
 /* Case labels grouped: one table. */
 // clang-format off
 static int s_block(GumboTag tag)
@@ -31,7 +31,7 @@ static int s_block(GumboTag tag)
     case GUMBO_TAG_TABLE: case GUMBO_TAG_UL: case GUMBO_TAG_OL: case GUMBO_TAG_DL:
     case GUMBO_TAG_HR:
         return 2;
-    case GUMBO_TAG_DIV: case GUMBO_TAG_BR: case GUMBO_TAG_TR: case GUMBO_TAG_LI: case GUMBO_TAG_DT:
+    case GUMBO_TAG_DIV: case GUMBO_TAG_TR: case GUMBO_TAG_LI: case GUMBO_TAG_DT:
     case GUMBO_TAG_DD: case GUMBO_TAG_CENTER: case GUMBO_TAG_SECTION: case GUMBO_TAG_ARTICLE:
     case GUMBO_TAG_HEADER: case GUMBO_TAG_FOOTER: case GUMBO_TAG_MAIN: case GUMBO_TAG_ADDRESS:
     case GUMBO_TAG_FIGURE: case GUMBO_TAG_CAPTION: case GUMBO_TAG_FORM:
@@ -83,31 +83,7 @@ static void s_text(s_text_t *t, const char *s)
     }
 }
 
-static void s_enter(s_text_t *t, GumboTag tag)
-{
-    int b = s_block(tag);
-    if (b)
-        s_break(t, b);
-    if (tag == GUMBO_TAG_LI) {
-        s_flush(t);
-        ain__buf_puts(&t->out, "- ");
-    } else if (tag == GUMBO_TAG_TD || tag == GUMBO_TAG_TH) {
-        t->space = true;
-    } else if (tag == GUMBO_TAG_PRE) {
-        t->pre++;
-    }
-}
-
-static void s_leave(s_text_t *t, GumboTag tag)
-{
-    int b = s_block(tag);
-    if (tag == GUMBO_TAG_PRE)
-        t->pre--;
-    if (b && tag != GUMBO_TAG_BR)
-        s_break(t, b);
-}
-
-static int s_enter_node(void *ctx, const GumboNode *c)
+static int s_enter(void *ctx, const GumboNode *c)
 {
     s_text_t *t = ctx;
     if (t->out.full)
@@ -118,18 +94,33 @@ static int s_enter_node(void *ctx, const GumboNode *c)
     }
     if ((c->type != GUMBO_NODE_ELEMENT && c->type != GUMBO_NODE_TEMPLATE) || ain__html_dropped(c))
         return 0;
-    if (c->v.element.tag == GUMBO_TAG_BR) {
+    GumboTag tag = c->v.element.tag;
+    if (tag == GUMBO_TAG_BR) { /* a break now, not a wish for the next text */
         s_flush(t);
         ain__buf_put(&t->out, "\n", 1);
         return 0;
     }
-    s_enter(t, c->v.element.tag);
+    if (s_block(tag))
+        s_break(t, s_block(tag));
+    if (tag == GUMBO_TAG_LI) {
+        s_flush(t);
+        ain__buf_puts(&t->out, "- ");
+    } else if (tag == GUMBO_TAG_TD || tag == GUMBO_TAG_TH) {
+        t->space = true;
+    } else if (tag == GUMBO_TAG_PRE) {
+        t->pre++;
+    }
     return 1;
 }
 
-static void s_leave_node(void *ctx, const GumboNode *n)
+static void s_leave(void *ctx, const GumboNode *n)
 {
-    s_leave(ctx, n->v.element.tag);
+    s_text_t *t = ctx;
+    GumboTag tag = n->v.element.tag;
+    if (tag == GUMBO_TAG_PRE)
+        t->pre--;
+    if (s_block(tag))
+        s_break(t, s_block(tag));
 }
 
 char *ain__html_text(const struct GumboInternalOutput *o, size_t len, size_t *out_len)
@@ -137,7 +128,7 @@ char *ain__html_text(const struct GumboInternalOutput *o, size_t len, size_t *ou
     s_text_t t = {.out = {.max = 2 * (len > AIN_HTML_MAX_INPUT ? AIN_HTML_MAX_INPUT : len) + 64}};
     const GumboNode *body = ain__html_body(o);
     if (body)
-        ain__html_walk(body, s_enter_node, s_leave_node, &t);
+        ain__html_walk(body, s_enter, s_leave, &t);
     if (!t.out.data)
         t.out.data = ain_strdup("");
     if (out_len)
