@@ -205,7 +205,7 @@ static const s_case_t s_cases[] = {
      0},
     {"style attr",
      "<p style=\"color:red; width:expression(alert(1)); background:url(http://t/x); "
-     "position:fixed; font-weight : bold ; behavior:url(x.htc)\">s</p>",
+     "position:fixed; Font-WEIGHT : bold ; behavior:url(x.htc)\">s</p>",
      {"expression", "url", "position", "behavior"},
      {"style=\"color:red;font-weight:bold;\"", ">s</p>"},
      0,
