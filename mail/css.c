@@ -46,17 +46,13 @@ static const char *const s_props[] = {"color",           "background-color",
 
 static const char *const s_functions[] = {"rgb", "rgba", "hsl", "hsla", "calc", NULL};
 
-static bool s_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
-}
-
-static bool s_prop_ok(const char *p, size_t n)
+/* The allowlisted spelling (lower case) of the property p, or NULL. */
+static const char *s_prop(const char *p, size_t n)
 {
     for (const char *const *q = s_props; *q; q++)
         if (strlen(*q) == n && strncasecmp(*q, p, n) == 0)
-            return true;
-    return false;
+            return *q;
+    return NULL;
 }
 
 /* True if the `(` at v[i] follows an allowed function name. */
@@ -78,7 +74,7 @@ static bool s_value_ok(const char *v, size_t n)
         return false;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)v[i];
-        if (c < 0x20 && !s_space((char)c))
+        if (c < 0x20 && !ain__html_space((char)c))
             return false;
         if (strchr("\\<>{}@;`", c) && c)
             return false;
@@ -101,9 +97,9 @@ static bool s_value_ok(const char *v, size_t n)
 
 static void s_trim(const char **s, size_t *n)
 {
-    while (*n && s_space(**s))
+    while (*n && ain__html_space(**s))
         (*s)++, (*n)--;
-    while (*n && s_space((*s)[*n - 1]))
+    while (*n && ain__html_space((*s)[*n - 1]))
         (*n)--;
 }
 
@@ -119,11 +115,9 @@ int ain__css_filter(ain__buf_t *b, const char *style)
             size_t pn = (size_t)(colon - s), vn = n - pn - 1;
             s_trim(&p, &pn);
             s_trim(&v, &vn);
-            if (s_prop_ok(p, pn) && s_value_ok(v, vn)) {
-                char lower[32];
-                for (size_t i = 0; i < pn; i++)
-                    lower[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
-                ain__buf_put(b, lower, pn);
+            const char *prop = s_prop(p, pn);
+            if (prop && s_value_ok(v, vn)) {
+                ain__buf_puts(b, prop);
                 ain__buf_put(b, ":", 1);
                 ain__buf_escape(b, v, vn);
                 ain__buf_put(b, ";", 1);

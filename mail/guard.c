@@ -21,15 +21,19 @@
 
 #define S_NAME 16 /* names compared on their first 15 bytes */
 
+/* What an open element is to an end tag's search, found once when it is pushed: the search
+ * looks at every open element for every end tag, so it must not look names up in the lists. */
+enum { S_SPECIAL = 1, S_SCOPE = 2, S_TABLE_SCOPE = 4, S_TABLE_PART = 8, S_FOREIGN = 16 };
+
 typedef struct {
-    char (*stack)[S_NAME];
+    char name[S_NAME];
+    unsigned kind; /* S_SPECIAL | ... */
+} s_open_t;
+
+typedef struct {
+    s_open_t *stack;
     int depth, max, dropped;
 } s_guard_t;
-
-static bool s_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
-}
 
 static bool s_alpha(char c)
 {
@@ -156,7 +160,7 @@ static void s_name(const char **p, const char *end, char *name)
 {
     size_t n = 0;
     const char *s = *p;
-    for (; s < end && !s_ws(*s) && *s != '/' && *s != '>'; s++)
+    for (; s < end && !ain__html_space(*s) && *s != '/' && *s != '>'; s++)
         if (n + 1 < S_NAME)
             name[n++] = *s == '\0' ? '?' : (*s >= 'A' && *s <= 'Z') ? (char)(*s + 32) : *s;
     name[n] = '\0';
@@ -167,24 +171,24 @@ static void s_name(const char **p, const char *end, char *name)
 static const char *s_attrs(const char *s, const char *end)
 {
     while (s < end) {
-        while (s < end && (s_ws(*s) || *s == '/'))
+        while (s < end && (ain__html_space(*s) || *s == '/'))
             s++;
         if (s >= end || *s == '>')
             return s < end ? s + 1 : end;
         s++; /* the first character of a name may be anything, '=' included */
-        while (s < end && !s_ws(*s) && *s != '/' && *s != '>' && *s != '=')
+        while (s < end && !ain__html_space(*s) && *s != '/' && *s != '>' && *s != '=')
             s++;
-        while (s < end && s_ws(*s))
+        while (s < end && ain__html_space(*s))
             s++;
         if (s >= end || *s != '=')
             continue;
-        for (s++; s < end && s_ws(*s); s++)
+        for (s++; s < end && ain__html_space(*s); s++)
             ;
         if (s < end && (*s == '"' || *s == '\'')) {
             const char *q = memchr(s + 1, *s, (size_t)(end - s - 1));
             s = q ? q + 1 : end;
         } else {
-            while (s < end && !s_ws(*s) && *s != '>')
+            while (s < end && !ain__html_space(*s) && *s != '>')
                 s++;
         }
     }
@@ -208,9 +212,19 @@ static const char *s_comment(const char *s, const char *end)
     return end;
 }
 
+static unsigned s_kind(const char *name)
+{
+    return (s_in(name, s_special) ? S_SPECIAL : 0) | (s_in(name, s_scope) ? S_SCOPE : 0) |
+           (s_in(name, s_table_scope) ? S_TABLE_SCOPE : 0) |
+           (s_in(name, s_table_parts) ? S_TABLE_PART : 0) |
+           (strcmp(name, "svg") == 0 || strcmp(name, "math") == 0 ? S_FOREIGN : 0);
+}
+
 static void s_push(s_guard_t *g, const char *name)
 {
-    memcpy(g->stack[g->depth++], name, S_NAME);
+    s_open_t *o = &g->stack[g->depth++];
+    memcpy(o->name, name, S_NAME);
+    o->kind = s_kind(name);
 }
 
 /* A start tag: true to keep it, false to drop it. */
@@ -218,7 +232,7 @@ static bool s_start(s_guard_t *g, const char *name)
 {
     if (s_in(name, s_void) || s_in(name, s_root))
         return true;
-    const char *top = g->depth ? g->stack[g->depth - 1] : "";
+    const char *top = g->depth ? g->stack[g->depth - 1].name : "";
     if (strcmp(top, "p") == 0 && s_in(name, s_closes_p))
         g->depth--;
     else if (strcmp(top, name) == 0 && s_in(name, s_self_closing))
@@ -240,14 +254,14 @@ static bool s_end(s_guard_t *g, const char *name)
     }
     if (s_in(name, s_root))
         return true;
-    bool special = s_in(name, s_special), table = s_in(name, s_table_parts);
+    unsigned kind = s_kind(name);
+    unsigned stop = kind & S_TABLE_PART ? S_TABLE_SCOPE : kind & S_SPECIAL ? S_SCOPE : S_SPECIAL;
     for (int i = g->depth - 1; i >= 0; i--) {
-        const char *at = g->stack[i];
-        if (strcmp(at, name) == 0) {
+        if (strcmp(g->stack[i].name, name) == 0) {
             g->depth = i;
             break;
         }
-        if (table ? s_in(at, s_table_scope) : special ? s_in(at, s_scope) : s_in(at, s_special))
+        if (g->stack[i].kind & stop)
             break;
     }
     return true;
@@ -256,7 +270,7 @@ static bool s_end(s_guard_t *g, const char *name)
 static bool s_foreign(const s_guard_t *g)
 {
     for (int i = 0; i < g->depth; i++)
-        if (strcmp(g->stack[i], "svg") == 0 || strcmp(g->stack[i], "math") == 0)
+        if (g->stack[i].kind & S_FOREIGN)
             return true;
     return false;
 }
@@ -269,7 +283,7 @@ static const char *s_raw_end(const char *s, const char *end, const char *name)
         if ((size_t)(end - s) < n + 3)
             return end;
         if (s[1] == '/' && strncasecmp(s + 2, name, n) == 0 &&
-            (s_ws(s[n + 2]) || s[n + 2] == '/' || s[n + 2] == '>'))
+            (ain__html_space(s[n + 2]) || s[n + 2] == '/' || s[n + 2] == '>'))
             return s;
     }
     return end;

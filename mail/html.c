@@ -1,10 +1,10 @@
 /* html.c: the allowlist sanitiser and the text extractor over Gumbo's tree.
  *
- * Both walk the tree without recursion (an explicit stack), so no input reaches the C stack's
- * limit. The sanitiser emits an element only when it is in the allowlist below and fewer than
- * S_EMIT_DEPTH emitted elements are open (deeper, only text); an attribute only when it is in
- * the allowlist, with href, src and style checked by their own rules. Everything it writes from
- * the input is escaped (text and attribute values alike, quotes included), so the output
+ * Both walk the tree with ain__html_walk, without recursion (a heap stack), so no input reaches
+ * the C stack's limit. The sanitiser emits an element only when it is in the allowlist below and
+ * fewer than S_EMIT_DEPTH emitted elements are open (deeper, only text); an attribute only when it
+ * is in the allowlist, with href, src and style checked by their own rules. Everything it writes
+ * from the input is escaped (text and attribute values alike, quotes included), so the output
  * re-parses to the same allowlisted tree. The selftest, with the hostile cases, is
  * html_test.c.
  */
@@ -89,6 +89,39 @@ void ain__buf_escape(ain__buf_t *b, const char *s, size_t n)
         run = i + 1;
     }
     ain__buf_put(b, s + run, n - run);
+}
+
+/* ------------------------------------------------------------ the walk */
+
+typedef struct {
+    const GumboNode *node;
+    unsigned next;
+} s_frame_t;
+
+void ain__html_walk(const struct GumboInternalNode *root, ain__html_enter_fn enter,
+                    ain__html_leave_fn leave, void *ctx)
+{
+    size_t n = 0, size = 64;
+    s_frame_t *st = ain_malloc(size * sizeof *st);
+    st[n++] = (s_frame_t){root, 0};
+    while (n > 0) {
+        s_frame_t *f = &st[n - 1];
+        if (f->next == f->node->v.element.children.length) {
+            if (--n > 0 && leave)
+                leave(ctx, f->node);
+            continue;
+        }
+        const GumboNode *c = f->node->v.element.children.data[f->next++];
+        int go = enter(ctx, c);
+        if (go < 0)
+            break;
+        if (go == 0)
+            continue;
+        if (n == size)
+            st = ain_realloc(st, (size *= 2) * sizeof *st);
+        st[n++] = (s_frame_t){c, 0};
+    }
+    free(st);
 }
 
 /* ------------------------------------------------------------ what is allowed */
@@ -222,6 +255,7 @@ static bool s_data_image_ok(const char *u)
 typedef struct {
     ain__buf_t out;
     unsigned flags, blocked, cids;
+    size_t kept; /* kept elements open; past S_EMIT_DEPTH they are unwrapped */
 } s_san_t;
 
 static void s_attr(s_san_t *s, const char *name, const char *value)
@@ -299,32 +333,6 @@ static void s_start_tag(s_san_t *s, const GumboNode *n)
     }
 }
 
-/* The walk: one frame per open element, so depth costs heap, not stack. */
-typedef struct {
-    const GumboNode *node;
-    unsigned next;
-    bool emitted;
-} s_frame_t;
-
-typedef struct {
-    s_frame_t *f;
-    size_t n, size;
-} s_stack_t;
-
-static void s_push(s_stack_t *st, const GumboNode *node, bool emitted)
-{
-    if (st->n == st->size) {
-        st->size = st->size ? st->size * 2 : 64;
-        st->f = ain_realloc(st->f, st->size * sizeof *st->f);
-    }
-    st->f[st->n++] = (s_frame_t){node, 0, emitted};
-}
-
-static const GumboVector *s_children(const GumboNode *n)
-{
-    return n->type == GUMBO_NODE_DOCUMENT ? &n->v.document.children : &n->v.element.children;
-}
-
 const struct GumboInternalNode *ain__html_body(const struct GumboInternalOutput *o)
 {
     const GumboVector *kids = &o->root->v.element.children;
@@ -336,57 +344,43 @@ const struct GumboInternalNode *ain__html_body(const struct GumboInternalOutput 
     return NULL; /* a frameset document */
 }
 
-static void s_visit(s_san_t *s, s_stack_t *st, const GumboNode *c, size_t *emitted)
+static int s_enter(void *ctx, const GumboNode *c)
 {
-    switch (c->type) {
-    case GUMBO_NODE_TEXT:
-    case GUMBO_NODE_WHITESPACE:
+    s_san_t *s = ctx;
+    if (s->out.full)
+        return -1;
+    if (c->type == GUMBO_NODE_TEXT || c->type == GUMBO_NODE_WHITESPACE) {
         ain__buf_escape(&s->out, c->v.text.text, strlen(c->v.text.text));
-        return;
-    case GUMBO_NODE_ELEMENT:
-    case GUMBO_NODE_TEMPLATE: {
-        s_class_t k = s_class_of(c);
-        if (k == S_DROP)
-            return;
-        bool emit = k == S_KEEP && *emitted < S_EMIT_DEPTH;
-        if (emit)
+        return 0;
+    }
+    if (c->type != GUMBO_NODE_ELEMENT && c->type != GUMBO_NODE_TEMPLATE)
+        return 0; /* comments; CDATA only exists inside svg and math */
+    s_class_t k = s_class_of(c);
+    if (k == S_DROP)
+        return 0;
+    if (k == S_KEEP) {
+        if (s->kept < S_EMIT_DEPTH) {
             s_start_tag(s, c);
-        if (emit && s_void(c->v.element.tag))
-            return;
-        *emitted += emit;
-        s_push(st, c, emit);
-        return;
+            if (s_void(c->v.element.tag))
+                return 0;
+        }
+        s->kept++;
     }
-    default: /* comments; CDATA only exists inside svg and math */
-        return;
-    }
+    return 1;
 }
 
-static void s_walk(s_san_t *s, const GumboNode *body)
+/* A kept element was emitted when fewer than S_EMIT_DEPTH kept elements held it. */
+static void s_leave(void *ctx, const GumboNode *n)
 {
-    s_stack_t st = {0};
-    size_t emitted = 0;
-    s_push(&st, body, false);
-    while (st.n > 0 && !s->out.full) {
-        s_frame_t *f = &st.f[st.n - 1];
-        const GumboVector *kids = s_children(f->node);
-        if (f->next < kids->length) {
-            s_visit(s, &st, kids->data[f->next++], &emitted);
-            continue;
-        }
-        if (f->emitted) {
-            ain__buf_puts(&s->out, "</");
-            ain__buf_puts(&s->out, gumbo_normalized_tagname(f->node->v.element.tag));
-            ain__buf_put(&s->out, ">", 1);
-            emitted--;
-        }
-        st.n--;
+    s_san_t *s = ctx;
+    if (s_class_of(n) == S_KEEP && --s->kept < S_EMIT_DEPTH) {
+        ain__buf_puts(&s->out, "</");
+        ain__buf_puts(&s->out, gumbo_normalized_tagname(n->v.element.tag));
+        ain__buf_put(&s->out, ">", 1);
     }
-    free(st.f);
 }
 
-/* Length of the valid UTF-8 sequence at s (0 if invalid). */
-static size_t s_utf8(const unsigned char *s, size_t n)
+size_t ain__utf8_len(const unsigned char *s, size_t n)
 {
     if (s[0] < 0x80)
         return 1;
@@ -410,7 +404,7 @@ static void s_escaped_doc(const char *html, size_t len, ain_html_result_t *out)
     ain__buf_puts(&b, S_HEAD_BLOCKED "<body><pre style=\"white-space:pre-wrap\">");
     const unsigned char *u = (const unsigned char *)html;
     for (size_t i = 0; i < len && !b.full;) {
-        size_t n = s_utf8(u + i, len - i);
+        size_t n = ain__utf8_len(u + i, len - i);
         if (n == 0)
             ain__buf_puts(&b, "\xEF\xBF\xBD");
         else
@@ -441,16 +435,10 @@ void ain__html_free(struct GumboInternalOutput *o, char *copy)
     free(copy);
 }
 
-int ain_html_sanitize(const char *html, size_t len, unsigned flags, ain_html_result_t *out)
+/* The document of a parsed tree into *out; the text, when wanted, from the same tree. */
+static void s_sanitize_tree(const GumboOutput *o, const char *html, size_t len, unsigned flags,
+                            ain_html_result_t *out)
 {
-    if (!out || (!html && len))
-        return -1;
-    if (len > AIN_HTML_MAX_INPUT) {
-        s_escaped_doc(html, len, out);
-        return 0;
-    }
-    char *copy;
-    GumboOutput *o = ain__html_parse(html ? html : "", len, &copy);
     s_san_t s = {.out = {.max = AIN_HTML_MAX_OUTPUT}, .flags = flags};
     ain__buf_puts(&s.out, flags & AIN_HTML_ALLOW_REMOTE ? S_HEAD_REMOTE : S_HEAD_BLOCKED);
     const GumboNode *body = ain__html_body(o);
@@ -459,16 +447,35 @@ int ain_html_sanitize(const char *html, size_t len, unsigned flags, ain_html_res
         s_attributes(&s, &body->v.element);
     ain__buf_put(&s.out, ">", 1);
     if (body)
-        s_walk(&s, body);
+        ain__html_walk(body, s_enter, s_leave, &s);
     ain__buf_puts(&s.out, "</body></html>");
-    ain__html_free(o, copy);
     if (s.out.full) {
         free(s.out.data);
         s_escaped_doc(html, len, out);
+    } else {
+        *out = (ain_html_result_t){
+            .doc = s.out.data, .len = s.out.len, .blocked_images = s.blocked, .cid_images = s.cids};
+    }
+    if (flags & AIN_HTML_TEXT)
+        out->text = ain__html_text(o, len, &out->text_len);
+}
+
+int ain_html_sanitize(const char *html, size_t len, unsigned flags, ain_html_result_t *out)
+{
+    if (!out || (!html && len))
+        return -1;
+    if (len > AIN_HTML_MAX_INPUT) {
+        s_escaped_doc(html, len, out);
+        if (flags & AIN_HTML_TEXT) /* not parsed for the document; the text parses the head */
+            out->text = ain_html_to_text(html, len, &out->text_len);
         return 0;
     }
-    *out = (ain_html_result_t){
-        .doc = s.out.data, .len = s.out.len, .blocked_images = s.blocked, .cid_images = s.cids};
+    if (!html)
+        html = "";
+    char *copy;
+    GumboOutput *o = ain__html_parse(html, len, &copy);
+    s_sanitize_tree(o, html, len, flags, out);
+    ain__html_free(o, copy);
     return 0;
 }
 

@@ -29,6 +29,7 @@
 
 /* ain_html_sanitize flags. */
 #define AIN_HTML_ALLOW_REMOTE 1u /* keep http(s) image sources and allow https: in img-src */
+#define AIN_HTML_TEXT         2u /* also out->text, the text of the same parse (ain_html_to_text) */
 
 typedef struct {
     char *doc;               /* the document, NUL-terminated; the caller frees it */
@@ -36,11 +37,14 @@ typedef struct {
     unsigned blocked_images; /* remote images moved to data-blocked-src (0 when allowed) */
     unsigned cid_images;     /* images naming a cid: part (inlineCidCount) */
     bool truncated;          /* input or output over its bound: doc is escaped text */
+    char *text;              /* with AIN_HTML_TEXT, else NULL; NUL-terminated; the caller frees */
+    size_t text_len;         /* its length */
 } ain_html_result_t;
 
 /* Sanitises `len` bytes of `html` (any bytes: invalid UTF-8 becomes U+FFFD) into out->doc,
- * always a complete document (an empty body for empty input). Returns 0; -1 only for a NULL
- * argument. out->doc is malloc'd, the caller's to free. */
+ * always a complete document (an empty body for empty input), and with AIN_HTML_TEXT its text
+ * into out->text from the same parse (a caller that needs both parses once). Returns 0; -1 only
+ * for a NULL argument. out->doc and out->text are malloc'd, the caller's to free. */
 int ain_html_sanitize(const char *html, size_t len, unsigned flags, ain_html_result_t *out);
 
 /* Turns a sanitised document into one that shows its remote images: every data-blocked-src

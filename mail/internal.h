@@ -7,6 +7,12 @@
 
 #include "mail/html.h"
 
+/* HTML's (and CSS's) ASCII whitespace: space, tab, LF, CR, FF. */
+static inline bool ain__html_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
+}
+
 /* A growing buffer with a hard cap: an append that would pass `max` is refused whole (so a cut
  * never splits an entity or a tag) and sets `full`; later appends are ignored. */
 typedef struct {
@@ -20,6 +26,10 @@ void ain__buf_puts(ain__buf_t *b, const char *s);
 /* Appends text escaped for HTML text and double-quoted attribute values alike (& < > " ' as
  * references; NUL dropped). */
 void ain__buf_escape(ain__buf_t *b, const char *s, size_t n);
+
+/* The length of the valid UTF-8 sequence at s (n > 0 bytes left), 0 if invalid: overlong
+ * forms, surrogates and code points past U+10FFFF are invalid (html.c). */
+size_t ain__utf8_len(const unsigned char *s, size_t n);
 
 /* The depth guard (guard.c): a tokenizer that follows HTML5's tag and comment syntax closely
  * enough to count open elements, never fewer than Gumbo will hold, and drops the start tags
@@ -38,8 +48,19 @@ struct GumboInternalOutput;
 struct GumboInternalNode;
 struct GumboInternalOutput *ain__html_parse(const char *html, size_t len, char **copy);
 void ain__html_free(struct GumboInternalOutput *o, char *copy);
+/* A walk over the nodes under `root` (an element) in document order, on a heap stack, so no
+ * depth reaches the C stack's limit. enter(ctx, n) sees each node and answers 1 to walk into it
+ * (elements and templates only), 0 to pass it by, -1 to end the walk; leave(ctx, n), if not
+ * NULL, sees each node walked into after its children. Neither sees the root. */
+typedef int (*ain__html_enter_fn)(void *ctx, const struct GumboInternalNode *n);
+typedef void (*ain__html_leave_fn)(void *ctx, const struct GumboInternalNode *n);
+void ain__html_walk(const struct GumboInternalNode *root, ain__html_enter_fn enter,
+                    ain__html_leave_fn leave, void *ctx);
 /* The body element, or NULL (a frameset document). Borrowed from the tree. */
 const struct GumboInternalNode *ain__html_body(const struct GumboInternalOutput *o);
+/* The text of a parsed document (text.c), at most twice `len` (the input's length) plus a
+ * little: ain_html_to_text without the parse. Malloc'd, the caller's. */
+char *ain__html_text(const struct GumboInternalOutput *o, size_t len, size_t *out_len);
 /* True for what the sanitiser drops with its content (script, style, head, svg, ...). */
 bool ain__html_dropped(const struct GumboInternalNode *n);
 /* The sanitiser's invariant (html_test.c, for the selftest and the fuzzer): `doc` parsed again

@@ -1,9 +1,9 @@
 /* text.c: the text of an HTML body, for messages that have no text part.
  *
- * Walks Gumbo's tree (no recursion) skipping what the sanitiser drops with its content (head,
- * script, style, svg...), collapses whitespace outside <pre>, breaks lines at block elements and
- * <br>, keeps at most one blank line, and prefixes list items with "- ". The result is at most
- * twice the input plus a little, so it is bounded like the input.
+ * Walks Gumbo's tree (ain__html_walk, no recursion) skipping what the sanitiser drops with its
+ * content (head, script, style, svg...), collapses whitespace outside <pre>, breaks lines at block
+ * elements and <br>, keeps at most one blank line, and prefixes list items with "- ". The result is
+ * at most twice the input plus a little, so it is bounded like the input.
  */
 #include <gumbo.h>
 #include <stdlib.h>
@@ -20,7 +20,7 @@ typedef struct {
     int pre;      /* open <pre> elements */
 } s_text_t;
 
-/* 1: a line break around it; 2: a blank line around it; 0: inline. */
+/* 1: a line break around it; 2: a blank line around it; 0: inline (<br> is its own case). */
 /* Case labels grouped: one table. */
 // clang-format off
 static int s_block(GumboTag tag)
@@ -31,7 +31,7 @@ static int s_block(GumboTag tag)
     case GUMBO_TAG_TABLE: case GUMBO_TAG_UL: case GUMBO_TAG_OL: case GUMBO_TAG_DL:
     case GUMBO_TAG_HR:
         return 2;
-    case GUMBO_TAG_DIV: case GUMBO_TAG_BR: case GUMBO_TAG_TR: case GUMBO_TAG_LI: case GUMBO_TAG_DT:
+    case GUMBO_TAG_DIV: case GUMBO_TAG_TR: case GUMBO_TAG_LI: case GUMBO_TAG_DT:
     case GUMBO_TAG_DD: case GUMBO_TAG_CENTER: case GUMBO_TAG_SECTION: case GUMBO_TAG_ARTICLE:
     case GUMBO_TAG_HEADER: case GUMBO_TAG_FOOTER: case GUMBO_TAG_MAIN: case GUMBO_TAG_ADDRESS:
     case GUMBO_TAG_FIGURE: case GUMBO_TAG_CAPTION: case GUMBO_TAG_FORM:
@@ -61,11 +61,6 @@ static void s_flush(s_text_t *t)
     t->space = false;
 }
 
-static bool s_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f';
-}
-
 static void s_text(s_text_t *t, const char *s)
 {
     if (t->pre) {
@@ -74,13 +69,13 @@ static void s_text(s_text_t *t, const char *s)
         return;
     }
     while (*s) {
-        if (s_ws(*s)) {
+        if (ain__html_space(*s)) {
             t->space = true;
             s++;
             continue;
         }
         size_t n = 0;
-        while (s[n] && !s_ws(s[n]))
+        while (s[n] && !ain__html_space(s[n]))
             n++;
         s_flush(t);
         ain__buf_put(&t->out, s, n);
@@ -88,11 +83,25 @@ static void s_text(s_text_t *t, const char *s)
     }
 }
 
-static void s_enter(s_text_t *t, GumboTag tag)
+static int s_enter(void *ctx, const GumboNode *c)
 {
-    int b = s_block(tag);
-    if (b)
-        s_break(t, b);
+    s_text_t *t = ctx;
+    if (t->out.full)
+        return -1;
+    if (c->type == GUMBO_NODE_TEXT || c->type == GUMBO_NODE_WHITESPACE) {
+        s_text(t, c->v.text.text);
+        return 0;
+    }
+    if ((c->type != GUMBO_NODE_ELEMENT && c->type != GUMBO_NODE_TEMPLATE) || ain__html_dropped(c))
+        return 0;
+    GumboTag tag = c->v.element.tag;
+    if (tag == GUMBO_TAG_BR) { /* a break now, not a wish for the next text */
+        s_flush(t);
+        ain__buf_put(&t->out, "\n", 1);
+        return 0;
+    }
+    if (s_block(tag))
+        s_break(t, s_block(tag));
     if (tag == GUMBO_TAG_LI) {
         s_flush(t);
         ain__buf_puts(&t->out, "- ");
@@ -101,69 +110,39 @@ static void s_enter(s_text_t *t, GumboTag tag)
     } else if (tag == GUMBO_TAG_PRE) {
         t->pre++;
     }
+    return 1;
 }
 
-static void s_leave(s_text_t *t, GumboTag tag)
+static void s_leave(void *ctx, const GumboNode *n)
 {
-    int b = s_block(tag);
+    s_text_t *t = ctx;
+    GumboTag tag = n->v.element.tag;
     if (tag == GUMBO_TAG_PRE)
         t->pre--;
-    if (b && tag != GUMBO_TAG_BR)
-        s_break(t, b);
+    if (s_block(tag))
+        s_break(t, s_block(tag));
 }
 
-typedef struct {
-    const GumboNode *node;
-    unsigned next;
-} s_frame_t;
-
-static void s_walk(s_text_t *t, const GumboNode *body)
+char *ain__html_text(const struct GumboInternalOutput *o, size_t len, size_t *out_len)
 {
-    size_t n = 0, size = 64;
-    s_frame_t *st = ain_malloc(size * sizeof *st);
-    st[n++] = (s_frame_t){body, 0};
-    while (n > 0 && !t->out.full) {
-        s_frame_t *f = &st[n - 1];
-        const GumboVector *kids = &f->node->v.element.children;
-        if (f->next >= kids->length) {
-            if (n > 1)
-                s_leave(t, f->node->v.element.tag);
-            n--;
-            continue;
-        }
-        const GumboNode *c = kids->data[f->next++];
-        if (c->type == GUMBO_NODE_TEXT || c->type == GUMBO_NODE_WHITESPACE) {
-            s_text(t, c->v.text.text);
-        } else if ((c->type == GUMBO_NODE_ELEMENT || c->type == GUMBO_NODE_TEMPLATE) &&
-                   !ain__html_dropped(c)) {
-            if (c->v.element.tag == GUMBO_TAG_BR) {
-                s_flush(t);
-                ain__buf_put(&t->out, "\n", 1);
-                continue;
-            }
-            s_enter(t, c->v.element.tag);
-            if (n == size) {
-                size *= 2;
-                st = ain_realloc(st, size * sizeof *st);
-            }
-            st[n++] = (s_frame_t){c, 0};
-        }
-    }
-    free(st);
-}
-
-char *ain_html_to_text(const char *html, size_t len, size_t *out_len)
-{
-    char *copy;
-    GumboOutput *o = ain__html_parse(html ? html : "", html ? len : 0, &copy);
     s_text_t t = {.out = {.max = 2 * (len > AIN_HTML_MAX_INPUT ? AIN_HTML_MAX_INPUT : len) + 64}};
     const GumboNode *body = ain__html_body(o);
     if (body)
-        s_walk(&t, body);
-    ain__html_free(o, copy);
+        ain__html_walk(body, s_enter, s_leave, &t);
     if (!t.out.data)
         t.out.data = ain_strdup("");
     if (out_len)
         *out_len = t.out.len;
     return t.out.data;
+}
+
+char *ain_html_to_text(const char *html, size_t len, size_t *out_len)
+{
+    char *copy;
+    if (!html)
+        len = 0;
+    GumboOutput *o = ain__html_parse(html ? html : "", len, &copy);
+    char *text = ain__html_text(o, len, out_len);
+    ain__html_free(o, copy);
+    return text;
 }

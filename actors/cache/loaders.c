@@ -191,17 +191,16 @@ static void s_pack_attachment(msgpack_packer *pk, const PGresult *r, int row)
 
 /* The body fields of a message row (html in column 24, text in 25): the
  * sanitised document with its counts, and the text, extracted from the
- * HTML when the message has no text part. */
+ * HTML (the same parse) when the message has no text part. */
 #define S_BODY_FIELDS 5
 static void s_pack_body(msgpack_packer *pk, const PGresult *r, int row)
 {
     bool has_html = !s_null(r, row, 24) && PQgetlength(r, row, 24) > 0;
     bool has_text = !s_null(r, row, 25) && PQgetlength(r, row, 25) > 0;
-    const char *html = PQgetvalue(r, row, 24);
-    size_t len = (size_t)PQgetlength(r, row, 24);
     ain_html_result_t safe = {0};
     if (has_html)
-        ain_html_sanitize(html, len, 0, &safe);
+        ain_html_sanitize(PQgetvalue(r, row, 24), (size_t)PQgetlength(r, row, 24),
+                          has_text ? 0 : AIN_HTML_TEXT, &safe);
     s_key(pk, "has_html");
     if (has_html)
         msgpack_pack_true(pk);
@@ -215,12 +214,9 @@ static void s_pack_body(msgpack_packer *pk, const PGresult *r, int row)
         msgpack_pack_nil(pk);
     }
     s_key(pk, "text");
-    if (!has_text && has_html) {
-        size_t n;
-        char *text = ain_html_to_text(html, len, &n);
-        msgpack_pack_str(pk, n);
-        msgpack_pack_str_body(pk, text, n);
-        free(text);
+    if (safe.text) {
+        msgpack_pack_str(pk, safe.text_len);
+        msgpack_pack_str_body(pk, safe.text, safe.text_len);
     } else {
         s_text(pk, r, row, 25);
     }
@@ -229,6 +225,7 @@ static void s_pack_body(msgpack_packer *pk, const PGresult *r, int row)
     s_key(pk, "cid_images");
     msgpack_pack_uint32(pk, safe.cid_images);
     free(safe.doc);
+    free(safe.text);
 }
 
 /* The message columns (queries.h) of one row, with its attachments (the
