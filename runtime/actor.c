@@ -27,10 +27,17 @@
 #define S_SWEEP_MS            100 /* how often unanswered requests are checked */
 #define S_UNANSWERED_GRACE_MS 1000
 
+/* A request lives from intake until its owner's one ain_request_reply*
+ * call. The skeleton may answer it first (its deadline is long past, the
+ * actor broke or stops): the reply goes out, the request moves from `held`
+ * to `orphans` and stays allocated, so the handler that still holds it
+ * finds it answered (ain_request_answered) and its late reply only frees
+ * it. Nothing ever frees a request under the handler holding it. */
 struct _ain_request_t {
     ain_actor_t *actor;
     ain_work_t work; /* address and envelope bytes; env.body points into it */
     ain_envelope_t env;
+    bool answered; /* by the skeleton, on the handler's behalf */
     ain_request_t *prev, *next;
 };
 
@@ -54,6 +61,7 @@ typedef struct {
 
 typedef struct {
     ain_metric_t *requests, *invalid, *expired, *unserved, *unanswered, *busy;
+    ain_metric_t *late, *orphans;
     ain_metric_t *outstanding, *reconnects, *busy_us, *rss;
     ain_metric_t *bus_published, *bus_dropped, *bus_received, *bus_invalid;
     ain_metric_t *log_errors, *log_warnings;
@@ -75,8 +83,9 @@ struct _ain_actor_t {
     s_timer_t *timer_list;
     s_watch_t watches[AIN_ACTOR_MAX_WATCHES];
     int nwatches, next_watch_id, nurgent;
-    ain_request_t *held; /* requests handed out and not yet answered */
-    unsigned held_count, credit;
+    ain_request_t *held;    /* requests handed out and not yet answered */
+    ain_request_t *orphans; /* answered by the skeleton, still held by a handler */
+    unsigned held_count, orphan_count, credit;
     size_t max_bytes;
     msgpack_sbuffer reply_buf, body_buf;
     msgpack_packer body_pk;
@@ -137,16 +146,37 @@ msgpack_packer *ain_actor_body(ain_actor_t *self)
 
 /* ------------------------------------------------------------ requests */
 
-static void s_unlink(ain_actor_t *self, ain_request_t *req)
+static void s_list_remove(ain_request_t **head, ain_request_t *req)
 {
     if (req->prev)
         req->prev->next = req->next;
     else
-        self->held = req->next;
+        *head = req->next;
     if (req->next)
         req->next->prev = req->prev;
-    self->held_count--;
-    ain_metric_set(self->m.outstanding, self->held_count);
+    req->prev = req->next = NULL;
+}
+
+static void s_list_push(ain_request_t **head, ain_request_t *req)
+{
+    req->prev = NULL;
+    req->next = *head;
+    if (*head)
+        (*head)->prev = req;
+    *head = req;
+}
+
+static void s_unlink(ain_actor_t *self, ain_request_t *req)
+{
+    if (req->answered) {
+        s_list_remove(&self->orphans, req);
+        self->orphan_count--;
+        ain_metric_set(self->m.orphans, self->orphan_count);
+    } else {
+        s_list_remove(&self->held, req);
+        self->held_count--;
+        ain_metric_set(self->m.outstanding, self->held_count);
+    }
 }
 
 static void s_free_request(ain_request_t *req)
@@ -156,17 +186,55 @@ static void s_free_request(ain_request_t *req)
     free(req);
 }
 
-void ain_request_reply(ain_request_t *req, ain_status_t status, const void *body, size_t len)
+/* Sends the one reply `req` gets. */
+static void s_send_reply(ain_actor_t *self, ain_request_t *req, ain_status_t status,
+                         const void *body, size_t len)
 {
-    ain_actor_t *self = req->actor;
     ain_envelope_t reply;
     ain_envelope_reply_to(&req->env, status, body, len, &reply);
     self->reply_buf.size = 0;
     ain_envelope_pack(&reply, &self->reply_buf);
     ain_worker_reply(self->worker, &req->work, self->reply_buf.data, self->reply_buf.size);
     ain_metric_inc(self->m.status[status < AIN_STATUS_COUNT ? status : AIN_STATUS_ERROR]);
+}
+
+void ain_request_reply(ain_request_t *req, ain_status_t status, const void *body, size_t len)
+{
+    ain_actor_t *self = req->actor;
+    if (req->answered)
+        ain_metric_inc(self->m.late); /* the skeleton answered it already: only free it */
+    else
+        s_send_reply(self, req, status, body, len);
     s_unlink(self, req);
     s_free_request(req);
+}
+
+bool ain_request_answered(const ain_request_t *req)
+{
+    return req->answered;
+}
+
+/* Answers `req` on its handler's behalf and keeps it, as an orphan, until
+ * the handler's own reply call frees it (or the actor ends). */
+static void s_orphan(ain_actor_t *self, ain_request_t *req, ain_status_t status,
+                     const char *message)
+{
+    msgpack_packer *pk = ain_actor_body(self);
+    msgpack_pack_map(pk, 1);
+    ain_mp_pack_kv_str(pk, "message", message);
+    s_send_reply(self, req, status, self->body_buf.data, self->body_buf.size);
+    s_unlink(self, req);
+    req->answered = true;
+    s_list_push(&self->orphans, req);
+    self->orphan_count++;
+    ain_metric_set(self->m.orphans, self->orphan_count);
+}
+
+/* Answers every held request with `status` on its handlers' behalf. */
+static void s_orphan_all(ain_actor_t *self, ain_status_t status, const char *message)
+{
+    while (self->held)
+        s_orphan(self, self->held, status, message);
 }
 
 void ain_request_reply_packed(ain_request_t *req, ain_status_t status)
@@ -204,8 +272,10 @@ void ain_request_refuse(ain_request_t *req, ain_status_t status, const char *cod
     ain_request_reply_packed(req, status);
 }
 
-/* Answers requests held past their deadline plus a grace period: a
- * handler lost them, which is our bug, but the caller must not wait. */
+/* Answers requests held past their deadline plus a grace period: the work
+ * they wait for outlived the deadline it was given (or a handler lost
+ * them, our bug), but the caller must not wait. The handler keeps its
+ * request: its late reply is counted and only frees it. */
 static void s_sweep_unanswered(ain_actor_t *self, int64_t now_mono)
 {
     if (now_mono < self->next_sweep)
@@ -220,7 +290,7 @@ static void s_sweep_unanswered(ain_actor_t *self, int64_t now_mono)
             ain_log_write(self->log, AIN_LOG_ERROR, &ctx, "request type %u never answered",
                           req->env.type);
             ain_metric_inc(self->m.unanswered);
-            ain_request_fail(req, AIN_STATUS_TIMEOUT, "handler did not answer in time");
+            s_orphan(self, req, AIN_STATUS_TIMEOUT, "handler did not answer in time");
         }
         req = next;
     }
@@ -289,10 +359,7 @@ static ain_request_t *s_hold(ain_actor_t *self, ain_work_t *work, const ain_enve
     req->actor = self;
     req->work = *work;
     req->env = *env;
-    req->next = self->held;
-    if (self->held)
-        self->held->prev = req;
-    self->held = req;
+    s_list_push(&self->held, req);
     self->held_count++;
     ain_metric_set(self->m.outstanding, self->held_count);
     return req;
@@ -488,6 +555,8 @@ static void s_register_metrics(ain_actor_t *self)
     self->m.unserved = ain_metrics_counter(r, "requests.unserved");
     self->m.unanswered = ain_metrics_counter(r, "requests.unanswered");
     self->m.busy = ain_metrics_counter(r, "requests.busy");
+    self->m.late = ain_metrics_counter(r, "requests.late");
+    self->m.orphans = ain_metrics_gauge(r, "requests.orphans");
     self->m.outstanding = ain_metrics_gauge(r, "requests.outstanding");
     self->m.busy_us = ain_metrics_counter(r, "busy.us");
     self->m.reconnects = ain_metrics_gauge(r, "worker.reconnects");
@@ -532,8 +601,13 @@ static ain_actor_t *s_new(const ain_actor_def_t *def, const ain_proc_t *proc, zs
 static void s_destroy(ain_actor_t **self_p)
 {
     ain_actor_t *self = *self_p;
-    while (self->held)
-        ain_request_fail(self->held, AIN_STATUS_UNAVAILABLE, "actor stopped");
+    s_orphan_all(self, AIN_STATUS_UNAVAILABLE, "actor stopped");
+    /* The handlers are gone (def->stop ran): nobody holds an orphan now. */
+    while (self->orphans) {
+        ain_request_t *req = self->orphans;
+        s_unlink(self, req);
+        s_free_request(req);
+    }
     ain_worker_destroy(&self->worker);
     while (self->timer_list)
         s_timer_unlink(self, self->timer_list);
@@ -746,10 +820,8 @@ int ain_actor_run(const ain_actor_def_t *def, const ain_proc_t *proc, zsock_t *p
     if (pipe)
         zsock_signal(pipe, 0);
     int rc = s_loop(self);
-    if (rc < 0) {
-        while (self->held)
-            ain_request_fail(self->held, AIN_STATUS_UNAVAILABLE, "actor failed");
-    }
+    if (rc < 0)
+        s_orphan_all(self, AIN_STATUS_UNAVAILABLE, "actor failed");
     if (def->stop)
         def->stop(self);
     ain_info(self->log, rc < 0 ? "stopped after a failure" : "stopped");

@@ -11,10 +11,18 @@
  * is in flight within AINBOX_SHUTDOWN_TIMEOUT_MS, DISCONNECT).
  *
  * Lifetime of a request: the skeleton creates it and hands it to the
- * handler. The handler answers it now or later (deferred, e.g. after a
- * timer or a database reply) with exactly one ain_request_reply* call, which
- * frees it. A request nobody answers is answered TIMEOUT by the skeleton
- * once its deadline is well past, and logged as a bug.
+ * handler, which then owns it. The handler answers it now or later
+ * (deferred, e.g. after a timer or a database reply) with exactly one
+ * ain_request_reply* call, which frees it; nothing else frees it. The
+ * skeleton may answer on the handler's behalf, while the handler still
+ * holds it: TIMEOUT once its deadline is well past (logged as an error:
+ * the work it waits for ignored the deadline), UNAVAILABLE when the actor
+ * breaks or stops. The request then stays valid (its envelope too), and
+ * ain_request_answered says so; the handler's late reply sends nothing,
+ * is counted (requests.late) and frees it. So a completion that arrives
+ * after its caller stopped waiting always finds its request, never a freed
+ * pointer. Work a request starts should end by its deadline
+ * (ain_request_envelope(req)->deadline_ms; runtime/pg.h takes it).
  *
  * A handler returning -1 means the actor is broken: the skeleton answers
  * what it holds with UNAVAILABLE, leaves the broker and returns -1 from
@@ -123,7 +131,13 @@ const ain_envelope_t *ain_request_envelope(const ain_request_t *req);
 /* The request's context for log lines (corr, user, trace). */
 ain_log_ctx_t ain_request_log_ctx(const ain_request_t *req);
 
-/* Answers and frees `req`. `body` is copied. */
+/* True if the skeleton already answered `req` on the handler's behalf (see
+ * above): the caller has stopped waiting, so its work may be skipped; it
+ * must still be released with one ain_request_reply* call. */
+bool ain_request_answered(const ain_request_t *req);
+
+/* Answers and frees `req`. `body` is copied. If the skeleton answered it
+ * already, sends nothing and only frees it. */
 void ain_request_reply(ain_request_t *req, ain_status_t status, const void *body, size_t len);
 
 /* Answers with what was packed into ain_actor_body. */
