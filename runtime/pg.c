@@ -5,6 +5,14 @@
  * socket is an actor watch whose events follow what libpq asks for. A
  * timer fails queries that waited too long for a connection and drops a
  * connection whose query outlived the server-side statement_timeout.
+ *
+ * Deadlines: a query carries its caller's deadline. Queued past it, it
+ * fails without being sent; running past it, it fails at once and its
+ * connection is dropped: the server notices the closed client within
+ * client_connection_check_interval (set on every session) and ends the
+ * statement, even one waiting on a lock. So a stalled database holds at
+ * most one query per connection, none of them for a caller that left.
+ * (libpq 15 has no asynchronous cancel; PQcancel would block the actor.)
  */
 #include "runtime/pg.h"
 
@@ -15,11 +23,12 @@
 #include "runtime/alloc.h"
 #include "runtime/clock.h"
 
-#define S_CHECK_MS       200
-#define S_GRACE_MS       2000 /* beyond statement_timeout before a connection is dropped */
-#define S_BACKOFF_MIN_MS 100
-#define S_BACKOFF_MAX_MS 5000
-#define S_PREPARED_MAX   32 /* statements prepared per connection */
+#define S_CHECK_MS        200
+#define S_GRACE_MS        2000 /* beyond statement_timeout before a connection is dropped */
+#define S_BACKOFF_MIN_MS  100
+#define S_BACKOFF_MAX_MS  5000
+#define S_PREPARED_MAX    32   /* statements prepared per connection */
+#define S_CLIENT_CHECK_MS 1000 /* the server checks this often that we are still there */
 
 typedef struct s_query_t {
     const char *sql;
@@ -28,6 +37,7 @@ typedef struct s_query_t {
     ain_pg_fn *fn;
     void *arg;
     int64_t queued_ms, started_ms;
+    int64_t deadline_ms; /* wall clock; 0: none beyond AINBOX_PG_TIMEOUT_MS */
     struct s_query_t *next;
 } s_query_t;
 
@@ -37,7 +47,8 @@ typedef struct {
     ain_pg_t *pool;
     PGconn *conn;
     s_state_t state;
-    bool preparing; /* BUSY preparing the query's statement, not running it yet */
+    bool preparing;  /* BUSY preparing the query's statement, not running it yet */
+    bool abandoning; /* dropped because its query's caller stopped waiting */
     int watch;
     s_query_t *query; /* in flight (BUSY) */
     PGresult *result;
@@ -56,6 +67,7 @@ struct _ain_pg_t {
     s_query_t *head, *tail;
     size_t queue_max;
     int64_t timeout_ms;
+    bool finish_running; /* ain_pg_finish_running */
     int check_timer;
     bool destroying;
     ain_pg_stats_t stats;
@@ -106,8 +118,8 @@ static bool s_finish(ain_pg_t *self, s_query_t *q, PGresult *res, const char *er
     return taken;
 }
 
-int ain_pg_query(ain_pg_t *self, const char *sql, int nparams, const char *const *params,
-                 ain_pg_fn *fn, void *arg)
+int ain_pg_query(ain_pg_t *self, int64_t deadline_ms, const char *sql, int nparams,
+                 const char *const *params, ain_pg_fn *fn, void *arg)
 {
     if (self->destroying || self->stats.queued >= self->queue_max)
         return -1;
@@ -120,6 +132,7 @@ int ain_pg_query(ain_pg_t *self, const char *sql, int nparams, const char *const
     q->fn = fn;
     q->arg = arg;
     q->queued_ms = ain_clock_mono_ms();
+    q->deadline_ms = deadline_ms;
     if (self->tail)
         self->tail->next = q;
     else
@@ -162,8 +175,12 @@ static void s_reconnect_now(ain_actor_t *actor, void *arg)
 static void s_broken(s_conn_t *c, const char *why)
 {
     ain_pg_t *self = c->pool;
+    bool abandoning = c->abandoning;
+    c->abandoning = false;
     if (self->destroying || c->state == S_CONNECTING)
         ain_debug(self->log, "postgres: connection closed: %s", why);
+    else if (abandoning)
+        ain_info(self->log, "postgres: connection dropped: %s", why);
     else
         ain_warn(self->log, "postgres: connection lost: %s", why);
     s_query_t *q = c->query;
@@ -179,7 +196,9 @@ static void s_broken(s_conn_t *c, const char *why)
     c->nprepared = 0;
     s_watch(c, 0);
     if (q)
-        s_finish(self, q, NULL, "database connection lost during the query");
+        s_finish(self, q, NULL,
+                 abandoning ? "the caller's deadline passed during the query"
+                            : "database connection lost during the query");
     if (!self->destroying && !c->reconnect_timer) {
         c->reconnect_timer =
             ain_actor_timer(self->actor, (int)c->backoff_ms, false, s_reconnect_now, c);
@@ -222,11 +241,33 @@ static void s_send(s_conn_t *c, s_query_t *q)
         s_watch(c, ZMQ_POLLIN | (more ? ZMQ_POLLOUT : 0));
 }
 
+static bool s_expired(const s_query_t *q, int64_t wall_ms)
+{
+    return q->deadline_ms && wall_ms >= q->deadline_ms;
+}
+
+/* Fails a query that was never sent: its caller stopped waiting. */
+static void s_abandon_queued(ain_pg_t *self, s_query_t *q)
+{
+    self->stats.abandoned++;
+    s_finish(self, q, NULL, "the caller's deadline passed before a database connection was free");
+}
+
+/* Gives queued queries to idle connections; expired ones fail unsent. A
+ * callback may queue and dispatch again, so each state is read afresh. */
 static void s_dispatch(ain_pg_t *self)
 {
-    for (int i = 0; i < self->nconns && self->head; i++)
-        if (self->conns[i].state == S_IDLE)
-            s_send(&self->conns[i], s_pop(self));
+    int64_t wall = ain_clock_wall_ms();
+    for (int i = 0; i < self->nconns; i++) {
+        s_conn_t *c = &self->conns[i];
+        while (c->state == S_IDLE && self->head) {
+            s_query_t *q = s_pop(self);
+            if (s_expired(q, wall))
+                s_abandon_queued(self, q);
+            else
+                s_send(c, q);
+        }
+    }
 }
 
 /* Reads what arrived; completes the query when libpq has all of it. */
@@ -288,9 +329,14 @@ static void s_on_setup(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
 static void s_ready(s_conn_t *c)
 {
     ain_pg_t *self = c->pool;
-    char sql[96];
-    snprintf(sql, sizeof sql, "set statement_timeout = %ld; set application_name = 'ainbox'",
-             (long)self->timeout_ms);
+    char sql[320];
+    /* client_connection_check_interval (PostgreSQL 14+) lets the server end
+     * a statement whose connection we dropped at its caller's deadline. */
+    snprintf(sql, sizeof sql,
+             "set statement_timeout = %ld; set application_name = 'ainbox'; "
+             "select set_config('client_connection_check_interval', '%d', false) "
+             "where current_setting('server_version_num')::int >= 140000",
+             (long)self->timeout_ms, S_CLIENT_CHECK_MS);
     PQsetnonblocking(c->conn, 1);
     c->backoff_ms = S_BACKOFF_MIN_MS;
     self->stats.reconnects++;
@@ -349,20 +395,58 @@ static void s_connect(s_conn_t *c)
 
 /* ------------------------------------------------------------ timeouts */
 
+/* Takes the queued queries that must fail now out of the queue, in order:
+ * their caller's deadline passed, or they waited AINBOX_PG_TIMEOUT_MS. */
+static s_query_t *s_take_expired(ain_pg_t *self, int64_t now, int64_t wall)
+{
+    s_query_t *expired = NULL, **tail = &expired, *keep = NULL, *last = NULL;
+    for (s_query_t *q = self->head, *next; q; q = next) {
+        next = q->next;
+        q->next = NULL;
+        if (s_expired(q, wall) || now - q->queued_ms > self->timeout_ms) {
+            *tail = q;
+            tail = &q->next;
+            self->stats.queued--;
+        } else {
+            if (last)
+                last->next = q;
+            else
+                keep = q;
+            last = q;
+        }
+    }
+    self->head = keep;
+    self->tail = last;
+    return expired;
+}
+
 static void s_check(ain_actor_t *actor, void *arg)
 {
     ain_pg_t *self = arg;
-    int64_t now = ain_clock_mono_ms();
+    int64_t now = ain_clock_mono_ms(), wall = ain_clock_wall_ms();
     for (int i = 0; i < self->nconns; i++) {
         s_conn_t *c = &self->conns[i];
-        if (c->state == S_BUSY && now - c->query->started_ms > self->timeout_ms + S_GRACE_MS) {
+        if (c->state != S_BUSY || !c->query)
+            continue;
+        if (s_expired(c->query, wall) && !self->finish_running) {
+            self->stats.abandoned++;
+            c->abandoning = true;
+            s_broken(c, "its query's caller stopped waiting");
+        } else if (now - c->query->started_ms > self->timeout_ms + S_GRACE_MS) {
             self->stats.timeouts++;
             s_broken(c, "no answer past statement_timeout");
         }
     }
-    /* Without a usable connection, queued queries fail instead of waiting. */
-    while (self->head && now - self->head->queued_ms > self->timeout_ms)
-        s_finish(self, s_pop(self), NULL, "no database connection in time");
+    /* Callbacks may queue again: the expired are taken out first. */
+    s_query_t *q = s_take_expired(self, now, wall);
+    while (q) {
+        s_query_t *next = q->next;
+        if (s_expired(q, wall))
+            s_abandon_queued(self, q);
+        else
+            s_finish(self, q, NULL, "no database connection in time");
+        q = next;
+    }
 }
 
 /* ------------------------------------------------------------ life cycle */
@@ -410,6 +494,11 @@ void ain_pg_destroy(ain_pg_t **self_p)
     free(self->conninfo);
     free(self);
     *self_p = NULL;
+}
+
+void ain_pg_finish_running(ain_pg_t *self)
+{
+    self->finish_running = true;
 }
 
 int ain_pg_ready(const ain_pg_t *self)

@@ -10,6 +10,11 @@
  * silent longer is dropped. Lost connections are re-established with
  * back-off, and the queries they held fail (they are never silently
  * repeated: a write may have committed).
+ *
+ * Every query carries its caller's deadline: queued past it, it fails
+ * unsent; running past it, it fails at once and its connection is dropped,
+ * so the server ends the statement (client_connection_check_interval)
+ * instead of holding a connection for a caller that stopped waiting.
  */
 #ifndef AIN_RUNTIME_PG_H
 #define AIN_RUNTIME_PG_H
@@ -48,21 +53,32 @@ ain_pg_t *ain_pg_new(ain_actor_t *actor, const char *conninfo, int connections);
  * callbacks run before this returns). Safe twice. */
 void ain_pg_destroy(ain_pg_t **self_p);
 
-/* Queues a query with text parameters (NULL = SQL NULL; all copied).
+/* Queues a query with text parameters (NULL = SQL NULL; all copied), for
+ * a caller who waits until `deadline_ms` (wall clock, as in an envelope;
+ * 0: no deadline beyond AINBOX_PG_TIMEOUT_MS). Past the deadline the query
+ * fails (sqlstate "") whether or not it was sent; a write it carried may
+ * still have committed, as with any lost connection.
  * `sql` must be a string constant: each connection prepares it once, on
  * first use, and knows it by its address from then on (so it is planned
  * once per connection, not per query).
  * Returns 0 and calls `fn` exactly once later, or returns -1 (the queue
  * holds AINBOX_PG_QUEUE_MAX queries) and never calls it. */
-int ain_pg_query(ain_pg_t *self, const char *sql, int nparams, const char *const *params,
-                 ain_pg_fn *fn, void *arg);
+int ain_pg_query(ain_pg_t *self, int64_t deadline_ms, const char *sql, int nparams,
+                 const char *const *params, ain_pg_fn *fn, void *arg);
+
+/* For a pool of writes whose outcome must be known (the cache announces
+ * every committed write): a query already sent is never dropped at its
+ * caller's deadline; it runs until it ends or AINBOX_PG_TIMEOUT_MS. Queued
+ * ones still fail unsent at their deadline. */
+void ain_pg_finish_running(ain_pg_t *self);
 
 /* Connections ready for queries right now. */
 int ain_pg_ready(const ain_pg_t *self);
 
 typedef struct {
     uint64_t queries, failed, timeouts, reconnects;
-    uint64_t queued; /* waiting now */
+    uint64_t abandoned; /* failed at their caller's deadline */
+    uint64_t queued;    /* waiting now */
 } ain_pg_stats_t;
 void ain_pg_stats(const ain_pg_t *self, ain_pg_stats_t *out);
 

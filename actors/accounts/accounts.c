@@ -106,7 +106,7 @@ static void s_query(ain__job_t *job, const char *sql, int n, const char *const *
                     ain_pg_fn *fn)
 {
     s_state_t *st = job->state;
-    if (ain_pg_query(st->pg, sql, n, params, fn, job) == 0)
+    if (ain_pg_query(st->pg, job->deadline_ms, sql, n, params, fn, job) == 0)
         return;
     ain_metric_inc(st->m.busy);
     ain_request_fail(job->req, AIN_STATUS_BUSY, "too many database queries waiting");
@@ -588,8 +588,10 @@ static int s_start(ain_actor_t *actor)
             return -1;
         }
     }
-    if (db && st->keys)
+    if (db && st->keys) {
         st->pg = ain_pg_new(actor, db, (int)ain_config_int(cfg, AIN_CFG_AINBOX_PG_POOL));
+        ain_pg_finish_running(st->pg); /* a rotated provider token must never be half-known */
+    }
     st->pool =
         ain__pool_new(actor, (int)ain_config_int(cfg, AIN_CFG_AINBOX_OAUTH_THREADS), S_QUEUE_MAX,
                       ain_config_int(cfg, AIN_CFG_AINBOX_OAUTH_HTTP_TIMEOUT_MS), s_done, st);

@@ -8,6 +8,12 @@
  * script, so once a writer has its answer no cache anywhere serves what
  * the write replaced (unless Redis was unreachable: then the reply says
  * so, and the invalidation is replayed when Redis is back).
+ *
+ * The write's transaction also records what it changed in the outbox
+ * (deploy/migrations/0003_mail_outbox.sql); the row is deleted once the
+ * invalidation ran. If this process dies in between, outbox.c on any cache
+ * actor relays it, so a committed write's invalidation never depends on
+ * its writer surviving.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +34,7 @@ typedef struct {
     uint64_t user;
     msgpack_sbuffer changed; /* [{kind, ref}], packed for the reply */
     size_t nchanged;
+    char outbox[24]; /* the write's outbox row id, or "" */
 } s_write_t;
 
 static void s_free(s_write_t *w)
@@ -52,7 +59,21 @@ static void s_reply(ain__state_t *st, s_write_t *w, bool caches_ok)
 
 static void s_on_invalidated(ain__state_t *st, bool ok, void *arg)
 {
-    s_reply(st, arg, ok);
+    s_write_t *w = arg;
+    if (ok && w->outbox[0])
+        ain__outbox_done(st, w->outbox);
+    s_reply(st, w, ok);
+}
+
+void ain__invalidate(ain__state_t *st, uint64_t user, char **prefixes, size_t n,
+                     ain__l2_done_fn *done, void *arg)
+{
+    size_t use = n > S_PREFIXES_MAX ? 0 : n; /* 0: every key of the user */
+    ain__l1_invalidate(st, user, prefixes, use);
+    ain__l2_invalidate(st, user, prefixes, use, done, arg);
+    for (size_t i = 0; i < n; i++)
+        free(prefixes[i]);
+    free(prefixes);
 }
 
 /* The first line of a PostgreSQL error, without its "ERROR:  " prefix. */
@@ -93,6 +114,8 @@ static void s_on_applied(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
     ain_metric_inc(st->m.writes);
     const PGresult *r = out->result;
     int rows = PQntuples(r);
+    if (rows > 0 && !PQgetisnull(r, 0, 2))
+        snprintf(w->outbox, sizeof w->outbox, "%s", PQgetvalue(r, 0, 2));
     char **prefixes = ain_malloc((size_t)(rows ? rows : 1) * sizeof *prefixes);
     size_t n = 0;
     msgpack_packer pk;
@@ -110,15 +133,12 @@ static void s_on_applied(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
     }
     if (n == 0) {
         free(prefixes);
+        if (w->outbox[0])
+            ain__outbox_done(st, w->outbox); /* nothing any key holds changed */
         s_reply(st, w, true);
         return;
     }
-    size_t use = n > S_PREFIXES_MAX ? 0 : n; /* 0: every key of the user */
-    ain__l1_invalidate(st, w->user, prefixes, use);
-    ain__l2_invalidate(st, w->user, prefixes, use, s_on_invalidated, w);
-    for (size_t i = 0; i < n; i++)
-        free(prefixes[i]);
-    free(prefixes);
+    ain__invalidate(st, w->user, prefixes, n, s_on_invalidated, w);
 }
 
 int ain__apply(ain__state_t *st, ain_request_t *req)
@@ -166,7 +186,7 @@ int ain__apply(ain__state_t *st, ain_request_t *req)
     snprintf(user, sizeof user, "%llu", (unsigned long long)env->user);
     snprintf(acc, sizeof acc, "%llu", (unsigned long long)account);
     const char *params[] = {user, acc, json};
-    if (ain_pg_query(st->pg_write, AIN_Q_APPLY, 3, params, s_on_applied, w) < 0) {
+    if (ain_pg_query(st->pg_write, env->deadline_ms, AIN_Q_APPLY, 3, params, s_on_applied, w) < 0) {
         s_free(w);
         ain_request_fail(req, AIN_STATUS_BUSY, "the mail store has too many queries waiting");
     }

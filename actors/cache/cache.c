@@ -290,6 +290,8 @@ static void s_metrics_init(ain__metrics_t *m, ain_metrics_t *reg)
     C(writes, "writes");
     C(write_errors, "write_errors");
     C(clears, "clears");
+    C(outbox_relayed, "outbox.relayed");
+    C(outbox_errors, "outbox.errors");
 #undef C
 #undef G
 }
@@ -324,6 +326,9 @@ static int s_start(ain_actor_t *actor)
         int pool = (int)ain_config_int(cfg, AIN_CFG_AINBOX_PG_POOL);
         st->pg = ain_pg_new(actor, db, pool);
         st->pg_write = ain_pg_new(actor, db, pool / 2 > 0 ? pool / 2 : 1);
+        ain_pg_finish_running(st->pg_write); /* a committed write is always announced */
+        st->outbox_age_ms = ain_config_int(cfg, AIN_CFG_AINBOX_CACHE_OUTBOX_AGE_MS);
+        ain__outbox_start(st);
     } else
         ain_warn(st->log, "cache: DATABASE_URL is not set: every L1/L2 miss fails");
     ain_actor_timer(actor, S_TICK_MS, true, s_tick, a);

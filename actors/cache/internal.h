@@ -112,6 +112,16 @@ void ain__l2_clear_all(ain__state_t *st, ain__l2_done_fn *done, void *arg);
 
 /* apply.c */
 int ain__apply(ain__state_t *st, ain_request_t *req);
+/* Invalidates `n` key prefixes of `user` (all the user's keys when n is
+ * 0 or above the per-write bound) in this L1, L2 and every other L1; then
+ * done(arg, ok). Takes `prefixes` and the strings (frees them). */
+void ain__invalidate(ain__state_t *st, uint64_t user, char **prefixes, size_t n,
+                     ain__l2_done_fn *done, void *arg);
+
+/* outbox.c: the durable side of invalidation (see apply.c). */
+void ain__outbox_start(ain__state_t *st);
+/* Deletes outbox row `id` (decimal) now that its invalidation ran. */
+void ain__outbox_done(ain__state_t *st, const char *id);
 
 /* cache.c: L1 invalidation with the epoch bookkeeping that keeps a load
  * begun before an invalidation out of L1. */
@@ -132,6 +142,7 @@ typedef struct {
     ain_metric_t *l2_errors, *l2_stale_skipped, *l2_index_full;
     ain_metric_t *redis_up, *sub_up, *dirty_users, *pg_ready;
     ain_metric_t *l3_queries, *l3_errors, *writes, *write_errors, *clears;
+    ain_metric_t *outbox_relayed, *outbox_errors;
 } ain__metrics_t;
 
 struct ain__state {
@@ -153,7 +164,9 @@ struct ain__state {
     bool dirty_all;
     int64_t l1_ttl_ms, l1_degraded_ttl_ms, l2_ttl_ms;
     uint64_t instance;
-    uint64_t rng; /* xorshift state for XFetch */
+    uint64_t rng;          /* xorshift state for XFetch */
+    int64_t outbox_age_ms; /* AINBOX_CACHE_OUTBOX_AGE_MS */
+    bool outbox_busy;      /* a relay pass is running */
     msgpack_sbuffer scratch;
 };
 

@@ -308,6 +308,19 @@ static bool s_ok(ain__load_t *load, const ain_pg_outcome_t *out)
     return false;
 }
 
+/* The latest deadline of the load's waiters (0 for a refresh nobody waits
+ * for): the store's answer is of no use after it. */
+static int64_t s_deadline(const ain__load_t *load)
+{
+    int64_t deadline = 0;
+    for (size_t i = 0; i < load->nwaiters; i++) {
+        int64_t d = ain_request_envelope(load->waiters[i])->deadline_ms;
+        if (d > deadline)
+            deadline = d;
+    }
+    return deadline;
+}
+
 /* Runs `sql` with the view's user as $1, then the `n` parameters given as
  * $2...: every query of the read side is scoped by user, here, once. */
 static void s_query(ain__load_t *load, const char *sql, int n, const char *const *rest,
@@ -322,7 +335,7 @@ static void s_query(ain__load_t *load, const char *sql, int n, const char *const
     for (int i = 0; i < n; i++)
         params[i + 1] = rest[i];
     ain_metric_inc(st->m.l3_queries);
-    if (ain_pg_query(st->pg, sql, n + 1, params, fn, load) < 0) {
+    if (ain_pg_query(st->pg, s_deadline(load), sql, n + 1, params, fn, load) < 0) {
         ain_metric_inc(st->m.l3_errors);
         s_fail(st, load, "the mail store is overloaded");
     }

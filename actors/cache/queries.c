@@ -113,4 +113,13 @@ const char *const AIN_Q_COUNTS =
     "order by l.account_id, l.role nulls last, l.name, l.provider_id ";
 
 const char *const AIN_Q_APPLY =
-    "select kind, ref from ain_mail_apply($1::bigint, $2::bigint, $3::jsonb) ";
+    "select kind, ref, outbox_id from ain_mail_apply_outboxed($1::bigint, $2::bigint, $3::jsonb) ";
+
+/* The outbox (deploy/migrations/0003_mail_outbox.sql) is the cache actor's
+ * own bookkeeping across users, so these two are not scoped by user. */
+const char *const AIN_Q_OUTBOX_DONE = "delete from mail_outbox where id = $1::bigint ";
+
+const char *const AIN_Q_OUTBOX_DUE =
+    "select id, user_id, changed::text from mail_outbox "
+    "where created_at < now() - make_interval(secs => $1::int / 1000.0) "
+    "order by id limit 100 ";

@@ -90,7 +90,17 @@ extern const char *const AIN_Q_COUNTS;
  * $3 changes, a JSON array (see ain_mail_apply in the migration).
  * Columns: kind text, ref text: what to invalidate ('message', 'thread',
  * 'label' with provider ids; 'role' with a role; 'counts' and 'archive'
- * with ''). SQLSTATE 42501: not the user's account; 22023: bad batch. */
+ * with ''), outbox_id bigint: the write's outbox row (null when nothing
+ * changed), to delete once the invalidation ran (AIN_Q_OUTBOX_DONE).
+ * SQLSTATE 42501: not the user's account; 22023: bad batch. */
 extern const char *const AIN_Q_APPLY;
+
+/* Deletes outbox row $1 (its invalidation ran). */
+extern const char *const AIN_Q_OUTBOX_DONE;
+
+/* Outbox rows older than $1 ms, oldest first, at most 100: writes whose
+ * writer never reported their invalidation done. Columns: id bigint,
+ * user_id bigint, changed text (JSON [[kind, ref], ...]). */
+extern const char *const AIN_Q_OUTBOX_DUE;
 
 #endif

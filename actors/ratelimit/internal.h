@@ -69,7 +69,7 @@ typedef struct {
     ain_metric_t *decisions, *allowed, *refused, *refused_local, *degraded_refused, *degraded_local,
         *invalid, *denied, *calls, *call_decisions, *call_errors, *reloads, *leases,
         *leases_refused, *releases, *resets, *near_quota, *redis_up, *queued, *deny_keys,
-        *fallback_keys;
+        *fallback_keys, *abandoned;
     ain_metric_t *quota_decisions[AIN__Q_COUNT], *quota_refused[AIN__Q_COUNT];
     ain_metric_t *usage_max[AIN_RL_POLICY_COUNT], *near[AIN_RL_POLICY_COUNT];
 } ain__rl_metrics_t;

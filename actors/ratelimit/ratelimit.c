@@ -401,6 +401,7 @@ static void s_metrics_init(ain__rl_t *st, ain_metrics_t *reg)
     C(releases, "leases.released");
     C(resets, "resets");
     C(near_quota, "near_quota.seen");
+    C(abandoned, "abandoned");
     G(redis_up, "redis.connected");
     G(queued, "queue");
     G(deny_keys, "deny_cache.keys");

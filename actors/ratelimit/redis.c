@@ -386,17 +386,39 @@ static void s_drain_degraded(ain__rl_t *st)
     }
 }
 
+/* True if nobody waits for `d` any more: its request's deadline passed
+ * while it queued (a Redis stall), or the skeleton answered it already. */
+static bool s_abandoned(const ain__rl_decision_t *d, int64_t wall_ms)
+{
+    const ain_request_t *req = d->job->req;
+    return ain_request_answered(req) || ain_request_envelope(req)->deadline_ms <= wall_ms;
+}
+
 static void s_flush(ain__rl_t *st)
 {
     int lane;
+    int64_t wall = ain_clock_wall_ms();
     while (!st->stopping && st->q_len > 0 && (lane = s_lane(st)) >= 0) {
         s_call_t *c = AIN_NEW(s_call_t);
         c->st = st;
         c->lane = lane;
         while (c->n < AIN__RL_BATCH && st->q_len > 0) {
-            c->d[c->n++] = st->queue[st->q_head];
+            ain__rl_decision_t *d = st->queue[st->q_head];
             st->q_head = (st->q_head + 1) % st->q_cap;
             st->q_len--;
+            if (s_abandoned(d, wall)) {
+                /* Decided here as while Redis is down: a stall's backlog
+                 * never reaches Redis, and nobody reads the answer. */
+                ain_metric_inc(st->m.abandoned);
+                ain__rl_decide_degraded(st, d);
+                ain__rl_done(st, d);
+                continue;
+            }
+            c->d[c->n++] = d;
+        }
+        if (c->n == 0) {
+            free(c);
+            continue;
         }
         if (s_send(st, c) < 0)
             s_degrade_call(st, c);

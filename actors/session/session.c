@@ -99,7 +99,8 @@ static s_call_t *s_call_new(s_state_t *st, ain_request_t *req)
 /* Queues `sql` for `c`; on a full queue answers BUSY and frees c. */
 static void s_query(s_call_t *c, const char *sql, int n, const char *const *params, ain_pg_fn *fn)
 {
-    if (ain_pg_query(c->st->pg, sql, n, params, fn, c) == 0)
+    if (ain_pg_query(c->st->pg, ain_request_envelope(c->req)->deadline_ms, sql, n, params, fn, c) ==
+        0)
         return;
     ain_request_fail(c->req, AIN_STATUS_BUSY, "too many database queries waiting");
     free(c);

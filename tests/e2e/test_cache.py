@@ -334,6 +334,31 @@ class InvalidationTest(CacheCase):
         _, layer = self.read_source(b, "MAIL_COUNTS", {}, user=2)
         self.assertEqual(layer, "l1")
 
+    def test_a_write_whose_writer_died_is_invalidated_from_the_outbox(self):
+        # L1 off and a 10-minute L2: without the outbox, the view below
+        # would stay stale for ten minutes.
+        env = self.start_cache(CACHE_TTL=600, AINBOX_CACHE_L1_TTL_MS=0,
+                               AINBOX_CACHE_OUTBOX_AGE_MS=300)
+        self.seed(env, threads=2)
+        # A writer that lives deletes its outbox row once it invalidated.
+        wait_until(lambda: self.pg.psql("select count(*) from mail_outbox")[0][0] == "0", 10,
+                   "the seed's outbox row to be deleted by its writer")
+        view = ("MAIL_THREAD", {"thread": "u1t0"})
+        self.read_source(env, *view)
+        data, layer = self.read_source(env, *view)
+        self.assertEqual((layer, data["messages"][0]["unread"]), ("l2", True))
+        # A writer that dies between commit and invalidation: its
+        # transaction (the same function MAIL_APPLY runs) commits, and
+        # nobody invalidates.
+        self.pg.psql("select count(*) from ain_mail_apply_outboxed(1, 1, "
+                     "'[{\"op\": \"set_flags\", \"id\": \"u1t0m0\", \"unread\": false}]')")
+        wait_until(lambda: self.metric(env, "cache.outbox.relayed") >= 1, 20,
+                   "the cache actor to relay the dead writer's invalidation")
+        data, layer = self.read_source(env, *view)
+        self.assertEqual((layer, data["messages"][0]["unread"]), ("l3", False))
+        wait_until(lambda: self.pg.psql("select count(*) from mail_outbox")[0][0] == "0", 10,
+                   "the relayed row to be deleted")
+
     def test_a_load_that_raced_a_write_is_not_kept(self):
         # B starts loading a thread; the load reads the thread and its
         # messages, then waits on the attachments query (locked). Meanwhile

@@ -684,12 +684,21 @@ class TestQueries(MailStoreCase):
         counts = self.query("AIN_Q_COUNTS", self.a, None)
         self.assertIn((str(self.ga), "INBOX", "INBOX", "inbox", "40", "6"), counts)
         self.assertIn((str(self.oa), "olk-inbox", "Inbox", "inbox", "15", "0"), counts)
-        self.assertEqual(self.rows(f"prepare q as {self.q['AIN_Q_APPLY']};\n"
-                                   f"execute q({self.a}, {self.ga}, "
-                                   f"'[{{\"op\":\"set_flags\",\"id\":\"m2\",\"unread\":true}}]');"),
+        applied = self.rows(f"prepare q as {self.q['AIN_Q_APPLY']};\n"
+                            f"execute q({self.a}, {self.ga}, "
+                            f"'[{{\"op\":\"set_flags\",\"id\":\"m2\",\"unread\":true}}]');")
+        self.assertEqual([r[:2] for r in applied],
                          [("counts", ""), ("label", "INBOX"), ("label", "SENT"),
                           ("message", "m2"), ("role", "inbox"), ("role", "sent"),
                           ("thread", "t2")])
+        # The same transaction left its outbox row, naming the same changes
+        # for the same user, until the writer deletes it.
+        outbox = {r[2] for r in applied}
+        self.assertEqual(len(outbox), 1)
+        row = self.rows(f"select user_id, changed::text from mail_outbox "
+                        f"where id = {outbox.pop()};")
+        self.assertEqual(row[0][0], str(self.a))
+        self.assertIn('["thread", "t2"]', row[0][1])
 
 
 class TestPlans(MailStoreCase):
