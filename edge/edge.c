@@ -132,6 +132,7 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.events_delivered = ain_metrics_counter(r, "sse.events_delivered");
     self->m.limited = ain_metrics_counter(r, "ratelimit.refused");
     self->m.limits_unchecked = ain_metrics_counter(r, "ratelimit.unchecked");
+    self->m.limits_away = ain_metrics_counter(r, "ratelimit.limiter_away");
     self->m.limits_grants = ain_metrics_counter(r, "ratelimit.grants");
     self->m.limits_local = ain_metrics_counter(r, "ratelimit.local");
     self->m.limits_grant_units = ain_metrics_counter(r, "ratelimit.grant_units");
@@ -216,6 +217,7 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->heartbeat_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SSE_HEARTBEAT_MS);
     self->call_timeout_ms = S_CALL_TIMEOUT_MS;
     self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
+    self->limits_timeout_ms = (int)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_LIMIT_TIMEOUT_MS);
     self->grants = ain__grants_new((uint32_t)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_API_GRANT_MAX),
                                    ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_API_GRANT_MS));
     ain_metric_set(self->m.limits_grant_slots, ain__grants_slots(self->grants));

@@ -51,7 +51,7 @@ typedef struct {
     /* SSE, counters. */
     ain_metric_t *opened, *closed, *cut_slow, *refused_full, *refused_user, *handoff_failed;
     ain_metric_t *events_delivered, *bytes_written;
-    ain_metric_t *limited, *limits_unchecked; /* limits.c */
+    ain_metric_t *limited, *limits_unchecked, *limits_away; /* limits.c */
     /* limits.c: RATE_CHECK round trips, requests admitted from a local grant, units granted,
      * units lost (a grant expired, or a colliding user took its slot), grants refused and
      * asked again for one unit; the grant table's slots (gauge). */
@@ -85,20 +85,23 @@ struct _ain_edge_t {
     int max_per_user; /* AINBOX_SSE_PER_USER_MAX */
     int64_t heartbeat_ms;
     int call_timeout_ms;
-    bool api_limit;                       /* AINBOX_API_RATELIMIT */
-    bool production;                      /* NODE_ENV=production */
-    atomic_int_fast64_t limits_warned_ms; /* limits.c: last "not checked" warning */
-    atomic_int_fast64_t limits_probe_ms;  /* limits.c: when to ask MMI again */
-    atomic_bool limiter_present;          /* limits.c: the ratelimit service has workers */
-    atomic_bool limiter_known;            /* limits.c: the broker answered a probe once */
-    ain__grants_t *grants;                /* limits.c: NULL when AINBOX_EDGE_API_GRANT_MAX=1 */
-    ain__cors_t *cors;                    /* cors.c: allowed origins */
-    struct _ain_jwt_t *jwt;               /* auth.c: access token verifier, or NULL */
-    atomic_int_fast64_t replay_warned_ms; /* sse.c: last "replay failed" warning */
-    struct ain__oauth *oauth;             /* oauth.c: providers and the state key */
-    ain__rendered_t *rendered;            /* rendered.c: NULL when AINBOX_EDGE_RENDER_BYTES=0 */
-    int64_t fresh_ms;                     /* AINBOX_EDGE_FRESH_MS: 0 = always ask */
-    ain__inval_t *inval;                  /* inval.c: NULL when fresh_ms is 0 */
+    bool api_limit;                         /* AINBOX_API_RATELIMIT */
+    bool production;                        /* NODE_ENV=production */
+    atomic_int_fast64_t limits_warned_ms;   /* limits.c: last "not checked" warning */
+    atomic_int_fast64_t limits_probe_ms;    /* limits.c: when to ask MMI again */
+    atomic_bool limiter_present;            /* limits.c: the ratelimit service has workers */
+    atomic_bool limiter_known;              /* limits.c: the broker answered a probe once */
+    atomic_int_fast64_t limiter_away_ms;    /* limits.c: no RATE_CHECK before this (0: not away) */
+    atomic_int_fast64_t limiter_backoff_ms; /* limits.c: the next away period */
+    int limits_timeout_ms;                  /* limits.c: AINBOX_EDGE_LIMIT_TIMEOUT_MS */
+    ain__grants_t *grants;                  /* limits.c: NULL when AINBOX_EDGE_API_GRANT_MAX=1 */
+    ain__cors_t *cors;                      /* cors.c: allowed origins */
+    struct _ain_jwt_t *jwt;                 /* auth.c: access token verifier, or NULL */
+    atomic_int_fast64_t replay_warned_ms;   /* sse.c: last "replay failed" warning */
+    struct ain__oauth *oauth;               /* oauth.c: providers and the state key */
+    ain__rendered_t *rendered;              /* rendered.c: NULL when AINBOX_EDGE_RENDER_BYTES=0 */
+    int64_t fresh_ms;                       /* AINBOX_EDGE_FRESH_MS: 0 = always ask */
+    ain__inval_t *inval;                    /* inval.c: NULL when fresh_ms is 0 */
 };
 
 /* One HTTP request being served. */

@@ -39,7 +39,11 @@
  * through: availability before a limit that cannot be checked; it is counted
  * (`ratelimit.unchecked`) and logged at most every 10 s. Whether the service has workers is
  * asked of the broker (MMI) at most once a second, so a deployment without a limiter never
- * waits for a deadline.
+ * waits for a deadline. A limiter that does not answer within AINBOX_EDGE_LIMIT_TIMEOUT_MS
+ * (its answers take a Redis round trip) counts as away: for a back-off (S_AWAY_MIN_MS doubling
+ * to S_AWAY_MAX_MS) requests pass at once without asking (grants still held are spent), then
+ * one request asks again; an answer ends the away period. So a lost limiter host costs the
+ * requests in flight at that moment one short wait, and the rest nothing.
  */
 #include <assert.h>
 #include <pthread.h>
@@ -58,6 +62,8 @@
 #define S_SLOTS          4096
 #define S_SHARDS         64
 #define S_POLICY_MAX     64
+#define S_AWAY_MIN_MS    500
+#define S_AWAY_MAX_MS    5000
 
 /* What an answer said, kept in a user's slot for the headers of local admissions. */
 typedef struct {
@@ -252,6 +258,38 @@ static void s_unchecked(ain__http_t *http, const char *why)
         ain_warn(edge->log, "API limit not checked (requests pass): %s", why);
 }
 
+/* True while the limiter is away: no request asks it until the back-off ends, when the one
+ * thread that moves the deadline on asks (the others keep passing). */
+static bool s_limiter_away(ain_edge_t *edge, int64_t now)
+{
+    int64_t until = atomic_load(&edge->limiter_away_ms);
+    if (until == 0)
+        return false;
+    if (now < until)
+        return true;
+    /* The back-off ended: one thread probes, for at most its own deadline. */
+    return !atomic_compare_exchange_strong(&edge->limiter_away_ms, &until,
+                                           now + edge->limits_timeout_ms + 1);
+}
+
+/* Records how the limiter answered: a failure to answer starts (or lengthens) an away period. */
+static void s_limiter_said(ain_edge_t *edge, ain_status_t st)
+{
+    bool gone = st == AIN_STATUS_TIMEOUT || st == AIN_STATUS_UNAVAILABLE || st == AIN_STATUS_BUSY;
+    if (!gone) {
+        atomic_store(&edge->limiter_away_ms, 0);
+        atomic_store(&edge->limiter_backoff_ms, S_AWAY_MIN_MS);
+        return;
+    }
+    int64_t backoff = atomic_load(&edge->limiter_backoff_ms);
+    if (backoff < S_AWAY_MIN_MS)
+        backoff = S_AWAY_MIN_MS;
+    atomic_store(&edge->limiter_away_ms, ain_clock_mono_ms() + backoff);
+    atomic_store(&edge->limiter_backoff_ms,
+                 backoff * 2 > S_AWAY_MAX_MS ? S_AWAY_MAX_MS : backoff * 2);
+    ain_metric_inc(edge->m.limits_away);
+}
+
 /* True if the ratelimit service has workers, as the broker said within the last second. Until
  * the broker has answered once, every request asks it itself: a request racing another thread's
  * first probe would otherwise pass unchecked (uncharged: one admission too many). */
@@ -289,7 +327,8 @@ static ain_status_t s_call(ain__http_t *http, uint32_t count, s_answer_t *a, con
     ain_metric_inc(edge->m.limits_grants);
     ain_reply_t reply;
     ain_status_t st = ain_client_call(http->client, "ratelimit", AIN_MSG_RATE_CHECK, http->user,
-                                      body, len, edge->call_timeout_ms, &reply);
+                                      body, len, edge->limits_timeout_ms, &reply);
+    s_limiter_said(edge, st);
     if (st != AIN_STATUS_OK) {
         *why = ain_status_name(st);
         ain_reply_close(&reply);
@@ -350,6 +389,10 @@ int ain__limits_check(ain__http_t *http)
         ain_metric_inc(edge->m.limits_local);
         int64_t left = (int64_t)said.reset_ms - (now - said.at_ms);
         s_headers(http, &said, said.remaining + held, left > 0 ? (uint64_t)left : 0);
+        return 0;
+    }
+    if (s_limiter_away(edge, now)) {
+        s_unchecked(http, "the ratelimit service is away");
         return 0;
     }
     s_answer_t a;

@@ -16,6 +16,7 @@ grants expire, and a grant of at most one unit is one round trip a request.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -486,6 +487,45 @@ class RateLimitCase(AinboxTestCase):
         self.wait_edge_metric(env, "ratelimit.grants", 24)
         self.assertEqual(self.edge_metric(env, "ratelimit.local"), 0)
         self.assertEqual(self.edge_metric(env, "ratelimit.grant_slots"), 0)
+
+    def test_edge_passes_at_once_while_the_limiter_is_away(self):
+        # The limiter's process frozen (its host cut off, in effect): the requests in flight
+        # wait AINBOX_EDGE_LIMIT_TIMEOUT_MS once, then the limiter counts as away and requests
+        # pass without asking it, one probe per back-off; once it answers, it is asked again.
+        # Slow heartbeats: the broker keeps the frozen worker registered all along, as it does
+        # until it notices a host is gone.
+        env, limiter = self.start_limiter(AINBOX_DEV_TOKEN="dev", AINBOX_HEALTH_SERVICES="monitor",
+                                          AINBOX_EDGE_API_GRANT_MAX=1, AINBOX_HEARTBEAT_MS=10000)
+        for name in ("monitor", "cache"):
+            self.spawn(name, ["actor", name], env)
+        self.wait_services(env, ["monitor", "cache"])
+        edge = dict(env, HTTP_PORT=str(free_ports(1)[0]))
+        self.spawn("edge", ["edge"], edge)
+        self.wait_health(edge)
+        path = "/api/v1/labels?token=dev&user=81"
+
+        def edge_at_least(name, want):
+            wait_until(lambda: (self.edge_metric(edge, name) or 0) >= want, 15,
+                       f"edge metric {name} >= {want}")
+            return self.edge_metric(edge, name)
+
+        self.assertNotEqual(self.http(edge, path)[0], 429)
+        grants = edge_at_least("ratelimit.grants", 1)
+        unchecked = self.edge_metric(edge, "ratelimit.unchecked") or 0
+        limiter.signal(signal.SIGSTOP)
+        try:
+            statuses = [self.http(edge, path)[0] for _ in range(30)]
+        finally:
+            limiter.signal(signal.SIGCONT)
+        self.assertNotIn(429, statuses)
+        edge_at_least("ratelimit.unchecked", unchecked + 30)
+        self.assertGreaterEqual(self.edge_metric(edge, "ratelimit.limiter_away"), 1)
+        # Without the away period every request would have asked (30 round trips).
+        asked = self.edge_metric(edge, "ratelimit.grants") - grants
+        self.assertLessEqual(asked, 8, f"{asked} of 30 requests asked the frozen limiter")
+        # Back: the next probe finds it, and requests are checked and charged again.
+        wait_until(lambda: self.http(edge, path) and self.used(env, 81) > 1, 20,
+                   "the limiter to be asked again")
 
     def test_edge_without_a_limiter_serves(self):
         env = self.start_bundle("monitor,events")
