@@ -819,6 +819,7 @@ static int s_poll_once(ain_broker_t *self, zsock_t *pipe, bool *term, bool *busy
         int soon = ain__liveness_tick(self, now);
         self->next_tick_ms = now + (soon ? soon : S_TICK_MS);
     }
+    ain__bus_beat(self, now);
     if (self->monitoring && now >= self->next_report_ms) {
         ain__admin_report(self);
         self->next_report_ms = now + self->report_interval_ms;

@@ -7,9 +7,15 @@
  * and counted, and the broker's loop never blocks on a slow subscriber.
  */
 #include <errno.h>
+#include <string.h>
 
 #include "broker/internal.h"
+#include "proto/body.h"
+#include "proto/envelope.h"
+#include "proto/msgtype.h"
+#include "proto/topic.h"
 #include "runtime/frames.h"
+#include "runtime/proc.h"
 
 #define S_BATCH 1024
 
@@ -47,6 +53,37 @@ static int s_forward(ain_broker_t *self, void *from, void *to, ain_metric_t *dro
         ain_frames_close(&f);
     }
     return n;
+}
+
+/* The bus's own heartbeat: subscribers that see a gap in `seq`, another
+ * `epoch` (this broker restarted) or silence know that they may have
+ * missed events, and fetch them from the event log (edge/catchup.c). */
+void ain__bus_beat(ain_broker_t *self, int64_t now)
+{
+    if (now < self->next_beat_ms)
+        return;
+    self->next_beat_ms = now + self->heartbeat_ms;
+    if (!self->beat_epoch)
+        self->beat_epoch = ain_random_u64() | 1;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    ain_mp_pack_kv_u64(&pk, "epoch", self->beat_epoch);
+    ain_mp_pack_kv_u64(&pk, "seq", ++self->beat_seq);
+    ain_envelope_t env = {AIN_MSG_BUS_BEAT,         0,      0, 0, 0, AIN_STATUS_OK,
+                          (const uint8_t *)sb.data, sb.size};
+    msgpack_sbuffer packed;
+    msgpack_sbuffer_init(&packed);
+    ain_envelope_pack(&env, &packed);
+    if (ain_send_bytes(self->xpub, AIN_TOPIC_BEAT, strlen(AIN_TOPIC_BEAT),
+                       ZMQ_SNDMORE | ZMQ_DONTWAIT) == 0)
+        ain_send_bytes(self->xpub, packed.data, packed.size, 0);
+    else
+        ain_metric_inc(self->m.bus_dropped);
+    msgpack_sbuffer_destroy(&packed);
+    msgpack_sbuffer_destroy(&sb);
 }
 
 int ain__bus_forward_up(ain_broker_t *self)

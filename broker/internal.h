@@ -174,8 +174,10 @@ struct _ain_broker_t {
     bool monitoring;
     msgpack_sbuffer sbuf, body;
     bool stopping;
-    int64_t now_ms, wall_ms;      /* clocks read once per batch of messages */
-    ain__service_t *last_service; /* the last one looked up: a cache, may be NULL */
+    int64_t now_ms, wall_ms;       /* clocks read once per batch of messages */
+    ain__service_t *last_service;  /* the last one looked up: a cache, may be NULL */
+    uint64_t beat_epoch, beat_seq; /* BUS_BEAT: this run's random epoch, the last seq */
+    int64_t next_beat_ms;
 };
 
 /* broker.c */
@@ -213,5 +215,7 @@ int ain__bus_bind(ain_broker_t *self, int which, const char *endpoint);
 /* Each forwards a batch and returns how many messages it moved. */
 int ain__bus_forward_up(ain_broker_t *self);   /* XSUB -> XPUB: events */
 int ain__bus_forward_down(ain_broker_t *self); /* XPUB -> XSUB: subscriptions */
+/* Publishes BUS_BEAT on h/ when one is due (every heartbeat interval). */
+void ain__bus_beat(ain_broker_t *self, int64_t now);
 
 #endif

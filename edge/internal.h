@@ -424,10 +424,55 @@ size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *id,
 /* Handles ready sockets (closed peers, writable again) without blocking.
  * Returns how many events it handled. */
 int ain__streams_io(ain__streams_t *self);
+/* A heartbeat of the bus arrived in sequence: what was delivered before it
+ * did not follow a loss. */
+void ain__streams_beat(ain__streams_t *self);
+/* A user to catch up, and the id to replay after. */
+typedef struct {
+    uint64_t user;
+    char after[48];
+} ain__catchup_user_t;
+/* Makes every live stream hold, and lists their users with the id each must
+ * be caught up after (`fallback_ms` for a user that was sent nothing yet:
+ * "<fallback_ms>-0"). Returns a new array of *n (the caller frees it). */
+ain__catchup_user_t *ain__streams_catchup_begin(ain__streams_t *self, uint64_t fallback_ms,
+                                                size_t *n);
+/* Sends a replayed event to the user's streams that are catching up. */
+void ain__streams_catchup_event(ain__streams_t *self, uint64_t user, const char *id, size_t id_len,
+                                const char *text, size_t len, int64_t now);
+/* Ends the user's catching up: `reset` (a whole SSE frame, or NULL) is sent
+ * first when the log could not fill the gap, then the held events (above
+ * `after` unless reset); a stream whose held events overflowed is cut. */
+void ain__streams_catchup_end(ain__streams_t *self, uint64_t user, const char *reset,
+                              const char *after, int64_t now);
 /* Pings the streams silent for a heartbeat interval; returns the ms until
  * the next one is due. */
 int64_t ain__streams_tick(ain__streams_t *self, int64_t now);
 /* Frees the streams that ended since the last call. */
 void ain__streams_reap(ain__streams_t *self);
+
+/* catchup.c: the pump's watch on its bus link, and catching its streams up
+ * from the event log after a loss. Pump thread only. */
+typedef struct ain__catchup ain__catchup_t;
+typedef struct {
+    ain_metric_t *link_up, *link_lost, *users, *events, *resets;
+} ain__catchup_metrics_t;
+/* Registers the metrics (call before the pump thread runs). */
+void ain__catchup_register(ain_metrics_t *reg, ain__catchup_metrics_t *m);
+/* Watches `sub` (the pump's bus socket, borrowed) and catches `streams` up
+ * through its own broker client. */
+ain__catchup_t *ain__catchup_new(ain_edge_t *edge, ain__streams_t *streams, void *sub,
+                                 const ain__catchup_metrics_t *m);
+void ain__catchup_destroy(ain__catchup_t **self_p, void *sub);
+/* Sockets for the pump's poll (NULL if unavailable): replies, monitor events. */
+void *ain__catchup_client_socket(const ain__catchup_t *self);
+void *ain__catchup_monitor_socket(const ain__catchup_t *self);
+/* A BUS_BEAT envelope from topic h/. */
+void ain__catchup_on_beat(ain__catchup_t *self, const ain_envelope_t *env, int64_t now);
+void ain__catchup_on_monitor(ain__catchup_t *self);
+void ain__catchup_on_replies(ain__catchup_t *self, int64_t now);
+/* Notices silence and moves a catching up along; returns the ms until it
+ * wants to run again. */
+int64_t ain__catchup_tick(ain__catchup_t *self, int64_t now);
 
 #endif

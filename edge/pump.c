@@ -76,9 +76,11 @@ struct ain__pump {
     s_cmd_t *queue, *queue_tail; /* under lock */
     /* The pump thread's alone from here on. */
     ain__streams_t *streams;
+    ain__catchup_t *catchup;
     ain_bus_sub_t *sub;
     ain_bus_pub_t *pub;
     ain_metric_t *received, *invalid;
+    ain__catchup_metrics_t catchup_m;
 };
 
 /* The streams' owner callback: a user's first stream opened or last
@@ -168,7 +170,10 @@ static void s_bus(ain__pump_t *pump, int64_t now)
             ain_metric_inc(pump->invalid);
             continue;
         }
-        s_on_event(pump, &msg, now);
+        if (msg.env.type == AIN_MSG_BUS_BEAT)
+            ain__catchup_on_beat(pump->catchup, &msg.env, now);
+        else
+            s_on_event(pump, &msg, now);
         ain_bus_msg_close(&msg);
     }
 }
@@ -235,10 +240,17 @@ static void s_loop(ain__pump_t *pump)
         int64_t wait = heartbeat_in < S_MAX_WAIT ? heartbeat_in : S_MAX_WAIT;
         if (monitoring && next_report - now < wait)
             wait = next_report - now;
+        void *replies = ain__catchup_client_socket(pump->catchup);
+        void *monitor = ain__catchup_monitor_socket(pump->catchup);
         zmq_pollitem_t items[] = {{ain_bus_sub_socket(pump->sub), 0, ZMQ_POLLIN, 0},
                                   {NULL, pump->wake, ZMQ_POLLIN, 0},
-                                  {NULL, ain__streams_fd(pump->streams), ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 3, wait > 0 ? (long)wait : 0) < 0 && zmq_errno() != EINTR) {
+                                  {NULL, ain__streams_fd(pump->streams), ZMQ_POLLIN, 0},
+                                  {replies, 0, ZMQ_POLLIN, 0},
+                                  {monitor, 0, ZMQ_POLLIN, 0}};
+        int nitems = 3 + (replies ? 1 : 0);
+        if (monitor) /* its slot follows the replies' when there is one */
+            items[nitems++] = (zmq_pollitem_t){monitor, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(items, nitems, wait > 0 ? (long)wait : 0) < 0 && zmq_errno() != EINTR) {
             ain_error(pump->edge->log, "stream pump: poll failed (%s): streams end",
                       zmq_strerror(zmq_errno()));
             break;
@@ -246,11 +258,22 @@ static void s_loop(ain__pump_t *pump)
         now = ain_clock_mono_ms();
         if (items[1].revents)
             s_commands(pump, now);
+        for (int i = 3; i < nitems; i++) {
+            if (!items[i].revents)
+                continue;
+            if (items[i].socket == monitor)
+                ain__catchup_on_monitor(pump->catchup);
+            else
+                ain__catchup_on_replies(pump->catchup, now);
+        }
         if (items[0].revents)
             s_bus(pump, now);
         if (items[2].revents)
             ain__streams_io(pump->streams);
         heartbeat_in = ain__streams_tick(pump->streams, now);
+        int64_t catchup_in = ain__catchup_tick(pump->catchup, now);
+        if (catchup_in < heartbeat_in)
+            heartbeat_in = catchup_in;
         ain__streams_reap(pump->streams);
         if (monitoring && now >= next_report) {
             s_publish_metrics(pump, &sb);
@@ -277,6 +300,10 @@ static void *s_thread(void *arg)
                                     .arg = pump};
     pump->streams = ain__streams_new(&config);
     if (pump->streams) {
+        pump->catchup =
+            ain__catchup_new(edge, pump->streams, ain_bus_sub_socket(pump->sub), &pump->catchup_m);
+        if (ain_bus_subscribe(pump->sub, AIN_TOPIC_BEAT) != 0)
+            ain_warn(edge->log, "cannot subscribe %s: bus losses go unnoticed", AIN_TOPIC_BEAT);
         s_set_state(pump, 1);
         s_loop(pump);
     } else {
@@ -284,6 +311,7 @@ static void *s_thread(void *arg)
     }
     s_set_state(pump, -1); /* from now on, calls are refused at once */
     s_refuse_late(pump);
+    ain__catchup_destroy(&pump->catchup, ain_bus_sub_socket(pump->sub));
     ain__streams_destroy(&pump->streams); /* closes every stream */
     ain_bus_pub_destroy(&pump->pub);
     ain_bus_sub_destroy(&pump->sub);
@@ -298,6 +326,7 @@ ain__pump_t *ain__pump_new(ain_edge_t *edge)
     pump->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pump->received = ain_metrics_counter(edge->metrics, "bus.received");
     pump->invalid = ain_metrics_counter(edge->metrics, "bus.invalid");
+    ain__catchup_register(edge->metrics, &pump->catchup_m);
     pthread_mutex_init(&pump->lock, NULL);
     pthread_cond_init(&pump->answered, NULL);
     if (pump->wake < 0 || pthread_create(&pump->thread, NULL, s_thread, pump) != 0) {

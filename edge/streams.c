@@ -32,6 +32,15 @@
  * and the client resumes again from what it got). Attach names the last
  * id the replay wrote: held events above it go out, in arrival order, the
  * others were in the replay.
+ *
+ * After the bus link dropped (edge/catchup.c), every live stream is made
+ * to hold in the same way while its user's missed events are replayed
+ * from the log straight into it ("catching up"); then the held events
+ * above the last replayed id go out. Each user remembers the last event
+ * id delivered to it, and the last one delivered before the latest
+ * heartbeat of the bus that arrived in sequence: catching up starts from
+ * the latter when something was delivered since (that delivery may have
+ * followed a loss), so nothing is skipped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -64,6 +73,9 @@ typedef struct {
     uint64_t id;
     int count;
     ain__stream_t *first;
+    /* ids ("<ms>-<seq>") of the last event delivered, and of the last one
+     * delivered before the beat `snap_beat` (see ain__streams_beat) */
+    uint64_t last_ms, last_seq, snap_ms, snap_seq, snap_beat;
 } s_user_t;
 
 /* A live event held while its stream replays. */
@@ -78,6 +90,7 @@ struct ain__stream {
     int fd; /* -1 until attached */
     int state;
     bool holding;                  /* replaying: live events go to `held` */
+    bool catching;                 /* holding while catching up (catchup.c) */
     s_held_t *held, **held_tail;   /* in arrival order */
     size_t held_count, held_bytes; /* bounded by S_HOLD_MAX, S_OUT_MAX */
     bool overflow;                 /* fell too far behind while pending: cut at attach */
@@ -98,6 +111,7 @@ struct ain__streams {
     ain__stream_t *dead;
     size_t count, max_total, max_user;
     int64_t heartbeat_ms;
+    uint64_t beats; /* bus heartbeats that arrived in sequence */
     int sndbuf;
     const ain__edge_metrics_t *m;
     ain__streams_user_fn *on_user;
@@ -527,6 +541,29 @@ void ain__streams_abort(ain__streams_t *self, ain__stream_t *s)
     s_end(self, s, S_END_ABORT);
 }
 
+/* Notes that `u` was sent event `id`: its last id, and the snapshot of the
+ * last id before the latest in-sequence beat. */
+static void s_user_saw(const ain__streams_t *self, s_user_t *u, const char *id, size_t id_len)
+{
+    uint64_t ms, seq;
+    if (s_id_parse(id, id_len, &ms, &seq) < 0)
+        return;
+    if (u->snap_beat != self->beats) {
+        u->snap_ms = u->last_ms;
+        u->snap_seq = u->last_seq;
+        u->snap_beat = self->beats;
+    }
+    if (ms > u->last_ms || (ms == u->last_ms && seq > u->last_seq)) {
+        u->last_ms = ms;
+        u->last_seq = seq;
+    }
+}
+
+void ain__streams_beat(ain__streams_t *self)
+{
+    self->beats++;
+}
+
 size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *id, size_t id_len,
                             const char *text, size_t len, int64_t now)
 {
@@ -534,6 +571,8 @@ size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *id,
     s_key(user, key);
     s_user_t *u = zhashx_lookup(self->users, key);
     size_t delivered = 0;
+    if (u)
+        s_user_saw(self, u, id, id_len);
     /* `next` is read first: a send may end the stream, and the last
      * stream's end frees its user. */
     for (ain__stream_t *s = u ? u->first : NULL, *next; s; s = next) {
@@ -545,6 +584,77 @@ size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *id,
     }
     ain_metric_add(self->m->events_delivered, (int64_t)delivered);
     return delivered;
+}
+
+ain__catchup_user_t *ain__streams_catchup_begin(ain__streams_t *self, uint64_t fallback_ms,
+                                                size_t *n)
+{
+    size_t size = zhashx_size(self->users), i = 0;
+    ain__catchup_user_t *out = ain_calloc(size + 1, sizeof *out);
+    for (s_user_t *u = zhashx_first(self->users); u; u = zhashx_next(self->users)) {
+        bool any = false;
+        for (ain__stream_t *s = u->first; s; s = s->unext) {
+            if (s->state != S_LIVE || s->holding)
+                continue; /* a pending or replaying stream reads the log itself */
+            s->holding = s->catching = true;
+            any = true;
+        }
+        if (!any)
+            continue;
+        /* Something delivered since the last in-sequence beat may have
+         * followed a loss: start before it (a duplicate, never a gap). */
+        bool since_beat = u->snap_beat == self->beats;
+        uint64_t ms = since_beat ? u->snap_ms : u->last_ms;
+        uint64_t seq = since_beat ? u->snap_seq : u->last_seq;
+        if (ms == 0) {
+            ms = fallback_ms; /* nothing delivered yet: from about the loss */
+            seq = 0;
+        }
+        out[i].user = u->id;
+        snprintf(out[i].after, sizeof out[i].after, "%" PRIu64 "-%" PRIu64, ms, seq);
+        i++;
+    }
+    *n = i;
+    return out;
+}
+
+void ain__streams_catchup_event(ain__streams_t *self, uint64_t user, const char *id, size_t id_len,
+                                const char *text, size_t len, int64_t now)
+{
+    char key[24];
+    s_key(user, key);
+    s_user_t *u = zhashx_lookup(self->users, key);
+    if (!u)
+        return;
+    s_user_saw(self, u, id, id_len);
+    for (ain__stream_t *s = u->first, *next; s; s = next) {
+        next = s->unext;
+        if (s->catching)
+            s_send(self, s, text, len, now);
+    }
+}
+
+void ain__streams_catchup_end(ain__streams_t *self, uint64_t user, const char *reset,
+                              const char *after, int64_t now)
+{
+    char key[24];
+    s_key(user, key);
+    s_user_t *u = zhashx_lookup(self->users, key);
+    for (ain__stream_t *s = u ? u->first : NULL, *next; s; s = next) {
+        next = s->unext;
+        if (!s->catching)
+            continue;
+        s->catching = false;
+        if (s->overflow) {
+            s->holding = false;
+            s_held_free(s);
+            s_end(self, s, S_END_CUT); /* the client resumes from the log itself */
+            continue;
+        }
+        if (reset)
+            s_send(self, s, reset, strlen(reset), now);
+        s_release(self, s, reset ? NULL : after, now);
+    }
 }
 
 int ain__streams_io(ain__streams_t *self)

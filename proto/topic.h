@@ -5,6 +5,7 @@
  * "u/4". Families:
  *   u/<user>/          events for one user's streams (USER_EVENT)
  *   m/<host>/<role>/   a process's metrics (METRICS_REPORT)
+ *   h/                 the broker's heartbeat on the bus (BUS_BEAT)
  * A new family gets its prefix here, nowhere else.
  */
 #ifndef AIN_PROTO_TOPIC_H
@@ -16,6 +17,7 @@
 
 #define AIN_TOPIC_USER    "u/"
 #define AIN_TOPIC_METRICS "m/"
+#define AIN_TOPIC_BEAT    "h/"
 #define AIN_TOPIC_MAX     128
 
 /* Writes "u/<user>/" with a NUL into buf. Returns its length, or -1 if
