@@ -30,8 +30,11 @@ static void *s_init_thread(const struct mg_context *ctx, int thread_type)
     ain_edge_t *edge = mg_get_user_data(ctx);
     if (thread_type != 1)
         return NULL;
-    return ain_client_new(ain_proc_zmq(edge->proc), ain_proc_broker(edge->proc),
-                          ain_proc_config(edge->proc));
+    ain_client_t *client = ain_client_new(ain_proc_zmq(edge->proc), ain_proc_broker(edge->proc),
+                                          ain_proc_config(edge->proc));
+    if (client) /* refused at once while the pump cannot reach the broker (link.c) */
+        ain_client_set_gate(client, &edge->broker_down);
+    return client;
 }
 
 static void s_exit_thread(const struct mg_context *ctx, int thread_type, void *pointer)

@@ -45,7 +45,7 @@ static json_t *s_probe(ain__http_t *http, const char *service, uint16_t type, js
         char why[160];
         entry = json_pack("{s:b,s:s,s:s}", "up", 0, "status", ain_status_name(st), "error",
                           reply.env.body_len ? ain__reply_message(&reply, why, sizeof why)
-                                             : "no answer");
+                                             : ain__http_no_answer(http, service, why, sizeof why));
     }
     ain_reply_close(&reply);
     return entry;

@@ -150,7 +150,7 @@ json_t *ain__http_call_json(ain__http_t *http, const char *service, uint16_t typ
     if (st != AIN_STATUS_OK) {
         char why[160];
         if (!reply.env.body_len)
-            snprintf(why, sizeof why, "the %s service did not answer", service);
+            ain__http_no_answer(http, service, why, sizeof why);
         else
             ain__reply_message(&reply, why, sizeof why);
         ain_reply_close(&reply);
@@ -180,6 +180,17 @@ ain_status_t ain__http_call_reply(ain__http_t *http, const char *service, uint16
     if (st == AIN_STATUS_OK && !json_is_object(*reply))
         st = AIN_STATUS_ERROR;
     return st;
+}
+
+const char *ain__http_no_answer(const ain__http_t *http, const char *service, char *buf,
+                                size_t size)
+{
+    if (atomic_load(&http->edge->broker_down))
+        snprintf(buf, size, "the edge cannot reach its broker (the %s service may be fine)",
+                 service);
+    else
+        snprintf(buf, size, "the %s service did not answer", service);
+    return buf;
 }
 
 const char *ain__reply_message(const ain_reply_t *reply, char *buf, size_t size)

@@ -93,15 +93,16 @@ struct _ain_edge_t {
     atomic_bool limiter_known;              /* limits.c: the broker answered a probe once */
     atomic_int_fast64_t limiter_away_ms;    /* limits.c: no RATE_CHECK before this (0: not away) */
     atomic_int_fast64_t limiter_backoff_ms; /* limits.c: the next away period */
-    int limits_timeout_ms;                  /* limits.c: AINBOX_EDGE_LIMIT_TIMEOUT_MS */
-    ain__grants_t *grants;                  /* limits.c: NULL when AINBOX_EDGE_API_GRANT_MAX=1 */
-    ain__cors_t *cors;                      /* cors.c: allowed origins */
-    struct _ain_jwt_t *jwt;                 /* auth.c: access token verifier, or NULL */
-    atomic_int_fast64_t replay_warned_ms;   /* sse.c: last "replay failed" warning */
-    struct ain__oauth *oauth;               /* oauth.c: providers and the state key */
-    ain__rendered_t *rendered;              /* rendered.c: NULL when AINBOX_EDGE_RENDER_BYTES=0 */
-    int64_t fresh_ms;                       /* AINBOX_EDGE_FRESH_MS: 0 = always ask */
-    ain__inval_t *inval;                    /* inval.c: NULL when fresh_ms is 0 */
+    atomic_bool broker_down; /* link.c: the broker does not answer; gates the clients */
+    int limits_timeout_ms;   /* limits.c: AINBOX_EDGE_LIMIT_TIMEOUT_MS */
+    ain__grants_t *grants;   /* limits.c: NULL when AINBOX_EDGE_API_GRANT_MAX=1 */
+    ain__cors_t *cors;       /* cors.c: allowed origins */
+    struct _ain_jwt_t *jwt;  /* auth.c: access token verifier, or NULL */
+    atomic_int_fast64_t replay_warned_ms; /* sse.c: last "replay failed" warning */
+    struct ain__oauth *oauth;             /* oauth.c: providers and the state key */
+    ain__rendered_t *rendered;            /* rendered.c: NULL when AINBOX_EDGE_RENDER_BYTES=0 */
+    int64_t fresh_ms;                     /* AINBOX_EDGE_FRESH_MS: 0 = always ask */
+    ain__inval_t *inval;                  /* inval.c: NULL when fresh_ms is 0 */
 };
 
 /* One HTTP request being served. */
@@ -168,6 +169,11 @@ typedef struct ain__route {
     int limit;
     const ain__call_t *call;
 } ain__route_t;
+
+/* http.c: why a call got no answer, into buf: the broker is unreachable
+ * (link.c), or `service` did not answer. Returns buf. */
+const char *ain__http_no_answer(const ain__http_t *http, const char *service, char *buf,
+                                size_t size);
 
 /* routes.c: the route for `path` and `method` (a captured segment into `capture`, which may be
  * NULL); NULL with *path_known set if the path exists with other methods (405), or not (404). */
@@ -451,28 +457,43 @@ int64_t ain__streams_tick(ain__streams_t *self, int64_t now);
 /* Frees the streams that ended since the last call. */
 void ain__streams_reap(ain__streams_t *self);
 
-/* catchup.c: the pump's watch on its bus link, and catching its streams up
- * from the event log after a loss. Pump thread only. */
-typedef struct ain__catchup ain__catchup_t;
+/* The pump's link and catch-up metrics (registered before its thread runs). */
 typedef struct {
-    ain_metric_t *link_up, *link_lost, *users, *events, *resets;
+    ain_metric_t *link_up, *link_lost, *broker_up, *users, *events, *resets;
 } ain__catchup_metrics_t;
-/* Registers the metrics (call before the pump thread runs). */
 void ain__catchup_register(ain_metrics_t *reg, ain__catchup_metrics_t *m);
-/* Watches `sub` (the pump's bus socket, borrowed) and catches `streams` up
- * through its own broker client. */
-ain__catchup_t *ain__catchup_new(ain_edge_t *edge, ain__streams_t *streams, void *sub,
+
+/* catchup.c: catching the pump's streams up from the event log after the
+ * bus lost events (link.c says when). Pump thread only. */
+typedef struct ain__catchup ain__catchup_t;
+/* Asks through `client` (borrowed: link.c's). */
+ain__catchup_t *ain__catchup_new(ain_edge_t *edge, ain__streams_t *streams, ain_client_t *client,
                                  const ain__catchup_metrics_t *m);
-void ain__catchup_destroy(ain__catchup_t **self_p, void *sub);
-/* Sockets for the pump's poll (NULL if unavailable): replies, monitor events. */
-void *ain__catchup_client_socket(const ain__catchup_t *self);
-void *ain__catchup_monitor_socket(const ain__catchup_t *self);
-/* A BUS_BEAT envelope from topic h/. */
-void ain__catchup_on_beat(ain__catchup_t *self, const ain_envelope_t *env, int64_t now);
-void ain__catchup_on_monitor(ain__catchup_t *self);
-void ain__catchup_on_replies(ain__catchup_t *self, int64_t now);
-/* Notices silence and moves a catching up along; returns the ms until it
- * wants to run again. */
+void ain__catchup_destroy(ain__catchup_t **self_p);
+/* Catches every live stream up (from "<fallback_ms>-0" for a user that was
+ * sent nothing yet); after the pass under way if there is one. */
+void ain__catchup_start(ain__catchup_t *self, uint64_t fallback_ms);
+/* True if `reply` was one of its requests (then handled). */
+bool ain__catchup_on_reply(ain__catchup_t *self, const ain_reply_t *reply, int64_t now);
+/* Sends what is due, expires what is late; the ms until it must run again. */
 int64_t ain__catchup_tick(ain__catchup_t *self, int64_t now);
+
+/* link.c: the pump's watch on its links to the broker (MDP ping, bus
+ * beat); sets edge->broker_down and starts catching up. Pump thread only. */
+typedef struct ain__link ain__link_t;
+/* Watches `sub` (the pump's bus socket, borrowed), with its own client. */
+ain__link_t *ain__link_new(ain_edge_t *edge, ain__streams_t *streams, void *sub,
+                           const ain__catchup_metrics_t *m);
+void ain__link_destroy(ain__link_t **self_p, void *sub);
+/* Sockets for the pump's poll (NULL if unavailable): replies, monitor events. */
+void *ain__link_client_socket(const ain__link_t *self);
+void *ain__link_monitor_socket(const ain__link_t *self);
+/* A BUS_BEAT envelope from topic h/. */
+void ain__link_on_beat(ain__link_t *self, const ain_envelope_t *env, int64_t now);
+void ain__link_on_monitor(ain__link_t *self);
+void ain__link_on_replies(ain__link_t *self, int64_t now);
+/* Pings, notices silence, moves a catching up along; the ms until it must
+ * run again. */
+int64_t ain__link_tick(ain__link_t *self, int64_t now);
 
 #endif

@@ -240,13 +240,14 @@ static int s_finish(ain__http_t *http, ain_status_t st, json_t *r, char *clear)
     char *cookies = st == AIN_STATUS_OK ? ain__session_set_cookies(http, r) : NULL;
     int rc;
     if (!cookies) {
+        char why[128];
         const char *code = json_string_value(json_object_get(r, "code"));
         const char *message = json_string_value(json_object_get(r, "message"));
         if (st == AIN_STATUS_OK)
             st = AIN_STATUS_ERROR, code = "BAD_GATEWAY", message = "malformed answer";
-        rc =
-            ain__http_error_extra(http, s_http_status(st, code), code ? code : ain_status_name(st),
-                                  message ? message : "the accounts service did not answer", clear);
+        rc = ain__http_error_extra(
+            http, s_http_status(st, code), code ? code : ain_status_name(st),
+            message ? message : ain__http_no_answer(http, "accounts", why, sizeof why), clear);
     } else {
         char *both = ain_sprintf("%s%s", cookies, clear);
         char *landing = s_landing(http, json_is_true(json_object_get(r, "terms_required")));

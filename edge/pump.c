@@ -76,7 +76,7 @@ struct ain__pump {
     s_cmd_t *queue, *queue_tail; /* under lock */
     /* The pump thread's alone from here on. */
     ain__streams_t *streams;
-    ain__catchup_t *catchup;
+    ain__link_t *link;
     ain_bus_sub_t *sub;
     ain_bus_pub_t *pub;
     ain_metric_t *received, *invalid;
@@ -171,7 +171,7 @@ static void s_bus(ain__pump_t *pump, int64_t now)
             continue;
         }
         if (msg.env.type == AIN_MSG_BUS_BEAT)
-            ain__catchup_on_beat(pump->catchup, &msg.env, now);
+            ain__link_on_beat(pump->link, &msg.env, now);
         else
             s_on_event(pump, &msg, now);
         ain_bus_msg_close(&msg);
@@ -240,8 +240,8 @@ static void s_loop(ain__pump_t *pump)
         int64_t wait = heartbeat_in < S_MAX_WAIT ? heartbeat_in : S_MAX_WAIT;
         if (monitoring && next_report - now < wait)
             wait = next_report - now;
-        void *replies = ain__catchup_client_socket(pump->catchup);
-        void *monitor = ain__catchup_monitor_socket(pump->catchup);
+        void *replies = ain__link_client_socket(pump->link);
+        void *monitor = ain__link_monitor_socket(pump->link);
         zmq_pollitem_t items[] = {{ain_bus_sub_socket(pump->sub), 0, ZMQ_POLLIN, 0},
                                   {NULL, pump->wake, ZMQ_POLLIN, 0},
                                   {NULL, ain__streams_fd(pump->streams), ZMQ_POLLIN, 0},
@@ -262,18 +262,18 @@ static void s_loop(ain__pump_t *pump)
             if (!items[i].revents)
                 continue;
             if (items[i].socket == monitor)
-                ain__catchup_on_monitor(pump->catchup);
+                ain__link_on_monitor(pump->link);
             else
-                ain__catchup_on_replies(pump->catchup, now);
+                ain__link_on_replies(pump->link, now);
         }
         if (items[0].revents)
             s_bus(pump, now);
         if (items[2].revents)
             ain__streams_io(pump->streams);
         heartbeat_in = ain__streams_tick(pump->streams, now);
-        int64_t catchup_in = ain__catchup_tick(pump->catchup, now);
-        if (catchup_in < heartbeat_in)
-            heartbeat_in = catchup_in;
+        int64_t link_in = ain__link_tick(pump->link, now);
+        if (link_in < heartbeat_in)
+            heartbeat_in = link_in;
         ain__streams_reap(pump->streams);
         if (monitoring && now >= next_report) {
             s_publish_metrics(pump, &sb);
@@ -300,8 +300,8 @@ static void *s_thread(void *arg)
                                     .arg = pump};
     pump->streams = ain__streams_new(&config);
     if (pump->streams) {
-        pump->catchup =
-            ain__catchup_new(edge, pump->streams, ain_bus_sub_socket(pump->sub), &pump->catchup_m);
+        pump->link =
+            ain__link_new(edge, pump->streams, ain_bus_sub_socket(pump->sub), &pump->catchup_m);
         if (ain_bus_subscribe(pump->sub, AIN_TOPIC_BEAT) != 0)
             ain_warn(edge->log, "cannot subscribe %s: bus losses go unnoticed", AIN_TOPIC_BEAT);
         s_set_state(pump, 1);
@@ -311,7 +311,7 @@ static void *s_thread(void *arg)
     }
     s_set_state(pump, -1); /* from now on, calls are refused at once */
     s_refuse_late(pump);
-    ain__catchup_destroy(&pump->catchup, ain_bus_sub_socket(pump->sub));
+    ain__link_destroy(&pump->link, ain_bus_sub_socket(pump->sub));
     ain__streams_destroy(&pump->streams); /* closes every stream */
     ain_bus_pub_destroy(&pump->pub);
     ain_bus_sub_destroy(&pump->sub);

@@ -65,8 +65,9 @@ static int s_fail(ain__http_t *http, ain_status_t st, json_t *reply, const char 
 {
     const char *code = json_string_value(json_object_get(reply, "code"));
     const char *message = json_string_value(json_object_get(reply, "message"));
+    char why[128];
     if (!message)
-        message = "the session service did not answer";
+        message = ain__http_no_answer(http, "session", why, sizeof why);
     int rc = s_refuse(http, ain_status_http(st), code ? code : ain_status_name(st), message, extra);
     json_decref(reply);
     return rc;

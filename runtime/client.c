@@ -22,7 +22,8 @@ struct _ain_client_t {
     size_t max_bytes;
     msgpack_sbuffer sbuf; /* reused for every request */
     uint64_t dropped;
-    int rcvtimeo; /* the ZMQ_RCVTIMEO set on the socket now */
+    int rcvtimeo;            /* the ZMQ_RCVTIMEO set on the socket now */
+    const atomic_bool *gate; /* ain_client_set_gate: while true, calls fail at once */
 };
 
 void ain_reply_close(ain_reply_t *reply)
@@ -170,6 +171,8 @@ ain_status_t ain_client_call(ain_client_t *self, const char *service, uint16_t t
      * env.body_len to tell "no answer" from an error body. */
     memset(&reply->env, 0, sizeof reply->env);
     zmq_msg_init(&reply->frame);
+    if (self->gate && atomic_load(self->gate))
+        return AIN_STATUS_UNAVAILABLE;
     while (ain_client_send(self, service, &env) < 0) {
         if (errno != EAGAIN || ain_clock_mono_ms() + S_RESEND_MS >= until)
             return AIN_STATUS_UNAVAILABLE;
@@ -198,8 +201,15 @@ static int s_status_code(zmq_msg_t *frame)
     return (d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0');
 }
 
+void ain_client_set_gate(ain_client_t *self, const atomic_bool *down)
+{
+    self->gate = down;
+}
+
 int ain_client_mmi_service(ain_client_t *self, const char *service, int timeout_ms)
 {
+    if (self->gate && atomic_load(self->gate))
+        return -1;
     int64_t until = ain_clock_mono_ms() + timeout_ms;
     while (ain_send_bytes(self->socket, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
         if (errno != EAGAIN || ain_clock_mono_ms() + S_RESEND_MS >= until)

@@ -13,6 +13,7 @@
 #ifndef AIN_RUNTIME_CLIENT_H
 #define AIN_RUNTIME_CLIENT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -58,6 +59,12 @@ int ain_client_recv(ain_client_t *self, ain_reply_t *reply, int timeout_ms);
  * `body` is copied. */
 ain_status_t ain_client_call(ain_client_t *self, const char *service, uint16_t type, uint64_t user,
                              const void *body, size_t len, int timeout_ms, ain_reply_t *reply);
+
+/* While *down (borrowed; may be NULL) is true, ain_client_call and
+ * ain_client_mmi_service fail at once (UNAVAILABLE, -1) instead of waiting
+ * for their deadline: its owner watches the broker and knows it cannot be
+ * reached (edge/link.c). */
+void ain_client_set_gate(ain_client_t *self, const atomic_bool *down);
 
 /* Asks the broker's MMI whether `service` has workers. Returns 200, 404,
  * 501, or -1 if no answer came in `timeout_ms`. Synchronous: replies to

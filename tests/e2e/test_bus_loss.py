@@ -1,12 +1,16 @@
-"""Open streams across a loss of the edge's bus link.
+"""The edge across a loss of its links to the broker.
 
-The edge subscribes to the bus through a TCP relay that the test can cut
-(every connection closed, new ones refused) and heal, as a partition
-between the edge's host and the broker's would. Events published while the
-link is down reach the open stream, without it reconnecting, once the link
-is back: the edge notices the loss from the broker's bus heartbeat
-(BUS_BEAT: a gap in its sequence) and catches its streams up from the event
-log (edge/catchup.c). Nothing is doubled, and live events follow in order.
+The edge reaches the broker (MDP) and the bus through TCP relays that the
+test can cut (every connection closed, new ones refused) and heal, as a
+partition between the edge's host and the broker's would.
+
+- Events published while the bus link is down reach the open stream,
+  without it reconnecting, once the link is back: the edge notices the loss
+  from the broker's bus heartbeat (BUS_BEAT: a gap in its sequence) and
+  catches its streams up from the event log (edge/catchup.c). Nothing is
+  doubled, and live events follow in order.
+- While the broker is unreachable, requests are refused with a 503 that
+  says so (edge/link.c), /health too, and both recover by themselves.
 """
 
 import json
@@ -16,7 +20,7 @@ import time
 import unittest
 
 import ainbox_proto as proto
-from ainbox_harness import AinboxTestCase, free_ports
+from ainbox_harness import AinboxTestCase, free_ports, wait_until
 from ainbox_sse import SseReader
 
 DEV_TOKEN = "test-dev-token"
@@ -90,7 +94,7 @@ class TestBusLoss(AinboxTestCase):
     def setUp(self):
         super().setUp()
         self.redis = self.start_redis()
-        broker_port, relay_port, http_port = free_ports(3)
+        broker_port, relay_port, mdp_port, http_port = free_ports(4)
         self.env = self.base_env(broker_port, AINBOX_DEV_TOKEN=DEV_TOKEN,
                                  REDIS_URL=self.redis.url, AINBOX_HEALTH_SERVICES="events")
         self.spawn("broker", ["broker"], self.env)
@@ -98,7 +102,11 @@ class TestBusLoss(AinboxTestCase):
         self.wait_services(self.env, ["events"])
         self.relay = Relay(relay_port, broker_port + 2)
         self.addCleanup(self.relay.cut)
+        self.mdp_relay = Relay(mdp_port, broker_port)
+        self.addCleanup(self.mdp_relay.cut)
         self.edge_env = dict(self.env, HTTP_PORT=str(http_port),
+                             AINBOX_BROKER=f"tcp://127.0.0.1:{mdp_port}",
+                             AINBOX_BUS_IN=f"tcp://127.0.0.1:{broker_port + 1}",
                              AINBOX_BUS_OUT=f"tcp://127.0.0.1:{relay_port}")
         self.spawn("edge", ["edge"], self.edge_env)
         self.wait_health(self.edge_env)
@@ -158,6 +166,29 @@ class TestBusLoss(AinboxTestCase):
             except (AssertionError, OSError):
                 continue
             self.fail(f"an unexpected event after catching up: {ev}")
+
+    def test_a_cut_off_edge_says_so_and_recovers(self):
+        path = f"/api/v1/limits?token={DEV_TOKEN}&user=5"
+        self.assertEqual(self.http(self.edge_env, "/health")[0], 200)
+        self.mdp_relay.cut()
+        self.relay.cut()
+
+        def refused_for_the_broker():
+            status, _, body = self.http(self.edge_env, path)
+            return status == 503 and b"cannot reach its broker" in body
+
+        # Within a few heartbeat intervals (200 ms here) every request is
+        # refused for what it is, /health included.
+        wait_until(refused_for_the_broker, 15, "requests refused for the unreachable broker")
+        status, _, body = self.http(self.edge_env, "/health")
+        self.assertEqual(status, 503)
+        self.assertIn(b"cannot reach its broker", body)
+        self.mdp_relay.heal()
+        self.relay.heal()
+        wait_until(lambda: self.http(self.edge_env, "/health")[0] == 200, 20,
+                   "/health to recover")
+        status, _, body = self.http(self.edge_env, path)
+        self.assertNotIn(b"cannot reach its broker", body)
 
 
 if __name__ == "__main__":
