@@ -20,7 +20,6 @@
 #include "runtime/alloc.h"
 #include "runtime/signal.h"
 
-#define S_CALL_TIMEOUT_MS 2000
 /* Descriptors kept for everything but streams. */
 #define S_FDS_RESERVED 256
 
@@ -218,7 +217,18 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->metrics = ain_metrics_new();
     s_register_metrics(self);
     self->heartbeat_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SSE_HEARTBEAT_MS);
-    self->call_timeout_ms = S_CALL_TIMEOUT_MS;
+    /* One deadline for every call, longer than the broker needs to notice a
+     * silent worker (AINBOX_HEARTBEAT_MS x AINBOX_HEARTBEAT_LIVENESS), so an
+     * idempotent read held by a cut-off host is re-sent to another worker
+     * while its caller still waits (issue 13: it was 2 s against 3 s). */
+    self->call_timeout_ms = (int)ain_config_int(cfg, AIN_CFG_AINBOX_REQUEST_TIMEOUT_MS);
+    int64_t detect = ain_config_int(cfg, AIN_CFG_AINBOX_HEARTBEAT_MS) *
+                     ain_config_int(cfg, AIN_CFG_AINBOX_HEARTBEAT_LIVENESS);
+    if (self->call_timeout_ms <= detect + 500)
+        ain_warn(self->log,
+                 "AINBOX_REQUEST_TIMEOUT_MS (%d) is not well above the broker's detection of a "
+                 "silent worker (%lld ms): reads held by a lost host fail instead of being re-sent",
+                 self->call_timeout_ms, (long long)detect);
     self->api_limit = ain_config_bool(cfg, AIN_CFG_AINBOX_API_RATELIMIT);
     self->limits_timeout_ms = (int)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_LIMIT_TIMEOUT_MS);
     self->grants = ain__grants_new((uint32_t)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_API_GRANT_MAX),
