@@ -47,6 +47,12 @@ void ain__admin_register_metrics(ain_broker_t *self)
     m->bus_out = ain_metrics_counter(r, "bus.out");
     m->bus_dropped = ain_metrics_counter(r, "bus.dropped");
     m->bus_subscriptions = ain_metrics_counter(r, "bus.subscription_changes");
+    m->auth_handshakes_refused = ain_metrics_counter(r, "auth.refused.handshake");
+    m->auth_requests_refused = ain_metrics_counter(r, "auth.refused.request");
+    m->auth_registers_refused = ain_metrics_counter(r, "auth.refused.register");
+    m->auth_publishes_refused = ain_metrics_counter(r, "auth.refused.publish");
+    m->auth_keys = ain_metrics_gauge(r, "auth.keys");
+    m->auth_reloads = ain_metrics_counter(r, "auth.reloads");
 }
 
 static void s_refresh_gauges(ain_broker_t *self)
@@ -198,11 +204,12 @@ void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header
 }
 
 void ain__admin_mmi(ain_broker_t *self, zmq_msg_t *client, const char *service, size_t slen,
-                    zmq_msg_t *body, int nbody)
+                    zmq_msg_t *body, int nbody, bool denied)
 {
-    const char *code = "501";
+    /* 403 is not in RFC 8, whose codes follow HTTP's: a CURVE key without the right to ask. */
+    const char *code = denied ? "403" : "501";
     ain_metric_inc(self->m.mmi);
-    if (strcmp(service, AIN_MMI_SERVICE) == 0 && nbody >= 1) {
+    if (!denied && strcmp(service, AIN_MMI_SERVICE) == 0 && nbody >= 1) {
         ain__service_t *svc = ain__services_get(&self->services, ain_frame_data(&body[0]),
                                                 ain_frame_size(&body[0]), false);
         code = svc && svc->nworkers > 0 ? "200" : "404";

@@ -25,6 +25,8 @@
 #include "runtime/alloc.h"
 #include "runtime/bus.h"
 #include "runtime/clock.h"
+#include "runtime/curve.h"
+#include "runtime/endpoint.h"
 #include "runtime/frames.h"
 #include "runtime/signal.h"
 
@@ -416,8 +418,15 @@ static bool s_answer_here(ain_broker_t *self, ain_frames_t *f, const s_client_re
     zmq_msg_t *header = req->compact ? &f->part[1] : NULL;
     int nbody = f->count - req->first_body;
     zmq_msg_t *body = &f->part[req->first_body];
+    bool mine = strncmp(req->service, AIN_MMI_PREFIX, strlen(AIN_MMI_PREFIX)) == 0 ||
+                strcmp(req->service, AIN_BROKER_SERVICE) == 0;
+    const char *denied = mine && self->access.on
+                             ? ain__access_may_request(self, &f->part[1], req->service, false, 0, 0)
+                             : NULL;
     if (strncmp(req->service, AIN_MMI_PREFIX, strlen(AIN_MMI_PREFIX)) == 0) {
-        ain__admin_mmi(self, &f->part[0], req->service, req->slen, body, nbody);
+        ain__admin_mmi(self, &f->part[0], req->service, req->slen, body, nbody, denied != NULL);
+    } else if (denied) {
+        s_reply_direct(self, &f->part[0], header, req->service, NULL, AIN_STATUS_DENIED, denied);
     } else if (strcmp(req->service, AIN_BROKER_SERVICE) == 0) {
         ain__admin_request(self, &f->part[0], header, nbody == 1 ? ain_frame_data(body) : "",
                            nbody == 1 ? ain_frame_size(body) : 0);
@@ -458,6 +467,15 @@ static void s_on_client(ain_broker_t *self, ain_frames_t *f, bool compact)
     if (!svc || strcmp(svc->name, req.service) != 0) /* most traffic goes to few services */
         svc = ain__services_get(&self->services, req.service, req.slen, true);
     self->last_service = svc;
+    const char *denied =
+        svc && st == AIN_STATUS_OK && self->access.on
+            ? ain__access_may_request(self, &r->body, svc->name, r->has_envelope, r->type, r->user)
+            : NULL;
+    if (denied) {
+        r->service = svc;
+        ain__broker_reply_status(self, index, AIN_STATUS_DENIED, denied);
+        return;
+    }
     if (!svc) {
         ain_envelope_t env = {r->type, r->corr, r->user, 0, r->trace, AIN_STATUS_OK, NULL, 0};
         s_reply_direct(self, &r->client, &r->header, req.service, r->has_envelope ? &env : NULL,
@@ -508,6 +526,9 @@ static void s_on_ready(ain_broker_t *self, ain_frames_t *f)
         why = "too many services";
     else if (svc->nworkers && svc->kind != (native ? AIN__KIND_NATIVE : AIN__KIND_PLAIN))
         why = "service already served by the other kind of worker";
+    else if (self->access.on && !ain__access_may_serve(self, &f->part[1], svc->name))
+        return; /* counted and logged; no DISCONNECT, which would make it retry at once: its
+                   next heartbeat gets one, so a refused worker retries once a heartbeat */
     if (why) {
         ain_metric_inc(self->m.invalid);
         ain_warn(self->log, "refused a worker: %s", why);
@@ -696,6 +717,7 @@ ain_broker_t *ain_broker_new(const ain_proc_t *proc)
     msgpack_sbuffer_init(&self->sbuf);
     msgpack_sbuffer_init(&self->body);
     ain__admin_register_metrics(self);
+    ain__access_init(self);
 
     self->router = ain_socket_new(ain_proc_zmq(proc), ZMQ_ROUTER, cfg);
     ain_socket_set(self->router, ZMQ_ROUTER_MANDATORY, 1);
@@ -716,6 +738,8 @@ ain_broker_t *ain_broker_new(const ain_proc_t *proc)
 
 int ain_broker_bind(ain_broker_t *self, int which, const char *endpoint)
 {
+    if (ain_curve_applies(endpoint) && ain__access_start(self) < 0)
+        return -1;
     if (which != AIN_BROKER_ROUTER)
         return ain__bus_bind(self, which, endpoint);
     if (zmq_bind(self->router, endpoint) < 0) {
@@ -723,6 +747,39 @@ int ain_broker_bind(ain_broker_t *self, int which, const char *endpoint)
         return -1;
     }
     ain_info(self->log, "MDP on %s", endpoint);
+    return 0;
+}
+
+/* Without CURVE, anybody who reaches a port can act as any user: a bind
+ * other hosts can reach is refused in production and warned about
+ * elsewhere. */
+static int s_check_exposure(ain_broker_t *self)
+{
+    const ain_config_t *cfg = ain_proc_config(self->proc);
+    static const ain_cfg_id_t binds[] = {AIN_CFG_AINBOX_BROKER_BIND, AIN_CFG_AINBOX_BUS_IN_BIND,
+                                         AIN_CFG_AINBOX_BUS_OUT_BIND};
+    if (ain__access_configured(self))
+        return 0;
+    bool production = strcmp(ain_config_str(cfg, AIN_CFG_NODE_ENV), "production") == 0;
+    for (size_t b = 0; b < sizeof binds / sizeof binds[0]; b++)
+        for (size_t i = 0; i < ain_config_count(cfg, binds[b]); i++) {
+            const char *endpoint = ain_config_item(cfg, binds[b], i);
+            if (ain_endpoint_loopback(endpoint))
+                continue;
+            if (production) {
+                ain_error(self->log,
+                          "%s %s is reachable from other hosts and CurveZMQ is off: refusing to "
+                          "start with NODE_ENV=production (anyone reaching the port could act as "
+                          "any user). Bind 127.0.0.1, or set AINBOX_CURVE_SECRET and "
+                          "AINBOX_CURVE_ALLOW_DIR (ainbox keygen; see broker/README.md)",
+                          ain_config_name(binds[b]), endpoint);
+                return -1;
+            }
+            ain_warn(self->log,
+                     "%s %s is reachable from other hosts without authentication "
+                     "(development only; production refuses it)",
+                     ain_config_name(binds[b]), endpoint);
+        }
     return 0;
 }
 
@@ -735,6 +792,8 @@ int ain_broker_bind_config(ain_broker_t *self)
     } binds[] = {{AIN_BROKER_ROUTER, AIN_CFG_AINBOX_BROKER_BIND},
                  {AIN_BROKER_BUS_IN, AIN_CFG_AINBOX_BUS_IN_BIND},
                  {AIN_BROKER_BUS_OUT, AIN_CFG_AINBOX_BUS_OUT_BIND}};
+    if (s_check_exposure(self) < 0)
+        return -1;
     for (size_t b = 0; b < sizeof binds / sizeof binds[0]; b++)
         for (size_t i = 0; i < ain_config_count(cfg, binds[b].setting); i++)
             if (ain_broker_bind(self, binds[b].which, ain_config_item(cfg, binds[b].setting, i)) <
@@ -749,6 +808,7 @@ void ain_broker_destroy(ain_broker_t **self_p)
         return;
     ain_broker_t *self = *self_p;
     ain__liveness_stop(self);
+    ain__access_fini(self);
     ain__requests_fini(&self->requests);
     ain__services_fini(&self->services);
     zmq_close(self->router);
@@ -788,14 +848,18 @@ static int s_wait(ain_broker_t *self, zmq_pollitem_t *items, int n, bool busy)
  * is set for the next. Returns 0, or -1 if polling failed. */
 static int s_poll_once(ain_broker_t *self, zsock_t *pipe, bool *term, bool *busy)
 {
-    zmq_pollitem_t items[] = {
+    zmq_pollitem_t items[6] = {
         {self->router, 0, ZMQ_POLLIN, 0},
         {self->xsub, 0, ZMQ_POLLIN, 0},
         {self->xpub, 0, ZMQ_POLLIN, 0},
         {self->monitor, 0, ZMQ_POLLIN, 0},
-        {pipe ? zsock_resolve(pipe) : NULL, 0, ZMQ_POLLIN, 0},
     };
-    if (s_wait(self, items, pipe ? 5 : 4, *busy) < 0)
+    int n = 4, zap = -1, piped = -1;
+    if (self->access.zap)
+        items[zap = n++] = (zmq_pollitem_t){self->access.zap, 0, ZMQ_POLLIN, 0};
+    if (pipe)
+        items[piped = n++] = (zmq_pollitem_t){zsock_resolve(pipe), 0, ZMQ_POLLIN, 0};
+    if (s_wait(self, items, n, *busy) < 0)
         return -1;
     self->now_ms = ain_clock_mono_ms();
     self->wall_ms = ain_clock_wall_ms();
@@ -808,7 +872,9 @@ static int s_poll_once(ain_broker_t *self, zsock_t *pipe, bool *term, bool *busy
         work += ain__bus_forward_down(self);
     if (items[3].revents & ZMQ_POLLIN)
         ain__liveness_on_monitor(self);
-    if (pipe && (items[4].revents & ZMQ_POLLIN)) {
+    if (zap >= 0 && (items[zap].revents & ZMQ_POLLIN))
+        ain__access_on_zap(self);
+    if (piped >= 0 && (items[piped].revents & ZMQ_POLLIN)) {
         char *command = zstr_recv(pipe);
         *term = !command || strcmp(command, "$TERM") == 0;
         zstr_free(&command);
@@ -819,6 +885,7 @@ static int s_poll_once(ain_broker_t *self, zsock_t *pipe, bool *term, bool *busy
         int soon = ain__liveness_tick(self, now);
         self->next_tick_ms = now + (soon ? soon : S_TICK_MS);
     }
+    ain__access_tick(self, now);
     if (self->monitoring && now >= self->next_report_ms) {
         ain__admin_report(self);
         self->next_report_ms = now + self->report_interval_ms;

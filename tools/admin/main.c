@@ -275,6 +275,9 @@ static int s_check_workers(s_admin_t *self, const char *service)
     if (code < 0)
         return s_fail("cannot reach the broker at %s (timeout after %d ms)", self->endpoint,
                       self->timeout_ms);
+    if (code == 403)
+        return s_fail("the broker refused this key (AINBOX_CURVE_SECRET) the right to ask; an "
+                      "operator needs a key with role admin");
     if (broker)
         return S_EXIT_OK;
     if (code == 404)
@@ -528,6 +531,8 @@ static void s_add_type(const ain_msgtype_t *type, void *arg)
         json_array_append_new(flags, json_string("idempotent"));
     if (event)
         json_array_append_new(flags, json_string("event"));
+    if (type->flags & AIN_MSGF_OPERATOR)
+        json_array_append_new(flags, json_string("operator"));
     json_array_append_new(out->list,
                           json_pack("{s:I, s:s, s:s, s:o, s:s}", "id", (json_int_t)type->id, "name",
                                     type->name, "service", type->service, "flags", flags, "summary",
