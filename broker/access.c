@@ -427,7 +427,7 @@ const char *ain__access_may_request(ain_broker_t *self, zmq_msg_t *frame, const 
     const char *why = NULL;
     if (peer < 0)
         why = "key no longer allowed";
-    else if (strcmp(service, AIN_BROKER_SERVICE) == 0 || (t && (t->flags & AIN_MSGF_OPERATOR)))
+    else if (t && (t->flags & AIN_MSGF_OPERATOR))
         why = "an operator request needs an admin key";
     else if (key->roles & S_ROLE_EDGE)
         return NULL;

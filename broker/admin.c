@@ -158,8 +158,8 @@ static void s_send_envelope(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *he
     ain__broker_send_client(self, client, header, AIN_BROKER_SERVICE, &frame, 1);
 }
 
-void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header, const void *data,
-                        size_t len)
+void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header, zmq_msg_t *meta,
+                        const void *data, size_t len)
 {
     ain_envelope_t req, reply;
     const char *why = NULL;
@@ -171,13 +171,20 @@ void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header
         st = AIN_STATUS_INVALID;
         why = "message type not served by the broker";
     }
+    const char *denied =
+        st == AIN_STATUS_OK && self->access.on
+            ? ain__access_may_request(self, meta, AIN_BROKER_SERVICE, true, req.type, req.user)
+            : NULL;
+    if (denied) /* counted and logged there */
+        st = AIN_STATUS_DENIED, why = denied;
     ain_metric_inc(self->m.admin);
     msgpack_packer pk;
     self->body.size = 0;
     msgpack_packer_init(&pk, &self->body, msgpack_sbuffer_write);
     if (st != AIN_STATUS_OK) {
         static const ain_envelope_t s_unknown = {AIN_MSG_UNDECODABLE, 0, 0, 0, 0, 0, NULL, 0};
-        ain_metric_inc(self->m.invalid);
+        if (!denied)
+            ain_metric_inc(self->m.invalid);
         msgpack_pack_map(&pk, 1);
         ain_mp_pack_kv_str(&pk, "message", why);
         ain_envelope_reply_to(why && req.type ? &req : &s_unknown, (ain_status_t)st,

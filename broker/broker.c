@@ -418,17 +418,16 @@ static bool s_answer_here(ain_broker_t *self, ain_frames_t *f, const s_client_re
     zmq_msg_t *header = req->compact ? &f->part[1] : NULL;
     int nbody = f->count - req->first_body;
     zmq_msg_t *body = &f->part[req->first_body];
-    bool mine = strncmp(req->service, AIN_MMI_PREFIX, strlen(AIN_MMI_PREFIX)) == 0 ||
-                strcmp(req->service, AIN_BROKER_SERVICE) == 0;
-    const char *denied = mine && self->access.on
+    /* The broker's own service checks its types itself, once decoded (admin.c). */
+    bool mmi = strncmp(req->service, AIN_MMI_PREFIX, strlen(AIN_MMI_PREFIX)) == 0;
+    const char *denied = mmi && self->access.on
                              ? ain__access_may_request(self, &f->part[1], req->service, false, 0, 0)
                              : NULL;
-    if (strncmp(req->service, AIN_MMI_PREFIX, strlen(AIN_MMI_PREFIX)) == 0) {
+    if (mmi) {
         ain__admin_mmi(self, &f->part[0], req->service, req->slen, body, nbody, denied != NULL);
-    } else if (denied) {
-        s_reply_direct(self, &f->part[0], header, req->service, NULL, AIN_STATUS_DENIED, denied);
     } else if (strcmp(req->service, AIN_BROKER_SERVICE) == 0) {
-        ain__admin_request(self, &f->part[0], header, nbody == 1 ? ain_frame_data(body) : "",
+        ain__admin_request(self, &f->part[0], header, &f->part[1],
+                           nbody == 1 ? ain_frame_data(body) : "",
                            nbody == 1 ? ain_frame_size(body) : 0);
     } else if (self->stopping) {
         s_reply_direct(self, &f->part[0], header, req->service, NULL, AIN_STATUS_UNAVAILABLE,

@@ -222,8 +222,9 @@ void ain__liveness_on_monitor(ain_broker_t *self);
 int ain__liveness_tick(ain_broker_t *self, int64_t now_ms);
 
 /* admin.c */
-void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header, const void *env,
-                        size_t len);
+/* `meta` is any frame of the request: whose key sent it (access.c). */
+void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header, zmq_msg_t *meta,
+                        const void *env, size_t len);
 void ain__admin_mmi(ain_broker_t *self, zmq_msg_t *client, const char *service, size_t slen,
                     zmq_msg_t *body, int nbody, bool denied);
 void ain__admin_register_metrics(ain_broker_t *self);
