@@ -126,7 +126,8 @@ class CurveTest(AinboxTestCase):
 
     def admin_cli(self, name, *args):
         env = self.client_env(name) if name else dict(self.env)
-        return subprocess.run([self.admin_bin, "--timeout", "2000"] + list(args), env=env,
+        return subprocess.run([self.admin_bin, "--broker", self.env["AINBOX_BROKER"],
+                               "--timeout", "2000"] + list(args), env=env,
                               capture_output=True, text=True, timeout=30)
 
     def received(self, sock, timeout_ms=SILENCE_MS):
@@ -182,6 +183,12 @@ class CurveTest(AinboxTestCase):
         self.assertEqual(self.echo_call("edge", "CACHE_CLEAR", service="cache"), "DENIED")
         self.assertEqual(self.echo_call("edge", "BROKER_STATS", service="broker"), "DENIED")
         out = self.admin_cli("admin", "--json", "services")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("echo", out.stdout)
+        # The same through ainbox-admin's options instead of the environment.
+        out = self.admin_cli(None, "--key", self.secret_path("admin"), "--broker-key",
+                             read_cert(os.path.join(self.keys, "broker.cert"))[0].decode(),
+                             "workers")
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("echo", out.stdout)
         out = self.admin_cli(None, "services")
