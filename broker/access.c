@@ -299,12 +299,8 @@ int ain__access_start(ain_broker_t *self)
                   zmq_strerror(errno));
         return -1;
     }
-    if (ain_curve_server(self->router, a->secret, AIN__ACCESS_DOMAIN_MDP) < 0 ||
-        ain_curve_server(self->xsub, a->secret, AIN__ACCESS_DOMAIN_BUS_IN) < 0 ||
-        ain_curve_server(self->xpub, a->secret, AIN__ACCESS_DOMAIN_BUS_OUT) < 0) {
-        ain_error(self->log, "cannot use the key pair in AINBOX_CURVE_SECRET (%s)", a->secret);
+    if (ain__access_rekey(self, a->secret) < 0)
         return -1;
-    }
     a->on = true;
     a->next_scan_ms = 0;
     ain__access_tick(self, 0);
@@ -313,6 +309,17 @@ int ain__access_start(ain_broker_t *self)
         return -1;
     }
     ain_info(self->log, "CurveZMQ on every tcp and ipc endpoint; allowed keys in %s", a->dir);
+    return 0;
+}
+
+int ain__access_rekey(ain_broker_t *self, const char *secret_path)
+{
+    if (ain_curve_server(self->router, secret_path, AIN__ACCESS_DOMAIN_MDP) < 0 ||
+        ain_curve_server(self->xsub, secret_path, AIN__ACCESS_DOMAIN_BUS_IN) < 0 ||
+        ain_curve_server(self->xpub, secret_path, AIN__ACCESS_DOMAIN_BUS_OUT) < 0) {
+        ain_error(self->log, "cannot use the key pair in %s", secret_path);
+        return -1;
+    }
     return 0;
 }
 

@@ -782,6 +782,36 @@ static int s_check_exposure(ain_broker_t *self)
     return 0;
 }
 
+/* While the broker's own key is rotated, AINBOX_BROKER_BIND_NEXT (and its bus ports) serve the
+ * next key: libzmq copies CURVE options into an endpoint when it is bound, so the endpoints bound
+ * before keep the current key, and clients move from one to the other one by one. */
+static int s_bind_next(ain_broker_t *self)
+{
+    const ain_config_t *cfg = ain_proc_config(self->proc);
+    const char *next = ain_config_str(cfg, AIN_CFG_AINBOX_CURVE_SECRET_NEXT);
+    if (!next || ain_config_count(cfg, AIN_CFG_AINBOX_BROKER_BIND_NEXT) == 0)
+        return 0;
+    if (ain__access_start(self) < 0 || ain__access_rekey(self, next) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < ain_config_count(cfg, AIN_CFG_AINBOX_BROKER_BIND_NEXT); i++) {
+        const char *router = ain_config_item(cfg, AIN_CFG_AINBOX_BROKER_BIND_NEXT, i);
+        char *in = ain_endpoint_derive(router, 1, "-bus-in");
+        char *out = ain_endpoint_derive(router, 2, "-bus-out");
+        rc = in && out && ain_broker_bind(self, AIN_BROKER_ROUTER, router) == 0 &&
+                     ain_broker_bind(self, AIN_BROKER_BUS_IN, in) == 0 &&
+                     ain_broker_bind(self, AIN_BROKER_BUS_OUT, out) == 0
+                 ? 0
+                 : -1;
+        free(in);
+        free(out);
+    }
+    if (rc == 0)
+        ain_info(self->log, "the next key (AINBOX_CURVE_SECRET_NEXT) is served on %s",
+                 ain_config_str(cfg, AIN_CFG_AINBOX_BROKER_BIND_NEXT));
+    return rc;
+}
+
 int ain_broker_bind_config(ain_broker_t *self)
 {
     const ain_config_t *cfg = ain_proc_config(self->proc);
@@ -798,7 +828,7 @@ int ain_broker_bind_config(ain_broker_t *self)
             if (ain_broker_bind(self, binds[b].which, ain_config_item(cfg, binds[b].setting, i)) <
                 0)
                 return -1;
-    return 0;
+    return s_bind_next(self);
 }
 
 void ain_broker_destroy(ain_broker_t **self_p)

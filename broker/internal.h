@@ -239,6 +239,9 @@ bool ain__access_configured(const ain_broker_t *self);
  * process. Does nothing if not configured or already on. Returns 0 or -1
  * (logged). */
 int ain__access_start(ain_broker_t *self);
+/* Makes the endpoints bound from now on serve the key pair at `secret_path` (those bound before
+ * keep theirs). Returns 0 or -1 (logged). */
+int ain__access_rekey(ain_broker_t *self, const char *secret_path);
 void ain__access_fini(ain_broker_t *self);
 /* Answers the ZAP requests waiting on self->access.zap. */
 void ain__access_on_zap(ain_broker_t *self);

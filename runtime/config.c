@@ -419,6 +419,29 @@ static int s_check_token_keys(const ain_config_t *self, char **error)
     return 0;
 }
 
+/* A rotation of the broker's key: the next pair, and the endpoints that serve it, together, on a
+ * broker (AINBOX_CURVE_SECRET and AINBOX_CURVE_ALLOW_DIR, checked by the caller). */
+static int s_check_curve_next(const ain_config_t *self, char **error)
+{
+    const char *next = self->text[AIN_CFG_AINBOX_CURVE_SECRET_NEXT];
+    bool binds = self->nitems[AIN_CFG_AINBOX_BROKER_BIND_NEXT] > 0;
+    char pub[AIN_CURVE_KEY_TXT], sec[AIN_CURVE_KEY_TXT];
+    if (!next && !binds)
+        return 0;
+    if (!next || !binds || !self->text[AIN_CFG_AINBOX_CURVE_ALLOW_DIR]) {
+        *error = ain_sprintf("AINBOX_CURVE_SECRET_NEXT and AINBOX_BROKER_BIND_NEXT go together, "
+                             "on a broker with AINBOX_CURVE_ALLOW_DIR");
+        return -1;
+    }
+    int rc = ain_curve_load_secret(next, pub, sec);
+    memset(sec, 0, sizeof sec);
+    if (rc < 0) {
+        *error = ain_sprintf("AINBOX_CURVE_SECRET_NEXT: no key pair in '%s'", next);
+        return -1;
+    }
+    return 0;
+}
+
 /* CURVE needs this process's key pair, and either the broker's public key (a client) or a
  * directory of allowed keys (the broker); the files must be readable now, not at the first
  * connection. Messages name the variable and the path, never a key. */
@@ -429,10 +452,12 @@ static int s_check_curve(const ain_config_t *self, char **error)
     const char *dir = self->text[AIN_CFG_AINBOX_CURVE_ALLOW_DIR];
     char pub[AIN_CURVE_KEY_TXT], sec[AIN_CURVE_KEY_TXT];
     struct stat st;
-    if (!secret && (server || dir)) {
+    if (!secret && (server || dir || self->text[AIN_CFG_AINBOX_CURVE_SECRET_NEXT])) {
         *error = ain_sprintf("%s is set but AINBOX_CURVE_SECRET (this process's own key pair) is "
                              "not",
-                             server ? "AINBOX_CURVE_BROKER_KEY" : "AINBOX_CURVE_ALLOW_DIR");
+                             server ? "AINBOX_CURVE_BROKER_KEY"
+                             : dir  ? "AINBOX_CURVE_ALLOW_DIR"
+                                    : "AINBOX_CURVE_SECRET_NEXT");
         return -1;
     }
     if (!secret)
@@ -459,7 +484,7 @@ static int s_check_curve(const ain_config_t *self, char **error)
         *error = ain_sprintf("AINBOX_CURVE_ALLOW_DIR: '%s' is not a directory", dir);
         return -1;
     }
-    return 0;
+    return s_check_curve_next(self, error);
 }
 
 static int s_cross_check(const ain_config_t *self, char **error)
@@ -752,6 +777,7 @@ int ain_config_test(bool verbose)
     char *const no_derive[] = {"AINBOX_BROKER=tcp://h:65535", NULL};
     char *const curve_half[] = {"AINBOX_CURVE_ALLOW_DIR=/tmp", NULL};
     char *const curve_alone[] = {"AINBOX_CURVE_SECRET=/nonexistent/k.cert_secret", NULL};
+    char *const curve_next[] = {"AINBOX_CURVE_SECRET_NEXT=/nonexistent/n.cert_secret", NULL};
     char *const curve_missing[] = {"AINBOX_CURVE_SECRET=/nonexistent/k.cert_secret",
                                    "AINBOX_CURVE_ALLOW_DIR=/tmp", NULL};
     if (s_expect_error(bad_port, "HTTP_PORT='80a'") || s_expect_error(big_port, "HTTP_PORT") ||
@@ -761,7 +787,8 @@ int ain_config_test(bool verbose)
         s_expect_error(no_derive, "AINBOX_BUS_IN") ||
         s_expect_error(curve_half, "AINBOX_CURVE_SECRET") ||
         s_expect_error(curve_alone, "AINBOX_CURVE_BROKER_KEY") ||
-        s_expect_error(curve_missing, "/nonexistent/k.cert_secret") || s_test_secrets())
+        s_expect_error(curve_missing, "/nonexistent/k.cert_secret") ||
+        s_expect_error(curve_next, "AINBOX_CURVE_SECRET_NEXT") || s_test_secrets())
         return -1;
     if (verbose)
         printf("config: defaults, environment, derivation and refusals\n");

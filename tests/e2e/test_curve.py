@@ -77,16 +77,17 @@ class CurveTest(AinboxTestCase):
         return dict(self.env, AINBOX_CURVE_SECRET=self.secret_path(name),
                     AINBOX_CURVE_BROKER_KEY=os.path.join(self.keys, "broker.cert"))
 
-    def socket(self, kind, name=None, port_offset=0):
+    def socket(self, kind, name=None, port_offset=0, broker="broker"):
         """A raw socket connected to the broker (or the bus), as CURVE
-        client with key `name`, or without any key."""
+        client with key `name` pinning the broker key `broker`, or without
+        any key."""
         sock = self.ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
         # A refused handshake leaves a DEALER without a peer: sends would block.
         sock.setsockopt(zmq.SNDTIMEO, 500)
         if name is not None:
             pub, sec = read_cert(self.secret_path(name))
-            sock.curve_serverkey = read_cert(os.path.join(self.keys, "broker.cert"))[0]
+            sock.curve_serverkey = read_cert(os.path.join(self.keys, f"{broker}.cert"))[0]
             sock.curve_publickey = pub
             sock.curve_secretkey = sec
         sock.connect(f"tcp://127.0.0.1:{self.port + port_offset}")
@@ -239,6 +240,35 @@ class CurveTest(AinboxTestCase):
         keyed = self.spawn("keyed-broker", ["broker"], env)
         wait_until(lambda: "MDP on tcp://*" in keyed.log(), 15, "the keyed broker to bind")
         self.assertTrue(keyed.alive())
+
+    def test_g_broker_key_rotation_serves_both_keys(self):
+        """AINBOX_CURVE_SECRET_NEXT on AINBOX_BROKER_BIND_NEXT: clients that
+        pin the current key use the usual ports, clients that pin the next
+        key the next ports, and both reach the same workers."""
+        self.keygen("broker2", "broker")
+        old_port, new_port = free_ports(2)
+        env = self.base_env(old_port, AINBOX_CURVE_SECRET=self.secret_path("broker"),
+                            AINBOX_CURVE_ALLOW_DIR=self.allow,
+                            AINBOX_CURVE_SECRET_NEXT=self.secret_path("broker2"),
+                            AINBOX_BROKER_BIND_NEXT=f"tcp://127.0.0.1:{new_port}")
+        self.spawn("rotating-broker", ["broker"], env)
+        moved = dict(self.client_env("echo"), AINBOX_BROKER=f"tcp://127.0.0.1:{new_port}",
+                     AINBOX_CURVE_BROKER_KEY=os.path.join(self.keys, "broker2.cert"))
+        self.spawn("moved-echo", ["actor", "echo"], moved)
+        self.port = old_port
+
+        def echoed():
+            return self.echo_call("edge", "ECHO", user=2, timeout_ms=300) == "OK"
+        wait_until(echoed, 15, "a client on the current key to reach the moved worker")
+        # The next key is served only on the next ports, and the current one only on its own.
+        self.port = new_port
+        self.assertIsNone(self.echo_call("edge", "PING", timeout_ms=500))
+        new = self.socket(zmq.DEALER, "edge", broker="broker2")
+        self.assertEqual(self.request(new, "echo", "PING", timeout_ms=5000)["status"], "OK")
+        self.port = old_port
+        self.assertIsNone(self.request(self.socket(zmq.DEALER, "edge", broker="broker2"), "echo",
+                                       "PING", timeout_ms=500))
+
 
 
 if __name__ == "__main__":
