@@ -26,6 +26,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -409,10 +410,12 @@ static void s_refused(ain_broker_t *self, ain_metric_t *counter, const ain__key_
              key ? key->name : "?", uid, why);
 }
 
-bool ain__access_may_serve(ain_broker_t *self, zmq_msg_t *frame, const char *service)
+bool ain__access_may_serve(ain_broker_t *self, zmq_msg_t *frame, const void *name, size_t len)
 {
     const ain__key_t *key;
     const char *uid;
+    char service[AIN_SERVICE_NAME_MAX + 1]; /* the caller checked the name's length */
+    snprintf(service, sizeof service, "%.*s", (int)len, (const char *)name);
     int peer = s_peer(self, frame, &key, &uid);
     if (peer == 0 ||
         (peer == 1 && (key->roles & S_ROLE_WORKER) && s_listed(key->services, service)))

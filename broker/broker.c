@@ -521,13 +521,13 @@ static void s_on_ready(ain_broker_t *self, ain_frames_t *f)
              (len >= 4 && memcmp(name, AIN_MMI_PREFIX, 4) == 0) ||
              ain_frame_is_str(&f->part[4], AIN_BROKER_SERVICE))
         why = "invalid or reserved service name";
+    else if (self->access.on && !ain__access_may_serve(self, &f->part[1], name, len))
+        return; /* counted and logged; no DISCONNECT, which would make it retry at once: its
+                   next heartbeat gets one, so a refused worker retries once a heartbeat */
     else if (!(svc = ain__services_get(&self->services, name, len, true)))
         why = "too many services";
     else if (svc->nworkers && svc->kind != (native ? AIN__KIND_NATIVE : AIN__KIND_PLAIN))
         why = "service already served by the other kind of worker";
-    else if (self->access.on && !ain__access_may_serve(self, &f->part[1], svc->name))
-        return; /* counted and logged; no DISCONNECT, which would make it retry at once: its
-                   next heartbeat gets one, so a refused worker retries once a heartbeat */
     if (why) {
         ain_metric_inc(self->m.invalid);
         ain_warn(self->log, "refused a worker: %s", why);

@@ -251,7 +251,7 @@ void ain__access_tick(ain_broker_t *self, int64_t now_ms);
  * may this peer register as `service`, send this request, publish? A
  * refusal is counted and logged here. ain__access_may_request returns NULL,
  * or why not. */
-bool ain__access_may_serve(ain_broker_t *self, zmq_msg_t *frame, const char *service);
+bool ain__access_may_serve(ain_broker_t *self, zmq_msg_t *frame, const void *service, size_t len);
 const char *ain__access_may_request(ain_broker_t *self, zmq_msg_t *frame, const char *service,
                                     bool has_envelope, unsigned type, uint64_t user);
 bool ain__access_may_publish(ain_broker_t *self, zmq_msg_t *frame);

@@ -172,10 +172,16 @@ class CurveTest(AinboxTestCase):
         sock.send_multipart([b"", b"MDPC01", b"mmi.service", b"echo"])
         self.assertTrue(self.received(sock, 5000))
         self.assertEqual(sock.recv_multipart()[-1], b"403")
+        # Our compact framing ([AINC01 service][envelope]) is checked the same way.
+        sock.send_multipart([b"AINC01echo", proto.envelope("ECHO", 9, user=2)])
+        self.assertTrue(self.received(sock, 5000))
+        frames = sock.recv_multipart()
+        self.assertEqual(frames[0], b"AINC01echo")
+        self.assertEqual(proto.decode(frames[-1])["status"], "DENIED")
         out = self.admin_cli("echo", "services")
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("admin", out.stdout + out.stderr)
-        self.assertGreaterEqual(self.broker_metric("auth.refused.request"), len(cases) + 2)
+        self.assertGreaterEqual(self.broker_metric("auth.refused.request"), len(cases) + 3)
 
     def test_c_edge_and_admin_keys_work(self):
         """The edge's key may speak for users; the admin key runs ainbox-admin;
