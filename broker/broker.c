@@ -901,7 +901,8 @@ static int s_poll_once(ain_broker_t *self, zsock_t *pipe, bool *term, bool *busy
         work += ain__bus_forward_down(self);
     if (items[3].revents & ZMQ_POLLIN)
         ain__liveness_on_monitor(self);
-    if (zap >= 0 && (items[zap].revents & ZMQ_POLLIN))
+    /* A busy pass looks only at the router; a handshake must not wait for a quiet moment. */
+    if (zap >= 0 && ((items[zap].revents & ZMQ_POLLIN) || ain_socket_readable(self->access.zap)))
         ain__access_on_zap(self);
     if (piped >= 0 && (items[piped].revents & ZMQ_POLLIN)) {
         char *command = zstr_recv(pipe);
