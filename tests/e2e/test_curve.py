@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import unittest
 
 import zmq
@@ -246,6 +247,26 @@ class CurveTest(AinboxTestCase):
         keyed = self.spawn("keyed-broker", ["broker"], env)
         wait_until(lambda: "MDP on tcp://*" in keyed.log(), 15, "the keyed broker to bind")
         self.assertTrue(keyed.alive())
+
+    def test_h_publishing_needs_a_publishing_role(self):
+        """Events reach subscribers only from keys that may publish: a
+        subscriber-only key's PUB is refused at the handshake."""
+        sub = self.socket(zmq.SUB, "edge", port_offset=2)
+        sub.setsockopt(zmq.SUBSCRIBE, b"u/2/")
+        event = [b"u/2/", proto.envelope("USER_EVENT", 0, user=2)]
+
+        def delivered(pub, seconds):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                self.send(pub, event)  # until the subscription has reached the publisher
+                if self.received(sub, 100):
+                    return sub.recv_multipart()
+            return None
+        for name in (None, "sub", "stranger"):
+            with self.subTest(key=name):
+                pub = self.socket(zmq.PUB, name, port_offset=1)
+                self.assertIsNone(delivered(pub, SILENCE_MS / 1000))
+        self.assertEqual(delivered(self.socket(zmq.PUB, "pub", port_offset=1), 15), event)
 
     def test_g_broker_key_rotation_serves_both_keys(self):
         """AINBOX_CURVE_SECRET_NEXT on AINBOX_BROKER_BIND_NEXT: clients that
