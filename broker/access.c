@@ -212,7 +212,9 @@ static void s_load_file(ain_broker_t *self, zhashx_t *keys, const char *dir, con
     } else {
         ain__key_t *key = AIN_NEW(ain__key_t);
         const char *name = zcert_meta(cert, "name");
-        snprintf(key->name, sizeof key->name, "%s", name && name[0] ? name : file);
+        /* A name for logs only: a long one is cut. */
+        snprintf(key->name, sizeof key->name, "%.*s", (int)sizeof key->name - 1,
+                 name && name[0] ? name : file);
         key->roles = roles;
         key->services = s_list(zcert_meta(cert, "services"));
         key->calls = s_list(zcert_meta(cert, "calls"));
