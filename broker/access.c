@@ -109,15 +109,17 @@ static bool s_names_any(const char *text)
     return text && strlen(text) <= S_LIST_MAX && strspn(text, ", \t") < strlen(text);
 }
 
+/* True if `list` (",a,b," or ",*,") names `name`. A service name may hold a comma (MDP allows
+ * any printable character), which no list item can: such a name is never listed. */
 static bool s_listed(const char *list, const char *name)
 {
-    if (!list)
+    if (!list || !name[0] || strchr(name, ','))
         return false;
     if (strcmp(list, ",*,") == 0)
         return true;
     size_t len = strlen(name);
     for (const char *p = strstr(list, name); p; p = strstr(p + 1, name))
-        if (p[-1] == ',' && p[len] == ',')
+        if (p > list && p[-1] == ',' && p[len] == ',')
             return true;
     return false;
 }
