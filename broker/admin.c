@@ -47,6 +47,12 @@ void ain__admin_register_metrics(ain_broker_t *self)
     m->bus_out = ain_metrics_counter(r, "bus.out");
     m->bus_dropped = ain_metrics_counter(r, "bus.dropped");
     m->bus_subscriptions = ain_metrics_counter(r, "bus.subscription_changes");
+    m->auth_handshakes_refused = ain_metrics_counter(r, "auth.refused.handshake");
+    m->auth_requests_refused = ain_metrics_counter(r, "auth.refused.request");
+    m->auth_registers_refused = ain_metrics_counter(r, "auth.refused.register");
+    m->auth_publishes_refused = ain_metrics_counter(r, "auth.refused.publish");
+    m->auth_keys = ain_metrics_gauge(r, "auth.keys");
+    m->auth_reloads = ain_metrics_counter(r, "auth.reloads");
 }
 
 static void s_refresh_gauges(ain_broker_t *self)
@@ -152,8 +158,8 @@ static void s_send_envelope(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *he
     ain__broker_send_client(self, client, header, AIN_BROKER_SERVICE, &frame, 1);
 }
 
-void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header, const void *data,
-                        size_t len)
+void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header, zmq_msg_t *meta,
+                        const void *data, size_t len)
 {
     ain_envelope_t req, reply;
     const char *why = NULL;
@@ -165,13 +171,20 @@ void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header
         st = AIN_STATUS_INVALID;
         why = "message type not served by the broker";
     }
+    const char *denied =
+        st == AIN_STATUS_OK && self->access.on
+            ? ain__access_may_request(self, meta, AIN_BROKER_SERVICE, true, req.type, req.user)
+            : NULL;
+    if (denied) /* counted and logged there */
+        st = AIN_STATUS_DENIED, why = denied;
     ain_metric_inc(self->m.admin);
     msgpack_packer pk;
     self->body.size = 0;
     msgpack_packer_init(&pk, &self->body, msgpack_sbuffer_write);
     if (st != AIN_STATUS_OK) {
         static const ain_envelope_t s_unknown = {AIN_MSG_UNDECODABLE, 0, 0, 0, 0, 0, NULL, 0};
-        ain_metric_inc(self->m.invalid);
+        if (!denied)
+            ain_metric_inc(self->m.invalid);
         msgpack_pack_map(&pk, 1);
         ain_mp_pack_kv_str(&pk, "message", why);
         ain_envelope_reply_to(why && req.type ? &req : &s_unknown, (ain_status_t)st,
@@ -198,11 +211,12 @@ void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header
 }
 
 void ain__admin_mmi(ain_broker_t *self, zmq_msg_t *client, const char *service, size_t slen,
-                    zmq_msg_t *body, int nbody)
+                    zmq_msg_t *body, int nbody, bool denied)
 {
-    const char *code = "501";
+    /* 403 is not in RFC 8, whose codes follow HTTP's: a CURVE key without the right to ask. */
+    const char *code = denied ? "403" : "501";
     ain_metric_inc(self->m.mmi);
-    if (strcmp(service, AIN_MMI_SERVICE) == 0 && nbody >= 1) {
+    if (!denied && strcmp(service, AIN_MMI_SERVICE) == 0 && nbody >= 1) {
         ain__service_t *svc = ain__services_get(&self->services, ain_frame_data(&body[0]),
                                                 ain_frame_size(&body[0]), false);
         code = svc && svc->nworkers > 0 ? "200" : "404";

@@ -25,6 +25,8 @@
 #include "runtime/alloc.h"
 #include "runtime/bus.h"
 #include "runtime/clock.h"
+#include "runtime/curve.h"
+#include "runtime/endpoint.h"
 #include "runtime/frames.h"
 #include "runtime/signal.h"
 
@@ -416,10 +418,16 @@ static bool s_answer_here(ain_broker_t *self, ain_frames_t *f, const s_client_re
     zmq_msg_t *header = req->compact ? &f->part[1] : NULL;
     int nbody = f->count - req->first_body;
     zmq_msg_t *body = &f->part[req->first_body];
-    if (strncmp(req->service, AIN_MMI_PREFIX, strlen(AIN_MMI_PREFIX)) == 0) {
-        ain__admin_mmi(self, &f->part[0], req->service, req->slen, body, nbody);
+    /* The broker's own service checks its types itself, once decoded (admin.c). */
+    bool mmi = strncmp(req->service, AIN_MMI_PREFIX, strlen(AIN_MMI_PREFIX)) == 0;
+    const char *denied = mmi && self->access.on
+                             ? ain__access_may_request(self, &f->part[1], req->service, false, 0, 0)
+                             : NULL;
+    if (mmi) {
+        ain__admin_mmi(self, &f->part[0], req->service, req->slen, body, nbody, denied != NULL);
     } else if (strcmp(req->service, AIN_BROKER_SERVICE) == 0) {
-        ain__admin_request(self, &f->part[0], header, nbody == 1 ? ain_frame_data(body) : "",
+        ain__admin_request(self, &f->part[0], header, &f->part[1],
+                           nbody == 1 ? ain_frame_data(body) : "",
                            nbody == 1 ? ain_frame_size(body) : 0);
     } else if (self->stopping) {
         s_reply_direct(self, &f->part[0], header, req->service, NULL, AIN_STATUS_UNAVAILABLE,
@@ -458,6 +466,15 @@ static void s_on_client(ain_broker_t *self, ain_frames_t *f, bool compact)
     if (!svc || strcmp(svc->name, req.service) != 0) /* most traffic goes to few services */
         svc = ain__services_get(&self->services, req.service, req.slen, true);
     self->last_service = svc;
+    const char *denied =
+        svc && st == AIN_STATUS_OK && self->access.on
+            ? ain__access_may_request(self, &r->body, svc->name, r->has_envelope, r->type, r->user)
+            : NULL;
+    if (denied) {
+        r->service = svc;
+        ain__broker_reply_status(self, index, AIN_STATUS_DENIED, denied);
+        return;
+    }
     if (!svc) {
         ain_envelope_t env = {r->type, r->corr, r->user, 0, r->trace, AIN_STATUS_OK, NULL, 0};
         s_reply_direct(self, &r->client, &r->header, req.service, r->has_envelope ? &env : NULL,
@@ -504,6 +521,9 @@ static void s_on_ready(ain_broker_t *self, ain_frames_t *f)
              (len >= 4 && memcmp(name, AIN_MMI_PREFIX, 4) == 0) ||
              ain_frame_is_str(&f->part[4], AIN_BROKER_SERVICE))
         why = "invalid or reserved service name";
+    else if (self->access.on && !ain__access_may_serve(self, &f->part[1], name, len))
+        return; /* counted and logged; no DISCONNECT, which would make it retry at once: its
+                   next heartbeat gets one, so a refused worker retries once a heartbeat */
     else if (!(svc = ain__services_get(&self->services, name, len, true)))
         why = "too many services";
     else if (svc->nworkers && svc->kind != (native ? AIN__KIND_NATIVE : AIN__KIND_PLAIN))
@@ -696,6 +716,7 @@ ain_broker_t *ain_broker_new(const ain_proc_t *proc)
     msgpack_sbuffer_init(&self->sbuf);
     msgpack_sbuffer_init(&self->body);
     ain__admin_register_metrics(self);
+    ain__access_init(self);
 
     self->router = ain_socket_new(ain_proc_zmq(proc), ZMQ_ROUTER, cfg);
     ain_socket_set(self->router, ZMQ_ROUTER_MANDATORY, 1);
@@ -716,6 +737,8 @@ ain_broker_t *ain_broker_new(const ain_proc_t *proc)
 
 int ain_broker_bind(ain_broker_t *self, int which, const char *endpoint)
 {
+    if (ain_curve_applies(endpoint) && ain__access_start(self) < 0)
+        return -1;
     if (which != AIN_BROKER_ROUTER)
         return ain__bus_bind(self, which, endpoint);
     if (zmq_bind(self->router, endpoint) < 0) {
@@ -724,6 +747,69 @@ int ain_broker_bind(ain_broker_t *self, int which, const char *endpoint)
     }
     ain_info(self->log, "MDP on %s", endpoint);
     return 0;
+}
+
+/* Without CURVE, anybody who reaches a port can act as any user: a bind
+ * other hosts can reach is refused in production and warned about
+ * elsewhere. */
+static int s_check_exposure(ain_broker_t *self)
+{
+    const ain_config_t *cfg = ain_proc_config(self->proc);
+    static const ain_cfg_id_t binds[] = {AIN_CFG_AINBOX_BROKER_BIND, AIN_CFG_AINBOX_BUS_IN_BIND,
+                                         AIN_CFG_AINBOX_BUS_OUT_BIND};
+    if (ain__access_configured(self))
+        return 0;
+    bool production = strcmp(ain_config_str(cfg, AIN_CFG_NODE_ENV), "production") == 0;
+    for (size_t b = 0; b < sizeof binds / sizeof binds[0]; b++)
+        for (size_t i = 0; i < ain_config_count(cfg, binds[b]); i++) {
+            const char *endpoint = ain_config_item(cfg, binds[b], i);
+            if (ain_endpoint_loopback(endpoint))
+                continue;
+            if (production) {
+                ain_error(self->log,
+                          "%s %s is reachable from other hosts and CurveZMQ is off: refusing to "
+                          "start with NODE_ENV=production (anyone reaching the port could act as "
+                          "any user). Bind 127.0.0.1, or set AINBOX_CURVE_SECRET and "
+                          "AINBOX_CURVE_ALLOW_DIR (ainbox keygen; see broker/README.md)",
+                          ain_config_name(binds[b]), endpoint);
+                return -1;
+            }
+            ain_warn(self->log,
+                     "%s %s is reachable from other hosts without authentication "
+                     "(development only; production refuses it)",
+                     ain_config_name(binds[b]), endpoint);
+        }
+    return 0;
+}
+
+/* While the broker's own key is rotated, AINBOX_BROKER_BIND_NEXT (and its bus ports) serve the
+ * next key: libzmq copies CURVE options into an endpoint when it is bound, so the endpoints bound
+ * before keep the current key, and clients move from one to the other one by one. */
+static int s_bind_next(ain_broker_t *self)
+{
+    const ain_config_t *cfg = ain_proc_config(self->proc);
+    const char *next = ain_config_str(cfg, AIN_CFG_AINBOX_CURVE_SECRET_NEXT);
+    if (!next || ain_config_count(cfg, AIN_CFG_AINBOX_BROKER_BIND_NEXT) == 0)
+        return 0;
+    if (ain__access_start(self) < 0 || ain__access_rekey(self, next) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < ain_config_count(cfg, AIN_CFG_AINBOX_BROKER_BIND_NEXT); i++) {
+        const char *router = ain_config_item(cfg, AIN_CFG_AINBOX_BROKER_BIND_NEXT, i);
+        char *in = ain_endpoint_derive(router, 1, "-bus-in");
+        char *out = ain_endpoint_derive(router, 2, "-bus-out");
+        rc = in && out && ain_broker_bind(self, AIN_BROKER_ROUTER, router) == 0 &&
+                     ain_broker_bind(self, AIN_BROKER_BUS_IN, in) == 0 &&
+                     ain_broker_bind(self, AIN_BROKER_BUS_OUT, out) == 0
+                 ? 0
+                 : -1;
+        free(in);
+        free(out);
+    }
+    if (rc == 0)
+        ain_info(self->log, "the next key (AINBOX_CURVE_SECRET_NEXT) is served on %s",
+                 ain_config_str(cfg, AIN_CFG_AINBOX_BROKER_BIND_NEXT));
+    return rc;
 }
 
 int ain_broker_bind_config(ain_broker_t *self)
@@ -735,12 +821,14 @@ int ain_broker_bind_config(ain_broker_t *self)
     } binds[] = {{AIN_BROKER_ROUTER, AIN_CFG_AINBOX_BROKER_BIND},
                  {AIN_BROKER_BUS_IN, AIN_CFG_AINBOX_BUS_IN_BIND},
                  {AIN_BROKER_BUS_OUT, AIN_CFG_AINBOX_BUS_OUT_BIND}};
+    if (s_check_exposure(self) < 0)
+        return -1;
     for (size_t b = 0; b < sizeof binds / sizeof binds[0]; b++)
         for (size_t i = 0; i < ain_config_count(cfg, binds[b].setting); i++)
             if (ain_broker_bind(self, binds[b].which, ain_config_item(cfg, binds[b].setting, i)) <
                 0)
                 return -1;
-    return 0;
+    return s_bind_next(self);
 }
 
 void ain_broker_destroy(ain_broker_t **self_p)
@@ -749,6 +837,7 @@ void ain_broker_destroy(ain_broker_t **self_p)
         return;
     ain_broker_t *self = *self_p;
     ain__liveness_stop(self);
+    ain__access_fini(self);
     ain__requests_fini(&self->requests);
     ain__services_fini(&self->services);
     zmq_close(self->router);
@@ -788,14 +877,18 @@ static int s_wait(ain_broker_t *self, zmq_pollitem_t *items, int n, bool busy)
  * is set for the next. Returns 0, or -1 if polling failed. */
 static int s_poll_once(ain_broker_t *self, zsock_t *pipe, bool *term, bool *busy)
 {
-    zmq_pollitem_t items[] = {
+    zmq_pollitem_t items[6] = {
         {self->router, 0, ZMQ_POLLIN, 0},
         {self->xsub, 0, ZMQ_POLLIN, 0},
         {self->xpub, 0, ZMQ_POLLIN, 0},
         {self->monitor, 0, ZMQ_POLLIN, 0},
-        {pipe ? zsock_resolve(pipe) : NULL, 0, ZMQ_POLLIN, 0},
     };
-    if (s_wait(self, items, pipe ? 5 : 4, *busy) < 0)
+    int n = 4, zap = -1, piped = -1;
+    if (self->access.zap)
+        items[zap = n++] = (zmq_pollitem_t){self->access.zap, 0, ZMQ_POLLIN, 0};
+    if (pipe)
+        items[piped = n++] = (zmq_pollitem_t){zsock_resolve(pipe), 0, ZMQ_POLLIN, 0};
+    if (s_wait(self, items, n, *busy) < 0)
         return -1;
     self->now_ms = ain_clock_mono_ms();
     self->wall_ms = ain_clock_wall_ms();
@@ -808,7 +901,10 @@ static int s_poll_once(ain_broker_t *self, zsock_t *pipe, bool *term, bool *busy
         work += ain__bus_forward_down(self);
     if (items[3].revents & ZMQ_POLLIN)
         ain__liveness_on_monitor(self);
-    if (pipe && (items[4].revents & ZMQ_POLLIN)) {
+    /* A busy pass looks only at the router; a handshake must not wait for a quiet moment. */
+    if (zap >= 0 && ((items[zap].revents & ZMQ_POLLIN) || ain_socket_readable(self->access.zap)))
+        ain__access_on_zap(self);
+    if (piped >= 0 && (items[piped].revents & ZMQ_POLLIN)) {
         char *command = zstr_recv(pipe);
         *term = !command || strcmp(command, "$TERM") == 0;
         zstr_free(&command);
@@ -820,6 +916,7 @@ static int s_poll_once(ain_broker_t *self, zsock_t *pipe, bool *term, bool *busy
         self->next_tick_ms = now + (soon ? soon : S_TICK_MS);
     }
     ain__bus_beat(self, now);
+    ain__access_tick(self, now);
     if (self->monitoring && now >= self->next_report_ms) {
         ain__admin_report(self);
         self->next_report_ms = now + self->report_interval_ms;

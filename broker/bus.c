@@ -39,6 +39,11 @@ static int s_forward(ain_broker_t *self, void *from, void *to, ain_metric_t *dro
         ain_frames_t f;
         if (ain_frames_recv(&f, from, ZMQ_DONTWAIT) < 0)
             break;
+        /* With CURVE, an event from a key removed since its handshake. */
+        if (from == self->xsub && self->access.on && !ain__access_may_publish(self, &f.part[0])) {
+            ain_frames_close(&f);
+            continue;
+        }
         /* The first frame decides: once it is accepted, the rest are too. */
         if (f.truncated ||
             ain_send_frame(to, &f.part[0],

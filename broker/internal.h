@@ -146,6 +146,24 @@ void ain__worker_update(ain__worker_t *w);
 /* The next worker of `svc` with credit left (round robin), or NULL. */
 ain__worker_t *ain__service_pick(ain__service_t *svc);
 
+/* ------------------------------------------------------------ access */
+
+/* ZAP domains of the broker's three sockets (access.c). */
+#define AIN__ACCESS_DOMAIN_MDP     "mdp"
+#define AIN__ACCESS_DOMAIN_BUS_IN  "bus-in"
+#define AIN__ACCESS_DOMAIN_BUS_OUT "bus-out"
+
+typedef struct ain__key ain__key_t;
+
+typedef struct {
+    const char *secret, *dir; /* AINBOX_CURVE_SECRET, _ALLOW_DIR; borrowed, NULL if unset */
+    bool on;                  /* the ZAP handler is bound and the sockets are CURVE servers */
+    void *zap;                /* REP on inproc://zeromq.zap.01 */
+    zhashx_t *keys;           /* Z85 public key -> ain__key_t */
+    uint64_t signature;       /* of the directory, when it was last read */
+    int64_t next_scan_ms;
+} ain__access_t;
+
 /* ------------------------------------------------------------ broker */
 
 typedef struct {
@@ -155,6 +173,8 @@ typedef struct {
     ain_metric_t *send_failed, *too_large;
     ain_metric_t *services, *workers, *queued, *inflight, *held_bytes;
     ain_metric_t *bus_in, *bus_out, *bus_dropped, *bus_subscriptions;
+    ain_metric_t *auth_handshakes_refused, *auth_requests_refused, *auth_registers_refused;
+    ain_metric_t *auth_publishes_refused, *auth_keys, *auth_reloads;
 } ain__broker_metrics_t;
 
 struct _ain_broker_t {
@@ -166,6 +186,7 @@ struct _ain_broker_t {
     char monitor_endpoint[64];
     ain__requests_t requests;
     ain__services_t services;
+    ain__access_t access;
     int64_t heartbeat_ms;
     int liveness;
     int64_t default_timeout_ms;
@@ -203,12 +224,39 @@ void ain__liveness_on_monitor(ain_broker_t *self);
 int ain__liveness_tick(ain_broker_t *self, int64_t now_ms);
 
 /* admin.c */
-void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header, const void *env,
-                        size_t len);
+/* `meta` is any frame of the request: whose key sent it (access.c). */
+void ain__admin_request(ain_broker_t *self, zmq_msg_t *client, zmq_msg_t *header, zmq_msg_t *meta,
+                        const void *env, size_t len);
 void ain__admin_mmi(ain_broker_t *self, zmq_msg_t *client, const char *service, size_t slen,
-                    zmq_msg_t *body, int nbody);
+                    zmq_msg_t *body, int nbody, bool denied);
 void ain__admin_register_metrics(ain_broker_t *self);
 void ain__admin_report(ain_broker_t *self);
+
+/* access.c */
+void ain__access_init(ain_broker_t *self);
+/* True if AINBOX_CURVE_SECRET and AINBOX_CURVE_ALLOW_DIR are set. */
+bool ain__access_configured(const ain_broker_t *self);
+/* Binds the ZAP handler, makes the three sockets CURVE servers and reads
+ * the allowed keys; call before binding an endpoint that leaves the
+ * process. Does nothing if not configured or already on. Returns 0 or -1
+ * (logged). */
+int ain__access_start(ain_broker_t *self);
+/* Makes the endpoints bound from now on serve the key pair at `secret_path` (those bound before
+ * keep theirs). Returns 0 or -1 (logged). */
+int ain__access_rekey(ain_broker_t *self, const char *secret_path);
+void ain__access_fini(ain_broker_t *self);
+/* Answers the ZAP requests waiting on self->access.zap. */
+void ain__access_on_zap(ain_broker_t *self);
+/* Re-reads the allowed keys if the directory changed (looked at once a second). */
+void ain__access_tick(ain_broker_t *self, int64_t now_ms);
+/* Per message, `frame` being any frame of it (its connection's User-Id):
+ * may this peer register as `service`, send this request, publish? A
+ * refusal is counted and logged here. ain__access_may_request returns NULL,
+ * or why not. */
+bool ain__access_may_serve(ain_broker_t *self, zmq_msg_t *frame, const void *service, size_t len);
+const char *ain__access_may_request(ain_broker_t *self, zmq_msg_t *frame, const char *service,
+                                    bool has_envelope, unsigned type, uint64_t user);
+bool ain__access_may_publish(ain_broker_t *self, zmq_msg_t *frame);
 
 /* bus.c */
 int ain__bus_bind(ain_broker_t *self, int which, const char *endpoint);

@@ -16,6 +16,7 @@
 #include "deploy/roles.h"
 #include "deploy/supervisor.h"
 #include "runtime/config.h"
+#include "runtime/curve.h"
 #include "runtime/migrate.h"
 #include "runtime/proc.h"
 #include "runtime/signal.h"
@@ -141,6 +142,80 @@ static int s_cmd_migrate(s_ctx_t *ctx)
     return s_migrate(ctx->cfg, status) == 0 ? 0 : 1;
 }
 
+/* True if every item of the comma list `roles` is a role the broker knows. */
+static bool s_roles_valid(const char *roles)
+{
+    static const char *const known[] = {"edge",      "worker",     "admin",
+                                        "publisher", "subscriber", "broker"};
+    char *copy = strdup(roles), *save = NULL;
+    bool ok = copy && roles[0];
+    for (char *tok = copy ? strtok_r(copy, ", ", &save) : NULL; tok && ok;
+         tok = strtok_r(NULL, ", ", &save)) {
+        ok = false;
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+            ok = ok || strcmp(tok, known[i]) == 0;
+    }
+    free(copy);
+    return ok;
+}
+
+/* ainbox keygen NAME --role ROLES [--services LIST] [--calls LIST] [--dir DIR] */
+static int s_cmd_keygen(s_ctx_t *ctx)
+{
+    const char *name = NULL, *role = NULL, *services = NULL, *calls = NULL, *dir = ".";
+    for (int i = 0; i < ctx->argc; i++) {
+        const char **opt = strcmp(ctx->argv[i], "--role") == 0       ? &role
+                           : strcmp(ctx->argv[i], "--services") == 0 ? &services
+                           : strcmp(ctx->argv[i], "--calls") == 0    ? &calls
+                           : strcmp(ctx->argv[i], "--dir") == 0      ? &dir
+                                                                     : NULL;
+        if (opt && i + 1 < ctx->argc)
+            *opt = ctx->argv[++i];
+        else if (!opt && !name && ctx->argv[i][0] != '-')
+            name = ctx->argv[i];
+        else
+            return s_usage();
+    }
+    if (!name || !role || strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-_.") != strlen(name) ||
+        name[0] == '.') {
+        fprintf(stderr, "ainbox keygen NAME --role ROLES: NAME of [a-z0-9._-], ROLES a comma list "
+                        "of edge, worker, admin, publisher, subscriber (or broker: the broker's "
+                        "own key)\n");
+        return 2;
+    }
+    if (!s_roles_valid(role) || (strstr(role, "worker") && !services)) {
+        fprintf(stderr, "ainbox keygen: unknown role in '%s', or a worker without --services\n",
+                role);
+        return 2;
+    }
+    const char *meta[] = {
+        "name", name, "role", role, services ? "services" : NULL, services, calls ? "calls" : NULL,
+        calls,  NULL};
+    /* Skip the pairs that were not given. */
+    const char *given[9];
+    size_t n = 0;
+    for (size_t i = 0; i + 1 < sizeof meta / sizeof meta[0]; i += 2)
+        if (meta[i]) {
+            given[n++] = meta[i];
+            given[n++] = meta[i + 1];
+        }
+    given[n] = NULL;
+    char pub[AIN_CURVE_KEY_TXT], *error = NULL;
+    if (ain_curve_keygen(dir, name, given, pub, &error) < 0) {
+        fprintf(stderr, "ainbox keygen: %s\n", error);
+        free(error);
+        return 1;
+    }
+    bool broker = strcmp(role, "broker") == 0;
+    printf("%s/%s.cert         public key %s (role %s): %s\n"
+           "%s/%s.cert_secret  this process's AINBOX_CURVE_SECRET; keep it on its host only\n",
+           dir, name, pub, role,
+           broker ? "every client's AINBOX_CURVE_BROKER_KEY"
+                  : "copy it to the broker's AINBOX_CURVE_ALLOW_DIR",
+           dir, name);
+    return 0;
+}
+
 static int s_cmd_version(s_ctx_t *ctx)
 {
     printf("ainbox %s\n", S_VERSION);
@@ -159,6 +234,8 @@ static const struct {
     {"actors", s_cmd_actors, "", "list the actors"},
     {"config", s_cmd_config, "[--json]", "print the effective configuration, secrets masked"},
     {"migrate", s_cmd_migrate, "[--status]", "apply (or count) pending schema migrations"},
+    {"keygen", s_cmd_keygen, "NAME --role R [...]",
+     "write a CurveZMQ key pair: NAME.cert (public) and NAME.cert_secret"},
     {"version", s_cmd_version, "", "print the version"},
 };
 

@@ -13,6 +13,8 @@
 enum {
     AIN_MSGF_IDEMPOTENT = 1 << 0, /* safe to execute twice: may be re-dispatched once */
     AIN_MSGF_EVENT = 1 << 1,      /* a bus event, never a request */
+    AIN_MSGF_OPERATOR = 1 << 2,   /* operators only: with CURVE, the broker takes it only from
+                                     an admin key (broker/README.md) */
 };
 
 typedef enum {

@@ -8,6 +8,7 @@
 #include "proto/msgtype.h"
 #include "proto/topic.h"
 #include "runtime/alloc.h"
+#include "runtime/curve.h"
 #include "runtime/frames.h"
 
 /* Events a publisher may queue towards the broker before it drops. */
@@ -46,7 +47,7 @@ ain_bus_pub_t *ain_bus_pub_new(const ain_proc_t *proc)
     ain_socket_set(self->socket, ZMQ_RCVHWM, S_SUBS_HWM);
     /* Make a full queue visible as EAGAIN instead of a silent drop. */
     ain_socket_set(self->socket, ZMQ_XPUB_NODROP, 1);
-    zmq_connect(self->socket, ain_proc_bus_in(proc));
+    ain_curve_connect(self->socket, ain_proc_bus_in(proc), ain_proc_config(proc));
     msgpack_sbuffer_init(&self->sbuf);
     return self;
 }
@@ -92,7 +93,7 @@ ain_bus_sub_t *ain_bus_sub_new(const ain_proc_t *proc)
     ain_socket_set(self->socket, ZMQ_RCVHWM, S_PUB_HWM);
     ain_socket_set(self->socket, ZMQ_SNDHWM, S_SUBS_HWM);
     self->max_bytes = (size_t)ain_config_int(cfg, AIN_CFG_AINBOX_MSG_MAX_BYTES);
-    zmq_connect(self->socket, ain_proc_bus_out(proc));
+    ain_curve_connect(self->socket, ain_proc_bus_out(proc), cfg);
     return self;
 }
 

@@ -8,6 +8,7 @@
 #include "proto/mdp.h"
 #include "runtime/alloc.h"
 #include "runtime/clock.h"
+#include "runtime/curve.h"
 #include "runtime/frames.h"
 #include "runtime/proc.h"
 
@@ -39,7 +40,7 @@ ain_client_t *ain_client_new(void *zmq, const char *endpoint, const ain_config_t
     if (!socket)
         return NULL;
     ain_socket_set(socket, ZMQ_IMMEDIATE, 1);
-    if (zmq_connect(socket, endpoint) < 0) {
+    if (ain_curve_connect(socket, endpoint, cfg) < 0) {
         zmq_close(socket);
         return NULL;
     }

@@ -12,12 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
 
 #include "runtime/alloc.h"
 #include "runtime/crypto.h"
+#include "runtime/curve.h"
 #include "runtime/endpoint.h"
 #include "runtime/envfile.h"
 
@@ -417,6 +419,74 @@ static int s_check_token_keys(const ain_config_t *self, char **error)
     return 0;
 }
 
+/* A rotation of the broker's key: the next pair, and the endpoints that serve it, together, on a
+ * broker (AINBOX_CURVE_SECRET and AINBOX_CURVE_ALLOW_DIR, checked by the caller). */
+static int s_check_curve_next(const ain_config_t *self, char **error)
+{
+    const char *next = self->text[AIN_CFG_AINBOX_CURVE_SECRET_NEXT];
+    bool binds = self->nitems[AIN_CFG_AINBOX_BROKER_BIND_NEXT] > 0;
+    char pub[AIN_CURVE_KEY_TXT], sec[AIN_CURVE_KEY_TXT];
+    if (!next && !binds)
+        return 0;
+    if (!next || !binds || !self->text[AIN_CFG_AINBOX_CURVE_ALLOW_DIR]) {
+        *error = ain_sprintf("AINBOX_CURVE_SECRET_NEXT and AINBOX_BROKER_BIND_NEXT go together, "
+                             "on a broker with AINBOX_CURVE_ALLOW_DIR");
+        return -1;
+    }
+    int rc = ain_curve_load_secret(next, pub, sec);
+    memset(sec, 0, sizeof sec);
+    if (rc < 0) {
+        *error = ain_sprintf("AINBOX_CURVE_SECRET_NEXT: no key pair in '%s'", next);
+        return -1;
+    }
+    return 0;
+}
+
+/* CURVE needs this process's key pair, and either the broker's public key (a client) or a
+ * directory of allowed keys (the broker); the files must be readable now, not at the first
+ * connection. Messages name the variable and the path, never a key. */
+static int s_check_curve(const ain_config_t *self, char **error)
+{
+    const char *secret = self->text[AIN_CFG_AINBOX_CURVE_SECRET];
+    const char *server = self->text[AIN_CFG_AINBOX_CURVE_BROKER_KEY];
+    const char *dir = self->text[AIN_CFG_AINBOX_CURVE_ALLOW_DIR];
+    char pub[AIN_CURVE_KEY_TXT], sec[AIN_CURVE_KEY_TXT];
+    struct stat st;
+    if (!secret && (server || dir || self->text[AIN_CFG_AINBOX_CURVE_SECRET_NEXT])) {
+        *error = ain_sprintf("%s is set but AINBOX_CURVE_SECRET (this process's own key pair) is "
+                             "not",
+                             server ? "AINBOX_CURVE_BROKER_KEY"
+                             : dir  ? "AINBOX_CURVE_ALLOW_DIR"
+                                    : "AINBOX_CURVE_SECRET_NEXT");
+        return -1;
+    }
+    if (!secret)
+        return 0;
+    if (!server && !dir) {
+        *error = ain_sprintf("AINBOX_CURVE_SECRET is set but neither AINBOX_CURVE_BROKER_KEY (a "
+                             "client of the broker) nor AINBOX_CURVE_ALLOW_DIR (the broker)");
+        return -1;
+    }
+    int rc = ain_curve_load_secret(secret, pub, sec);
+    memset(sec, 0, sizeof sec);
+    if (rc < 0) {
+        *error = ain_sprintf("AINBOX_CURVE_SECRET: no key pair in '%s' (a NAME.cert_secret file "
+                             "from `ainbox keygen`)",
+                             secret);
+        return -1;
+    }
+    if (server && ain_curve_public_key(server, pub) < 0) {
+        *error = ain_sprintf("AINBOX_CURVE_BROKER_KEY: neither 40 Z85 characters nor a readable "
+                             "certificate file");
+        return -1;
+    }
+    if (dir && (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))) {
+        *error = ain_sprintf("AINBOX_CURVE_ALLOW_DIR: '%s' is not a directory", dir);
+        return -1;
+    }
+    return s_check_curve_next(self, error);
+}
+
 static int s_cross_check(const ain_config_t *self, char **error)
 {
     bool production = strcmp(self->text[AIN_CFG_NODE_ENV], "production") == 0;
@@ -425,8 +495,10 @@ static int s_cross_check(const ain_config_t *self, char **error)
                              "NODE_ENV=production");
         return -1;
     }
-    return s_check_secrets_distinct(self, error) < 0 || s_check_token_keys(self, error) < 0 ? -1
-                                                                                            : 0;
+    return s_check_secrets_distinct(self, error) < 0 || s_check_token_keys(self, error) < 0 ||
+                   s_check_curve(self, error) < 0
+               ? -1
+               : 0;
 }
 
 ain_config_t *ain_config_load(char *const *envp, const char *file, FILE *warn, char **error)
@@ -661,12 +733,13 @@ static int s_test_secrets(void)
 int ain_config_test(bool verbose)
 {
     ain_config_t *cfg = ain_config_defaults();
-    int rc = ain_config_int(cfg, AIN_CFG_HTTP_PORT) != 3000 ||
-             !ain_config_bool(cfg, AIN_CFG_ENABLE_MONITORING) ||
-             strcmp(ain_config_str(cfg, AIN_CFG_AINBOX_BUS_OUT), "tcp://127.0.0.1:5557") != 0 ||
-             strcmp(ain_config_item(cfg, AIN_CFG_AINBOX_BUS_IN_BIND, 0), "tcp://*:5556") != 0 ||
-             !ain_config_contains(cfg, AIN_CFG_AINBOX_ACTORS, "monitor") ||
-             ain_config_str(cfg, AIN_CFG_DATABASE_URL) != NULL;
+    int rc =
+        ain_config_int(cfg, AIN_CFG_HTTP_PORT) != 3000 ||
+        !ain_config_bool(cfg, AIN_CFG_ENABLE_MONITORING) ||
+        strcmp(ain_config_str(cfg, AIN_CFG_AINBOX_BUS_OUT), "tcp://127.0.0.1:5557") != 0 ||
+        strcmp(ain_config_item(cfg, AIN_CFG_AINBOX_BUS_IN_BIND, 0), "tcp://127.0.0.1:5556") != 0 ||
+        !ain_config_contains(cfg, AIN_CFG_AINBOX_ACTORS, "monitor") ||
+        ain_config_str(cfg, AIN_CFG_DATABASE_URL) != NULL;
     ain_config_destroy(&cfg);
 
     char *const env[] = {"HTTP_PORT=8080",
@@ -702,11 +775,20 @@ int ain_config_test(bool verbose)
     char *const bad_kv[] = {"DATABASE_URL=host=h nonsense=1", NULL};
     char *const dev_prod[] = {"NODE_ENV=production", "AINBOX_DEV_TOKEN=x", NULL};
     char *const no_derive[] = {"AINBOX_BROKER=tcp://h:65535", NULL};
+    char *const curve_half[] = {"AINBOX_CURVE_ALLOW_DIR=/tmp", NULL};
+    char *const curve_alone[] = {"AINBOX_CURVE_SECRET=/nonexistent/k.cert_secret", NULL};
+    char *const curve_next[] = {"AINBOX_CURVE_SECRET_NEXT=/nonexistent/n.cert_secret", NULL};
+    char *const curve_missing[] = {"AINBOX_CURVE_SECRET=/nonexistent/k.cert_secret",
+                                   "AINBOX_CURVE_ALLOW_DIR=/tmp", NULL};
     if (s_expect_error(bad_port, "HTTP_PORT='80a'") || s_expect_error(big_port, "HTTP_PORT") ||
         s_expect_error(bad_bool, "ENABLE_MONITORING") || s_expect_error(bad_enum, "LOG_LEVEL") ||
         s_expect_error(bad_ep, "AINBOX_BROKER") || s_expect_error(bad_db, "DATABASE_URL") ||
         s_expect_error(bad_kv, "DATABASE_URL") || s_expect_error(dev_prod, "AINBOX_DEV_TOKEN") ||
-        s_expect_error(no_derive, "AINBOX_BUS_IN") || s_test_secrets())
+        s_expect_error(no_derive, "AINBOX_BUS_IN") ||
+        s_expect_error(curve_half, "AINBOX_CURVE_SECRET") ||
+        s_expect_error(curve_alone, "AINBOX_CURVE_BROKER_KEY") ||
+        s_expect_error(curve_missing, "/nonexistent/k.cert_secret") ||
+        s_expect_error(curve_next, "AINBOX_CURVE_SECRET_NEXT") || s_test_secrets())
         return -1;
     if (verbose)
         printf("config: defaults, environment, derivation and refusals\n");

@@ -37,6 +37,31 @@ bool ain_endpoint_valid(const char *text)
     return false;
 }
 
+bool ain_endpoint_loopback(const char *text)
+{
+    if (!ain_endpoint_valid(text))
+        return false;
+    if (!s_prefix(text, "tcp://"))
+        return true;
+    const char *host = text + strlen("tcp://");
+    size_t len = (size_t)(strrchr(host, ':') - host);
+    static const char *const names[] = {"localhost", "[::1]", "::1"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (len == strlen(names[i]) && strncmp(host, names[i], len) == 0)
+            return true;
+    /* 127.0.0.0/8, written as a dotted quad of digits only. */
+    if (len < 9 || len > 15 || strncmp(host, "127.", 4) != 0)
+        return false;
+    int dots = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (host[i] == '.')
+            dots++;
+        else if (host[i] < '0' || host[i] > '9')
+            return false;
+    }
+    return dots == 3;
+}
+
 char *ain_endpoint_derive(const char *text, int port_offset, const char *suffix)
 {
     if (!ain_endpoint_valid(text))
@@ -61,6 +86,21 @@ int ain_endpoint_test(bool verbose)
             return -1;
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         if (ain_endpoint_valid(bad[i]))
+            return -1;
+    const char *local[] = {"tcp://127.0.0.1:5555", "tcp://127.1.2.3:1", "tcp://localhost:9",
+                           "tcp://[::1]:9",        "inproc://x",        "ipc:///tmp/a"};
+    const char *remote[] = {"tcp://*:5555",
+                            "tcp://0.0.0.0:1",
+                            "tcp://10.0.0.1:1",
+                            "tcp://127.0.0.1.evil:1",
+                            "tcp://eth0:1",
+                            "tcp://127.a.0.1:1",
+                            "x"};
+    for (size_t i = 0; i < sizeof local / sizeof *local; i++)
+        if (!ain_endpoint_loopback(local[i]))
+            return -1;
+    for (size_t i = 0; i < sizeof remote / sizeof *remote; i++)
+        if (ain_endpoint_loopback(remote[i]))
             return -1;
     char *a = ain_endpoint_derive("tcp://10.0.0.1:5555", 2, "-out");
     char *b = ain_endpoint_derive("inproc://ainbox", 2, "-out");

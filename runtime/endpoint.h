@@ -12,6 +12,11 @@
 /* True if `text` is an endpoint we accept. */
 bool ain_endpoint_valid(const char *text);
 
+/* True if a peer must be on this host to reach `text`: inproc and ipc, or
+ * a tcp endpoint on 127.0.0.0/8, ::1 or "localhost". False for '*', an
+ * interface name or any other address. */
+bool ain_endpoint_loopback(const char *text);
+
 /* A new string (caller frees): tcp endpoints get `port_offset` added to
  * their port; inproc and ipc endpoints get `suffix` appended. Returns NULL
  * if the endpoint is invalid or the port leaves 1..65535. */

@@ -13,6 +13,7 @@
 #include "proto/mdp.h"
 #include "runtime/alloc.h"
 #include "runtime/clock.h"
+#include "runtime/curve.h"
 #include "runtime/frames.h"
 
 /* How soon to retry READY while the broker is unreachable. */
@@ -96,7 +97,7 @@ static void s_connect(ain_worker_t *self)
     int hwm = self->credit * 2 > 1000 ? (int)self->credit * 2 : 1000;
     ain_socket_set(self->socket, ZMQ_RCVHWM, hwm);
     ain_socket_set(self->socket, ZMQ_SNDHWM, hwm);
-    if (zmq_connect(self->socket, ain_proc_broker(self->proc)) < 0)
+    if (ain_curve_connect(self->socket, ain_proc_broker(self->proc), cfg) < 0)
         ain_error(self->log, "cannot connect to %s: %s", ain_proc_broker(self->proc),
                   zmq_strerror(errno));
     int64_t now = ain_clock_mono_ms();

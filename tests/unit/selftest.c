@@ -28,6 +28,7 @@
 #include "proto/topic.h"
 #include "runtime/config.h"
 #include "runtime/crypto.h"
+#include "runtime/curve.h"
 #include "runtime/endpoint.h"
 #include "runtime/envfile.h"
 #include "runtime/jwt.h"
@@ -53,6 +54,7 @@ static const struct {
     {"config", ain_config_test},
     {"envfile", ain_envfile_test},
     {"endpoint", ain_endpoint_test},
+    {"curve", ain_curve_test},
     {"metrics", ain_metrics_test},
     {"mpjson", ain_mpjson_test},
     {"sketch", ain_sketch_test},

@@ -53,7 +53,9 @@ extern char **environ;
 enum { S_EXIT_OK = 0, S_EXIT_FAIL = 1, S_EXIT_USAGE = 2, S_GO_ON = -1 };
 
 typedef struct {
-    const char *broker; /* --broker, or NULL: AINBOX_BROKER */
+    const char *broker;     /* --broker, or NULL: AINBOX_BROKER */
+    const char *key;        /* --key, or NULL: AINBOX_CURVE_SECRET */
+    const char *broker_key; /* --broker-key, or NULL: AINBOX_CURVE_BROKER_KEY */
     int timeout_ms;
     bool json;
     bool help, version;
@@ -169,6 +171,12 @@ static int s_print_json(const json_t *value)
 static int s_connect(s_admin_t *self)
 {
     char *error = NULL;
+    /* The options are the settings a client of a CURVE broker reads; the
+     * configuration checks them like any other value. */
+    if (self->key)
+        setenv("AINBOX_CURVE_SECRET", self->key, 1);
+    if (self->broker_key)
+        setenv("AINBOX_CURVE_BROKER_KEY", self->broker_key, 1);
     self->cfg = ain_config_load(environ, NULL, stderr, &error);
     if (!self->cfg) {
         s_say("configuration: %s", error ? error : "cannot be loaded");
@@ -275,6 +283,9 @@ static int s_check_workers(s_admin_t *self, const char *service)
     if (code < 0)
         return s_fail("cannot reach the broker at %s (timeout after %d ms)", self->endpoint,
                       self->timeout_ms);
+    if (code == 403)
+        return s_fail("the broker refused this key (AINBOX_CURVE_SECRET) the right to ask; an "
+                      "operator needs a key with role admin");
     if (broker)
         return S_EXIT_OK;
     if (code == 404)
@@ -528,6 +539,8 @@ static void s_add_type(const ain_msgtype_t *type, void *arg)
         json_array_append_new(flags, json_string("idempotent"));
     if (event)
         json_array_append_new(flags, json_string("event"));
+    if (type->flags & AIN_MSGF_OPERATOR)
+        json_array_append_new(flags, json_string("operator"));
     json_array_append_new(out->list,
                           json_pack("{s:I, s:s, s:s, s:o, s:s}", "id", (json_int_t)type->id, "name",
                                     type->name, "service", type->service, "flags", flags, "summary",
@@ -714,6 +727,10 @@ enum { S_COMMAND_COUNT = sizeof s_commands / sizeof s_commands[0] };
 
 static const char *const s_option_help[][2] = {
     {"--broker ENDPOINT", "broker to ask (default: AINBOX_BROKER from environment/config)"},
+    {"--key FILE",
+     "CurveZMQ: this operator's key pair, an admin key (default: AINBOX_CURVE_SECRET)"},
+    {"--broker-key KEY", "CurveZMQ: the broker's public key or its .cert file (default: "
+                         "AINBOX_CURVE_BROKER_KEY)"},
     {"--json", "print replies as JSON instead of tables"},
     {"--timeout MS", "how long to wait for each answer (default 3000)"},
     {"-n N", "ping: how many pings to send (default 1)"},
@@ -758,12 +775,25 @@ static const s_command_t *s_find_command(const char *name)
 /* Long-only options get values above any character, so an error about
  * one (getopt puts its value in optopt) is told from one about a short
  * option. */
-enum { S_OPT_BROKER = 256, S_OPT_JSON, S_OPT_TIMEOUT, S_OPT_HELP, S_OPT_VERSION };
+enum {
+    S_OPT_BROKER = 256,
+    S_OPT_JSON,
+    S_OPT_TIMEOUT,
+    S_OPT_HELP,
+    S_OPT_VERSION,
+    S_OPT_KEY,
+    S_OPT_BROKER_KEY
+};
 
 static const struct option s_options[] = {
-    {"broker", required_argument, NULL, S_OPT_BROKER},   {"json", no_argument, NULL, S_OPT_JSON},
-    {"timeout", required_argument, NULL, S_OPT_TIMEOUT}, {"help", no_argument, NULL, S_OPT_HELP},
-    {"version", no_argument, NULL, S_OPT_VERSION},       {NULL, 0, NULL, 0},
+    {"broker", required_argument, NULL, S_OPT_BROKER},
+    {"json", no_argument, NULL, S_OPT_JSON},
+    {"timeout", required_argument, NULL, S_OPT_TIMEOUT},
+    {"help", no_argument, NULL, S_OPT_HELP},
+    {"version", no_argument, NULL, S_OPT_VERSION},
+    {"key", required_argument, NULL, S_OPT_KEY},
+    {"broker-key", required_argument, NULL, S_OPT_BROKER_KEY},
+    {NULL, 0, NULL, 0},
 };
 
 /* Says what is wrong with an option getopt refused. `given` is the
@@ -802,6 +832,12 @@ static int s_option(s_admin_t *self, int opt, const char *arg, const char *given
     switch (opt) {
     case S_OPT_BROKER:
         self->broker = arg;
+        break;
+    case S_OPT_KEY:
+        self->key = arg;
+        break;
+    case S_OPT_BROKER_KEY:
+        self->broker_key = arg;
         break;
     case S_OPT_JSON:
         self->json = true;
