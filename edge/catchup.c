@@ -113,9 +113,14 @@ static void s_ask(ain__catchup_t *self, s_slot_t *slot, int64_t now)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
+    msgpack_pack_map(&pk, slot->u.since ? 3 : 2);
     ain_mp_pack_kv_str(&pk, "after", slot->u.after);
     ain_mp_pack_kv_u64(&pk, "limit", S_PAGE);
+    if (slot->u.since) { /* a time, on the first page only: then ids */
+        ain_mp_pack_str(&pk, "since");
+        msgpack_pack_true(&pk);
+        slot->u.since = false;
+    }
     ain_envelope_t env = {AIN_MSG_EVENT_REPLAY,
                           0,
                           slot->u.user,

@@ -433,10 +433,15 @@ int ain__streams_io(ain__streams_t *self);
 /* A heartbeat of the bus arrived in sequence: what was delivered before it
  * did not follow a loss. */
 void ain__streams_beat(ain__streams_t *self);
+/* A loss was just noticed (the bus connection closed, or went silent):
+ * what each user was sent so far arrived whole; catching up starts after
+ * it. The first call until the next catching up counts. */
+void ain__streams_loss(ain__streams_t *self);
 /* A user to catch up, and the id to replay after. */
 typedef struct {
     uint64_t user;
     char after[48];
+    bool since; /* `after` is a time ("<ms>-0"), not an id the user was sent */
 } ain__catchup_user_t;
 /* Makes every live stream hold, and lists their users with the id each must
  * be caught up after (`fallback_ms` for a user that was sent nothing yet:
