@@ -866,6 +866,7 @@ class Gmail:
         self.generators[gid] = state
 
         def run():
+            rounds = 0
             while not stop.wait(every_ms / 1000.0):
                 for u in state["users"]:
                     try:
@@ -873,7 +874,8 @@ class Gmail:
                         state["delivered"] += 1
                     except Exception as e:  # noqa: BLE001 - a generator never dies silently
                         state["error"] = repr(e)
-                if count and state["delivered"] >= count:
+                rounds += 1
+                if count and rounds >= count:
                     break
         threading.Thread(target=run, daemon=True, name=f"gen{gid}").start()
         return gid
