@@ -404,8 +404,8 @@ class Gmail:
         return p.snippet
 
     def _size(self, box, msg):
-        if msg.size is None:
-            msg.size = len(self.store.parsed(box, msg).raw)
+        if msg.size is None:  # rendering is enough, parsing is the dear part
+            msg.size = len(box.raw_of(msg))
         return msg.size
 
     def _matching(self, box, req):
