@@ -619,6 +619,11 @@ class Quota(FakeGmailCase):
         c = self.ctl("GET", "gmail/counters")
         self.assertEqual(c["units"][A] % 5, 0)
         self.assertGreaterEqual(c["requests"]["messages.get"], 20, "5 units a get: 20 fit")
+        self.ctl("POST", "gmail/quota", {"style": "429"})  # the same limit, the newer body
+        status, msg, data = self.spend_until_refused(tok, mid, 3)
+        self.assert_google_error(status, data, 429, "rateLimitExceeded",
+                                 "User-rate limit exceeded.  Retry after ")
+        self.assertEqual(self.ctl("GET", "gmail/counters")["sent_429"], 1)
 
     def test_project_limit(self):
         self.mailbox(A, 5)
@@ -742,6 +747,19 @@ class Generator(FakeGmailCase):
             answers[cid] = int(re.search(rb"HTTP/1.1 (\d+)", part).group(1))
         self.assertEqual(answers, {"0": 200, "1": 404, "2": 200})
         self.assertEqual(self.ctl("GET", "gmail/counters")["units"][A], 20 + 20 + 1)
+        # Google runs the parts at once: past the concurrency cap (10) they get 429.
+        twelve = "".join(f"--b\r\nContent-Type: application/http\r\nContent-ID: <{i}>\r\n\r\n"
+                         f"GET {U}/labels HTTP/1.1\r\n\r\n" for i in range(12)) + "--b--\r\n"
+        for parallel, refused in ((True, 2), (False, 0)):
+            self.ctl("POST", "gmail/quota", {"batch_parallel": parallel})
+            status, _, data = self.http("POST", "/batch/gmail/v1", twelve.encode(),
+                                        {"Authorization": "Bearer " + ta,
+                                         "Content-Type": "multipart/mixed; boundary=b"},
+                                        raw=True)
+            self.assertEqual(status, 200)
+            self.assertEqual(data.count(b"HTTP/1.1 429"), refused)
+            self.assertEqual(data.count(b'"message": "Too many concurrent requests for user", '
+                                        b'"errors"'), refused)
         too_many = "".join(f"--b\r\nContent-Type: application/http\r\n\r\nGET {U}/profile "
                            "HTTP/1.1\r\n\r\n" for _ in range(101)) + "--b--\r\n"
         status, _, data = self.http("POST", "/batch/gmail/v1", too_many.encode(),

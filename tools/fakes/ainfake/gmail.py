@@ -20,6 +20,7 @@ import email.policy
 import email.utils
 import json
 import re
+import sys
 import threading
 import time
 import uuid
@@ -257,20 +258,18 @@ class Gmail:
             c.requests[name] += 1
             c.inflight_all += 1
             c.peak_all = max(c.peak_all, c.inflight_all)
-        user = None
         try:
             answer = self._call(req, name, handler, args, batch_slot)
-            user = getattr(req, "gmail_user", None)
         except GmailError as e:
             answer = error_answer(e, e.headers)
-            user = getattr(req, "gmail_user", None)
-        finally:
-            with c.lock:
-                c.inflight_all -= 1
+        except Exception as e:  # noqa: BLE001 - the fake's own bug: a 500, counters kept right
+            sys.stderr.write(f"fake gmail: {name}: {e!r}\n")
+            answer = error_answer(GmailError(500, "backendError", "Backend Error"))
         with c.lock:
+            c.inflight_all -= 1
             c.statuses[answer.status] += 1
-            if user and getattr(req, "gmail_counted", False):
-                c.inflight[user] -= 1
+            if getattr(req, "gmail_counted", False):
+                c.inflight[req.gmail_user] -= 1
         return answer
 
     def _call(self, req, name, handler, args, batch_slot):
@@ -287,6 +286,8 @@ class Gmail:
             raise GmailError(403, "insufficientPermissions", "Insufficient Permission")
         req.gmail_user = addr
         c = self.counters
+        if not self.quota.batch_parallel:
+            batch_slot = 0
         with c.lock:
             cap = self.quota.concurrency
             if cap and c.inflight[addr] + batch_slot >= cap:

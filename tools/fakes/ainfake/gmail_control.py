@@ -15,7 +15,8 @@
                                   style?: 429|403}: the next `count` API calls (or
                                   notifications) fail so
   POST /_fake/gmail/quota        {mode?: new|old, user_per_min?, project_per_min?,
-                                  concurrency?, style?: 429|403, retry_after?, send_limit?}
+                                  concurrency?, style?: 429|403, retry_after?, send_limit?,
+                                  batch_parallel?}
   GET  /_fake/gmail/quota        the limits and the cost table in force
   GET  /_fake/gmail/counters     requests per method, statuses, sent_429, quota_refusals,
                                   units per user, injected, peak_concurrency; POST .../reset
@@ -167,6 +168,8 @@ def _quota(g, body):
         q.style = str(body["style"])
     if "retry_after" in body:
         q.retry_after = bool(body["retry_after"])
+    if "batch_parallel" in body:
+        q.batch_parallel = bool(body["batch_parallel"])
     if "send_limit" in body:
         g.send_limit = max(0, int(body["send_limit"]))
     return Answer(200, q.describe())

@@ -64,6 +64,9 @@ class Quota:
         self.style = "429"      # 429 rateLimitExceeded, or "403": userRateLimitExceeded
         self.retry_after = True  # send Retry-After with quota refusals
         self.concurrency = 10
+        # Google runs a batch's parts at once: part k meets k others against the cap. Off,
+        # a batch counts as one call in flight.
+        self.batch_parallel = True
         self.set_mode(mode)
 
     def set_mode(self, mode, user=None, project=None):
@@ -116,4 +119,5 @@ class Quota:
             return {"mode": self.mode, "user_per_min": self.user_limit,
                     "project_per_min": self.project_limit, "concurrency": self.concurrency,
                     "style": self.style, "retry_after": self.retry_after,
+                    "batch_parallel": self.batch_parallel,
                     "costs": dict(self.costs)}
