@@ -3,7 +3,8 @@
 A token from the fake's own Google sign-in, then: the profile; messages.list pages and filters;
 messages.get in minimal, metadata, full and raw (raw parsed back with the email package: MIME
 structure, a decoded non-ASCII subject, an attachment, an inline cid image, 7-bit clean bytes);
-history pages, type and label filters, and 404 once the start id is too old; modify,
+history pages (empty ones with a nextPageToken included), type and label filters, and 404
+once the start id is too old; modify,
 batchModify, trash, untrash and delete in history and label counts; send between two
 mailboxes and drafts; threads; users.watch with the Pub/Sub push received by a listener here;
 quota refusals with Google's bodies in both generations (new: messages.get 20 units; old: 5);
@@ -179,6 +180,7 @@ class Messages(FakeGmailCase):
         self.assertEqual(prof["emailAddress"], A)
         self.assertEqual(prof["messagesTotal"], 120)
         self.assertTrue(prof["historyId"].isdigit())
+        self.ctl("POST", "gmail/fault", {"kind": "empty_page"})
         ids, estimate = self.all_ids(tok, maxResults=17)
         self.assertEqual(len(ids), estimate)
         self.assertEqual(len(set(ids)), len(ids))
@@ -304,6 +306,11 @@ class History(FakeGmailCase):
         for r in recs:
             self.assertEqual(r["messages"][0]["id"], (r.get("labelsAdded") or
                                                       r.get("labelsRemoved"))[0]["message"]["id"])
+        # Pages can come back empty and still carry a nextPageToken: paging goes on.
+        self.ctl("POST", "gmail/fault", {"kind": "empty_page", "count": 2})
+        again, _ = self.history(tok, start, maxResults=5)
+        self.assertEqual(again, recs)
+        self.assertEqual(self.ctl("GET", "gmail/counters")["injected"], {"empty_page": 2})
         added, _ = self.history(tok, start, historyTypes="labelAdded")
         self.assertEqual(len(added), 6)
         self.assertTrue(all(set(r) == {"id", "messages", "labelsAdded"} for r in added))
@@ -497,6 +504,10 @@ class Push(FakeGmailCase):
         ta = self.token(A)
         status, data = self.api("POST", "/watch", ta, {"topicName": "not-a-topic"})
         self.assert_google_error(status, data, 400, "invalidArgument", "topicName")
+        self.ctl("POST", "gmail/push", {"publish_denied": True})
+        status, data = self.api("POST", "/watch", ta, {"topicName": "projects/p/topics/t"})
+        self.assert_google_error(status, data, 403, "forbidden", "Cloud PubSub")
+        self.ctl("POST", "gmail/push", {"publish_denied": False})
         w = self.ok("POST", "/watch", ta, {"topicName": "projects/ainbox-test/topics/gmail"})
         self.assertTrue(w["historyId"].isdigit())
         days = (int(w["expiration"]) / 1000 - __import__("time").time()) / 86400

@@ -23,10 +23,11 @@ import re
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 
 from ainfake import mailbox as mb
-from ainfake.common import Answer
+from ainfake.common import Answer, Request
 from ainfake.push import Pusher
 from ainfake.quota import Quota
 
@@ -214,6 +215,8 @@ class Gmail:
         self.autocreate = autocreate
         self.history_keep, self.history_keep_s = history_keep, history_keep_s
         self.check_scopes = check_scopes
+        self.empty_pages = 0  # list pages to answer empty, with a nextPageToken
+        self.publish_denied = False  # watch: Gmail may not publish to the topic (403)
         self.send_limit = 0  # messages.send per user before 429 (0: none)
         self.sends = collections.Counter()
         self.generators = {}
@@ -316,6 +319,17 @@ class Gmail:
         box = self.mailbox(addr)
         with self.store.lock:
             return handler(req, box, args)
+
+    def _empty_page(self):
+        """True for an injected empty page: no items but a nextPageToken (provider-apis.md §0
+        item 10: clients must keep paging)."""
+        with self.fault_lock:
+            if self.empty_pages > 0:
+                self.empty_pages -= 1
+                with self.counters.lock:
+                    self.counters.injected["empty_page"] += 1
+                return True
+        return False
 
     def _refused(self, what):
         with self.counters.lock:
@@ -436,6 +450,8 @@ class Gmail:
     def messages_list(self, req, box, args):
         n, start = _page(req.query)
         hits = self._matching(box, req)
+        if self._empty_page():
+            return Answer(200, {"nextPageToken": str(start), "resultSizeEstimate": len(hits)})
         body = {}
         page = hits[start:start + n]
         if page:
@@ -763,6 +779,8 @@ class Gmail:
         if recs is None:
             raise not_found()
         recs = [r for r in recs if r["id"] > after]
+        if self._empty_page():
+            return Answer(200, {"historyId": str(box.history_id), "nextPageToken": str(after)})
         body = {}
         if recs[:n]:
             body["history"] = [self._history_json(r) for r in recs[:n]]
@@ -815,6 +833,9 @@ class Gmail:
                     "include").lower()
         if behavior not in ("include", "exclude"):
             raise bad(f"Invalid value at 'label_filter_behavior' ({behavior})")
+        if self.publish_denied:
+            raise GmailError(403, "forbidden", f"Error sending test message to Cloud PubSub "
+                             f"{topic} : User not authorized to perform this action.")
         expiration = self.pusher.watch(box.email, topic, labels, behavior)
         return Answer(200, {"historyId": str(box.history_id), "expiration": str(expiration)})
 
@@ -907,6 +928,7 @@ class Gmail:
         self.counters.reset()
         self.pusher.reset()
         self.sends.clear()
+        self.empty_pages, self.publish_denied = 0, False
         self.quota.set_mode(self.quota.mode)
 
 
@@ -931,8 +953,6 @@ def _split_multipart(body, boundary):
 
 def _inner_request(part, outer):
     """(Request, Content-ID) of one batch part; (None, cid) if it is malformed."""
-    from ainfake.common import Request
-    import urllib.parse
     head, _, rest = part.partition(b"\r\n\r\n")
     cid = None
     for line in head.decode("latin-1").split("\r\n"):

@@ -10,10 +10,10 @@
   POST /_fake/gmail/generate     {users: [...], every_ms, count?}: deliver to each user every
                                   every_ms (count per user in all, 0: until stopped); {id}
   POST /_fake/gmail/generate/stop  {id?}: stop one generator or all; GET /_fake/gmail/generate
-  POST /_fake/gmail/fault        {kind: status|rate|latency|drop_push|dup_push|push_delay,
-                                  count?, status?, ms?, reason?: user|project|concurrent,
-                                  style?: 429|403}: the next `count` API calls (or
-                                  notifications) fail so
+  POST /_fake/gmail/fault        {kind: status|rate|latency|empty_page|drop_push|dup_push|
+                                  push_delay, count?, status?, ms?, reason?: user|project|
+                                  concurrent, style?: 429|403}: the next `count` API calls
+                                  (list pages, notifications) fail so
   POST /_fake/gmail/quota        {mode?: new|old, user_per_min?, project_per_min?,
                                   concurrency?, style?: 429|403, retry_after?, send_limit?,
                                   batch_parallel?}
@@ -21,7 +21,8 @@
   GET  /_fake/gmail/counters     requests per method, statuses, sent_429, quota_refusals,
                                   units per user, injected, peak_concurrency; POST .../reset
   POST /_fake/gmail/push         {url?, token?, bearer?, subscription?, excess?:
-                                  coalesce|drop}: where and how notifications go
+                                  coalesce|drop, publish_denied?}: where and how
+                                  notifications go; publish_denied makes watch a 403
   GET  /_fake/gmail/pushes       {counts, log: [{email, historyId, status, messageId, t}]}
   POST /_fake/gmail/expire_history  {email}: every startHistoryId before now answers 404
   POST /_fake/gmail/history      {email, keep?, keep_s?}: the retention of that mailbox
@@ -30,7 +31,8 @@
 
 from ainfake.common import Answer
 
-FAULT_KINDS = ("status", "rate", "latency", "drop_push", "dup_push", "push_delay")
+FAULT_KINDS = ("status", "rate", "latency", "empty_page", "drop_push", "dup_push",
+               "push_delay")
 COUNT_MAX = 100000
 
 
@@ -85,6 +87,8 @@ def control(g, method, parts, body):
                     setattr(p, key, body[key])
             if body.get("excess") in ("coalesce", "drop"):
                 p.excess = body["excess"]
+        if "publish_denied" in body:
+            g.publish_denied = bool(body["publish_denied"])
         return Answer(200, {"ok": True})
     if what in ("expire_history", "history", "watch_expire"):
         box = g.mailbox(body["email"], create=False)
@@ -144,6 +148,9 @@ def _fault(g, body):
     elif kind == "push_delay":
         with p.lock:
             p.delay_ms = max(0, int(body.get("ms", 0)))
+    elif kind == "empty_page":
+        with g.fault_lock:
+            g.empty_pages += count
     else:
         if kind == "status" and not 500 <= int(body.get("status", 503)) <= 599:
             return Answer(400, {"error": "status: a 5xx"})
