@@ -5,7 +5,8 @@
                                   synthetic messages; {email, messagesTotal, threadsTotal,
                                   historyId}
   GET  /_fake/gmail/mailbox/<email>   the same summary plus historyFloor and drafts
-  POST /_fake/gmail/deliver      {email, subject?, from?: [name, addr], labels?, count?}: new
+  POST /_fake/gmail/deliver      {email, subject?, from?: [name, addr] or "Name <addr>",
+                                  labels?, count?}: new
                                   mail now; {delivered: [{id, threadId, historyId, sentMs}]}
   POST /_fake/gmail/generate     {users: [...], every_ms, count?}: deliver to each user every
                                   every_ms (count per user in all, 0: until stopped); {id}
@@ -28,6 +29,8 @@
   POST /_fake/gmail/history      {email, keep?, keep_s?}: the retention of that mailbox
   POST /_fake/gmail/watch_expire {email}: the user's watch has expired (no more pushes)
 """
+
+import email.utils
 
 from ainfake.common import Answer
 
@@ -60,7 +63,11 @@ def control(g, method, parts, body):
             return Answer(200, _summary(box))
     if what == "deliver":
         count = min(int(body.get("count", 1)), COUNT_MAX)
-        sender = tuple(body["from"]) if body.get("from") else None
+        sender = body.get("from")
+        if isinstance(sender, str):  # "Name <addr>" as well as [name, addr]
+            sender = email.utils.parseaddr(sender)
+        if sender is not None and (len(sender) != 2 or "@" not in str(sender[1])):
+            return Answer(400, {"error": "from: [name, addr] or \"Name <addr>\""})
         return Answer(200, {"delivered": [g.deliver(body["email"], body.get("subject"), sender,
                                                     body.get("labels"))
                                           for _ in range(count)]})
