@@ -14,7 +14,6 @@ Mailbox changes are pushed to the watch's endpoint by push.py.
 """
 
 import collections
-import datetime
 import email
 import email.policy
 import email.utils
@@ -23,11 +22,13 @@ import re
 import sys
 import threading
 import time
-import urllib.parse
 import uuid
 
+from ainfake import batch
 from ainfake import mailbox as mb
-from ainfake.common import Answer, Request
+from ainfake.common import Answer
+from ainfake.gmail_errors import (GmailError, bad, error_answer, not_found, quota_error,
+                                  rfc3339, server_error, unauthenticated)
 from ainfake.push import Pusher
 from ainfake.quota import Quota
 
@@ -35,91 +36,10 @@ PAGE_DEFAULT, PAGE_MAX = 100, 500
 BATCH_MAX = 100
 LABELS_PER_CALL = 100
 BATCH_IDS_MAX = 1000
-FAULTS_MAX = 100000
 GENERATORS_MAX = 64
 MSG_ID = re.compile(r"^[0-9a-f]{1,24}$")
 FULL_SCOPE = "https://mail.google.com/"
 TOPIC = re.compile(r"^projects/[^/]+/topics/[^/]+$")
-
-
-class GmailError(Exception):
-    def __init__(self, status, reason, message, status_text=None, domain="global", top=None,
-                 **extra):
-        super().__init__(message)
-        self.status, self.reason, self.message = status, reason, message
-        self.status_text, self.domain, self.extra = status_text, domain, extra
-        self.top = top or message  # error.message, when it differs from errors[0].message
-        self.headers = None
-
-
-STATUS_TEXT = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-               404: "NOT_FOUND", 409: "ALREADY_EXISTS", 429: "RESOURCE_EXHAUSTED",
-               500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
-               504: "DEADLINE_EXCEEDED"}
-
-
-def error_answer(e, headers=None):
-    err = {"message": e.message, "domain": e.domain, "reason": e.reason, **e.extra}
-    body = {"error": {"code": e.status, "message": e.top, "errors": [err]}}
-    text = e.status_text if e.status_text is not None else STATUS_TEXT.get(e.status)
-    if text:
-        body["error"]["status"] = text
-    return Answer(e.status, body, headers=headers)
-
-
-def bad(message):
-    return GmailError(400, "invalidArgument", message)
-
-
-def not_found():
-    return GmailError(404, "notFound", "Requested entity was not found.")
-
-
-def rfc3339(t):
-    d = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (d.microsecond // 1000)
-
-
-def quota_error(kind, style, wait_s):
-    """Google's refusal for an exhausted limit: `kind` user|project|concurrent, `style` 429
-    (rateLimitExceeded, RESOURCE_EXHAUSTED) or 403 (userRateLimitExceeded/rateLimitExceeded,
-    the older bodies)."""
-    if kind == "concurrent":
-        return GmailError(429, "rateLimitExceeded", "Too many concurrent requests for user",
-                          domain="usageLimits")
-    if style == "403":
-        if kind == "user":
-            return GmailError(403, "userRateLimitExceeded", "User Rate Limit Exceeded",
-                              domain="usageLimits")
-        return GmailError(403, "rateLimitExceeded",
-                          "Quota exceeded for quota metric 'Queries' and limit 'Queries per "
-                          "minute' of service 'gmail.googleapis.com' for consumer "
-                          "'project_number:000000000000'.", domain="usageLimits")
-    if kind == "user":
-        return GmailError(429, "rateLimitExceeded", "User-rate limit exceeded.  Retry after "
-                          + rfc3339(time.time() + wait_s), domain="usageLimits")
-    return GmailError(429, "rateLimitExceeded", "Resource has been exhausted (e.g. check "
-                      "quota).", domain="usageLimits")
-
-
-def unauthenticated(had_token):
-    """Google's 401: a missing token is "required", a bad or expired one "authError"."""
-    top = ("Request had invalid authentication credentials." if had_token else
-           "Request is missing required authentication credential.") + \
-        " Expected OAuth 2 access token, login cookie or other valid authentication " \
-        "credential. See https://developers.google.com/identity/sign-in/web/devconsole-project."
-    e = GmailError(401, "authError" if had_token else "required",
-                   "Invalid Credentials" if had_token else "Login Required.", top=top,
-                   location="Authorization", locationType="header")
-    e.headers = {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"' +
-                 (', error="invalid_token"' if had_token else "")}
-    return e
-
-
-def server_error(status):
-    if status == 500:
-        return GmailError(500, "backendError", "Backend Error")
-    return GmailError(status, "backendError", "The service is currently unavailable.")
 
 
 def _page(query):
@@ -850,18 +770,18 @@ class Gmail:
         m = re.search(r'boundary="?([^";]+)"?', ctype)
         if req.method != "POST" or not ctype.startswith("multipart/mixed") or not m:
             return error_answer(bad("Batch requests need multipart/mixed with a boundary"))
-        parts = _split_multipart(req.body, m.group(1).encode())
+        parts = batch.split_multipart(req.body, m.group(1).encode())
         if len(parts) > BATCH_MAX:
             return error_answer(bad(f"Too many requests in batch: at most {BATCH_MAX}"))
         out = []
         boundary = "batch_" + uuid.uuid4().hex
         for slot, part in enumerate(parts):
-            inner, cid = _inner_request(part, req)
+            inner, cid = batch.inner_request(part, req)
             if inner is None:
                 answer = error_answer(bad("Malformed batch part"))
             else:
                 answer = self._batch_one(inner, slot)
-            out.append(_http_part(answer, cid))
+            out.append(batch.http_part(answer, cid))
         body = b"".join(b"--" + boundary.encode() + b"\r\n" + p for p in out) + \
             b"--" + boundary.encode() + b"--\r\n"
         return Answer(200, body, f"multipart/mixed; boundary={boundary}")
@@ -938,55 +858,3 @@ def _bytes(parsed):
         return parsed.as_bytes()
     except (ValueError, LookupError, TypeError, UnicodeError) as e:
         raise bad(f"Invalid RFC822 message: {e}")
-
-
-# ----------------------------------------------------------------- batch wire format
-
-def _split_multipart(body, boundary):
-    parts = []
-    for chunk in body.split(b"--" + boundary)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        parts.append(chunk.strip(b"\r\n") + b"\r\n")
-    return parts
-
-
-def _inner_request(part, outer):
-    """(Request, Content-ID) of one batch part; (None, cid) if it is malformed."""
-    head, _, rest = part.partition(b"\r\n\r\n")
-    cid = None
-    for line in head.decode("latin-1").split("\r\n"):
-        k, _, v = line.partition(":")
-        if k.strip().lower() == "content-id":
-            cid = v.strip().strip("<>")
-    lines, _, body = rest.partition(b"\r\n\r\n")
-    lines = lines.decode("latin-1").split("\r\n")
-    req_line = lines[0].split()
-    if len(req_line) < 2:
-        return None, cid
-    headers = {"Authorization": outer.headers.get("Authorization", "")}
-    for line in lines[1:]:
-        k, _, v = line.partition(":")
-        if k:
-            headers[k.strip()] = v.strip()
-    url = urllib.parse.urlsplit(req_line[1])
-    pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
-    multi = {}
-    for k, v in pairs:
-        multi.setdefault(k, []).append(v)
-    return Request(req_line[0].upper(), url.path, dict(pairs), headers, body.rstrip(b"\r\n"),
-                   multi), cid
-
-
-def _http_part(answer, cid):
-    reason = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-              403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
-              500: "Internal Server Error", 503: "Service Unavailable"}.get(answer.status, "")
-    head = "Content-Type: application/http\r\n"
-    if cid:
-        head += f"Content-ID: <response-{cid}>\r\n"
-    inner = f"HTTP/1.1 {answer.status} {reason}\r\nContent-Type: {answer.content_type}\r\n"
-    for k, v in answer.headers.items():
-        inner += f"{k}: {v}\r\n"
-    inner += f"Content-Length: {len(answer.body)}\r\n\r\n"
-    return (head + "\r\n" + inner).encode() + answer.body + b"\r\n"
