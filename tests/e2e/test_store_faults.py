@@ -72,14 +72,14 @@ class StoreFaultCase(AinboxTestCase):
         return status, body
 
     def apply(self, who, mid, thread, timeout_ms=faults.CALL_MS):
+        """MAIL_APPLY adding message `mid` in `thread`; its status (None:
+        no answer in faults.ANSWER_WAIT_S, deadline or not)."""
         client = proto.Client(self.stack.env["AINBOX_BROKER"])
         try:
-            reply = client.call("cache", "MAIL_APPLY", proto.pack(
-                {"account": who["account"], "changes": [faults.message(mid, thread, faults.T0)]}),
-                user=who["user"], timeout_ms=timeout_ms)
+            return faults.apply(client, who, [faults.message(mid, thread, faults.T0)],
+                                timeout_ms)
         finally:
             client.close()
-        return reply["status"] if reply else None
 
     def recovered(self, fault_end):
         """Waits (bounded) for recovery; the time it took, for the log."""

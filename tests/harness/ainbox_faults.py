@@ -45,6 +45,7 @@ SECRETS = {"JWT_ACCESS_SECRET": "a" * 16 + "-access-secret-for-tests-only",
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 HOT = "hot"  # each user's thread that the load writes to and reads
 CALL_MS = 2000  # as the edge's call deadline (edge/edge.c): shorter than AINBOX_PG_TIMEOUT_MS
+ANSWER_WAIT_S = 20  # how long a request's answer is waited for, deadline or not
 
 
 # ------------------------------------------------------------------ faults
@@ -326,6 +327,17 @@ def message(mid, thread, ms):
             "snippet": f"snippet {mid}"}
 
 
+def apply(client, who, changes, timeout_ms=CALL_MS, wait_s=ANSWER_WAIT_S):
+    """One MAIL_APPLY of `changes` for `who` with a deadline of timeout_ms;
+    its status, or None when no answer came within wait_s (an answer may
+    come after the deadline: the wait is for the answer, not the deadline)."""
+    corr = client.send("cache", "MAIL_APPLY",
+                       proto.pack({"account": who["account"], "changes": changes}),
+                       user=who["user"], timeout_ms=timeout_ms)
+    reply = client.collect([corr], wait_s).get(corr)
+    return reply["status"] if reply else None
+
+
 class Stack:
     """Ainbox on `redis` and `pg` (the harness's Redis and Postgres), as one
     bundle (kind "bundle") or one process per role (kind "processes"),
@@ -382,13 +394,11 @@ class Stack:
         who = {"user": user, "token": token, "email": email, "account": int(rows[0][0])}
         client = proto.Client(self.env["AINBOX_BROKER"])
         try:
-            reply = client.call("cache", "MAIL_APPLY", proto.pack(
-                {"account": who["account"], "changes": [message("seed", HOT, T0)]}),
-                user=user, timeout_ms=10000)
+            status = apply(client, who, [message("seed", HOT, T0)], timeout_ms=10000)
         finally:
             client.close()
-        if reply is None or reply["status"] != "OK":
-            raise AssertionError(f"seeding failed: {reply}")
+        if status != "OK":
+            raise AssertionError(f"seeding failed: {status}")
         self.users.append(who)
         return who
 
@@ -436,10 +446,7 @@ class Load:
     def write(self, client, who, mid, timeout_ms=CALL_MS):
         """One MAIL_APPLY adding `mid` to HOT; returns its status (None: no answer)."""
         sent = time.monotonic()
-        reply = client.call("cache", "MAIL_APPLY", proto.pack(
-            {"account": who["account"], "changes": [message(mid, HOT, T0 + 1000)]}),
-            user=who["user"], timeout_ms=timeout_ms)
-        status = reply["status"] if reply else None
+        status = apply(client, who, [message(mid, HOT, T0 + 1000)], timeout_ms)
         now = time.monotonic()
         with self.lock:
             self.writes.append((sent, now, who["user"], mid, status))
@@ -512,8 +519,9 @@ class Load:
                     op, service, msg = "rate", "ratelimit", "RATE_CHECK"
                     body = {"quota": "gmail", "account": who["email"], "method": "messages.get"}
                 sent = time.monotonic()
-                reply = client.call(service, msg, proto.pack(body), user=who["user"],
-                                    timeout_ms=CALL_MS)
+                corr = client.send(service, msg, proto.pack(body), user=who["user"],
+                                   timeout_ms=CALL_MS)
+                reply = client.collect([corr], ANSWER_WAIT_S).get(corr)
                 with self.lock:
                     self.reads.append((sent, time.monotonic(), op,
                                        reply["status"] if reply else None))
