@@ -63,6 +63,12 @@ class StoreFaultCase(AinboxTestCase):
         fault.begin()
         return fault
 
+    def hold(self, fault, seconds):
+        """`fault` for `seconds`, repaired then (and by a cleanup if the
+        test fails meanwhile); returns the time of the repair."""
+        self.addCleanup(fault.end)
+        return faults.hold(fault, seconds)
+
     def assert_alive(self, when):
         self.assertEqual(self.stack.dead(), [], f"processes died {when}")
 
@@ -96,7 +102,8 @@ class StoreFaultCase(AinboxTestCase):
         self.assert_alive("after the fault")
         lost = self.load.lost()
         self.assertEqual(lost, {u["user"]: [] for u in self.stack.users},
-                         "acknowledged writes lost")
+                         "acknowledged writes lost (read through the edge)")
+        self.assertEqual(self.load.lost_in_store(), [], "acknowledged writes lost (the store)")
         self.assertEqual(self.load.stale_after(self.recovered_at), [],
                          "stale reads after recovery")
         statuses = self.stack.stop()
@@ -164,26 +171,26 @@ class StoreFaultCase(AinboxTestCase):
         """redis-server SIGSTOPped 5 s under the load (the edge's API grants
         from the ratelimit actor, the cache's L2 and invalidations, the
         events log all wait on it), then SIGCONT."""
-        end = faults.hold(self.inject(faults.RedisFrozen(self.redis)), 5)
+        end = self.hold(faults.RedisFrozen(self.redis), 5)
         self.recovered(end)
         self.finish()
 
     def test_e_redis_stopped_and_restarted(self):
         """redis-server stopped 10 s, then a new, empty one on the same port."""
-        end = faults.hold(self.inject(faults.RedisStopped(self.redis)), 10)
+        end = self.hold(faults.RedisStopped(self.redis), 10)
         self.recovered(end)
         self.finish()
 
     def test_f_pg_sigstop_under_load(self):
         """The postmaster and its backends SIGSTOPped 5 s: connections stay
         open and silent (a hung host), then SIGCONT."""
-        end = faults.hold(self.inject(faults.PgFrozen(self.pg)), 5)
+        end = self.hold(faults.PgFrozen(self.pg), 5)
         self.recovered(end)
         self.finish()
 
     def test_g_pg_slowed_under_load(self):
         """PostgreSQL slowed for 10 s (frozen 0.4 s of every 0.5 s)."""
-        end = faults.hold(self.inject(faults.PgSlowed(self.pg)), 10)
+        end = self.hold(faults.PgSlowed(self.pg), 10)
         self.recovered(end)
         self.finish()
 

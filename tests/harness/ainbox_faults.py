@@ -600,6 +600,17 @@ class Load:
             out[who["user"]] = self.missing(who, ids) if status == 200 else None
         return out
 
+    def lost_in_store(self):
+        """Acknowledged writes PostgreSQL does not hold (asked directly)."""
+        with self.lock:
+            acked = {mid for a in self.acked.values() for mid in a}
+        if not acked:
+            return []
+        listed = ",".join(f"'{mid}'" for mid in sorted(acked))
+        rows = self.stack.pg.psql(
+            f"select provider_id from messages where provider_id in ({listed})")
+        return sorted(acked - {r[0] for r in rows})
+
     def stale_after(self, t):
         with self.lock:
             return [s for s in self.stale if s[0] >= t]
