@@ -280,14 +280,11 @@ class RedisSlowed(_Turns):
         super().__init__(RedisFrozen(redis), stop_s, run_s)
 
 
-def hold(fault, seconds, during=None):
-    """Injects `fault`, keeps it `seconds` (calling during() once, at once,
-    if given), repairs it; returns time.monotonic() at the repair's end."""
+def hold(fault, seconds):
+    """Injects `fault`, keeps it `seconds`, repairs it; returns
+    time.monotonic() at the end of the repair."""
     with fault:
-        until = time.monotonic() + seconds
-        if during:
-            during()
-        time.sleep(max(0.0, until - time.monotonic()))
+        time.sleep(seconds)
     return time.monotonic()
 
 
