@@ -62,6 +62,18 @@ def sanitizer_reports(procs):
     return n
 
 
+def describe_stale(load, stale, began, end):
+    """The first few stale reads: when each was sent, and when each write it
+    lacked was sent and acknowledged, in seconds from the fault's repair."""
+    sent_at = {(w[2], w[3]): (w[0], w[1]) for w in load.writes}
+    out = []
+    for t, user, missing in stale[:3]:
+        ws = ", ".join(f"{m} sent {sent_at[(user, m)][0] - end:+.2f} acked "
+                       f"{sent_at[(user, m)][1] - end:+.2f}" for m in missing[:3])
+        out.append(f"user {user} read sent {t - end:+.2f}s lacked {ws}")
+    return f"fault {began - end:+.1f}..0s; " + "; ".join(out)
+
+
 def run_one(args, topology, name, make_fault, seconds):
     scratch = tempfile.mkdtemp(prefix="ainbox-faultrun-")
     os.chmod(scratch, 0o755)
@@ -102,6 +114,8 @@ def run_one(args, topology, name, make_fault, seconds):
         during = [s for s in load.stale if began <= s[0] < end]
         after = load.stale_after(recovered) if recovered is not None else []
         row["stale"] = f"{len(during)}/{len(after)}"
+        if during or after:
+            row["stale reads"] = describe_stale(load, during + after, began, end)
         bad = [(op, st) for (op, st), n in load.summary().items()
                for _ in range(n) if st not in ("OK", 200, 404 if op == "miss" else 200)]
         row["failed"] = len(bad)
@@ -165,7 +179,7 @@ def main():
                 continue
             row = run_one(args, topology, name, make, seconds)
             print(line(row.get(c, "-") for c, _ in COLUMNS), flush=True)
-            for extra in ("error", "logs"):
+            for extra in ("error", "stale reads", "logs"):
                 if extra in row:
                     print(f"    {extra}: {row[extra]}", flush=True)
 
