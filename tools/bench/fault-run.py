@@ -20,6 +20,9 @@ writes), inject the fault, repair it, wait for recovery, and print one line:
   failed      requests answered with something else than success, and the
               sanitizer reports in the logs
 
+More scenarios by name with --only: {pg,redis}-sigstop-{1,15}s,
+redis-stopped-{1,15}s, {pg,redis}-slowed-10s (frozen 0.4 s of every 0.5 s).
+
 It asserts nothing and exits 0 whatever it measured (2 on bad usage).
 Runs as root (PostgreSQL through runuser -u postgres, as the tests do).
 
@@ -41,12 +44,23 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "harness"))
 import ainbox_faults as faults  # noqa: E402
 from ainbox_harness import MIGRATIONS, SANITIZER_MARKS, Postgres, Proc, Redis  # noqa: E402
 
+# (name, fault from (redis, pg), seconds): the acceptance scenarios of issue 11.
 SCENARIOS = [
     ("pg-stopped-10s", lambda r, p: faults.PgStopped(p), 10),
     ("pg-locked-8s", lambda r, p: faults.PgLocked(p, "threads"), 8),
     ("redis-stopped-10s", lambda r, p: faults.RedisStopped(r), 10),
 ] + [(f"pg-sigstop-{s}s", lambda r, p: faults.PgFrozen(p), s) for s in (2, 4, 5, 10)] \
   + [(f"redis-sigstop-{s}s", lambda r, p: faults.RedisFrozen(r), s) for s in (2, 4, 5, 10)]
+# More, run with --only: the issue's range of 1 to 15 s, and slowed stores.
+EXTRA = [(f"{store}-sigstop-{s}s", make, s)
+         for store, make in (("pg", lambda r, p: faults.PgFrozen(p)),
+                             ("redis", lambda r, p: faults.RedisFrozen(r)))
+         for s in (1, 15)] + [
+    ("redis-stopped-1s", lambda r, p: faults.RedisStopped(r), 1),
+    ("redis-stopped-15s", lambda r, p: faults.RedisStopped(r), 15),
+    ("pg-slowed-10s", lambda r, p: faults.PgSlowed(p), 10),
+    ("redis-slowed-10s", lambda r, p: faults.RedisSlowed(r), 10),
+]
 
 
 def migrate(binary, pg):
@@ -165,8 +179,8 @@ def main():
     args = ap.parse_args()
     if not os.access(args.bin, os.X_OK):
         ap.error(f"no ainbox binary at {args.bin} (--bin)")
-    names = [s[0] for s in SCENARIOS]
-    only = args.only.split(",") if args.only else names
+    names = [s[0] for s in SCENARIOS + EXTRA]
+    only = args.only.split(",") if args.only else [s[0] for s in SCENARIOS]
     if set(only) - set(names):
         ap.error(f"unknown scenarios {sorted(set(only) - set(names))}; known: {names}")
     topologies = ("bundle", "processes") if args.topology == "both" else (args.topology,)
@@ -174,7 +188,7 @@ def main():
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     print(line(c for c, _ in COLUMNS), flush=True)
     for topology in topologies:
-        for name, make, seconds in SCENARIOS:
+        for name, make, seconds in SCENARIOS + EXTRA:
             if name not in only:
                 continue
             row = run_one(args, topology, name, make, seconds)
