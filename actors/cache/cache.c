@@ -324,8 +324,10 @@ static int s_start(ain_actor_t *actor)
         int pool = (int)ain_config_int(cfg, AIN_CFG_AINBOX_PG_POOL);
         st->pg = ain_pg_new(actor, db, pool);
         st->pg_write = ain_pg_new(actor, db, pool / 2 > 0 ? pool / 2 : 1);
-    } else
+    } else {
         ain_warn(st->log, "cache: DATABASE_URL is not set: every L1/L2 miss fails");
+        ain_actor_set_disabled(actor, "DATABASE_URL is not set: no mail store");
+    }
     ain_actor_timer(actor, S_TICK_MS, true, s_tick, a);
     return 0;
 }
