@@ -306,7 +306,7 @@ static int s_start(ain_actor_t *actor)
     s_metrics_init(&st->m, ain_actor_metrics(actor));
     st->l1_ttl_ms = ain_config_int(cfg, AIN_CFG_AINBOX_CACHE_L1_TTL_MS);
     st->l1_degraded_ttl_ms = ain_config_int(cfg, AIN_CFG_AINBOX_CACHE_L1_DEGRADED_TTL_MS);
-    st->l2_ttl_ms = ain_config_int(cfg, AIN_CFG_CACHE_TTL) * 1000;
+    st->l2_ttl_ms = ain_config_ms(cfg, AIN_CFG_CACHE_TTL);
     if (st->l1_ttl_ms > 0)
         st->l1 =
             ain_l1_new((size_t)ain_config_int(cfg, AIN_CFG_AINBOX_CACHE_L1_BYTES), AIN_L1_TINYLFU);
