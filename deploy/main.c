@@ -15,9 +15,11 @@
 #include "deploy/bundle.h"
 #include "deploy/roles.h"
 #include "deploy/supervisor.h"
+#include "runtime/clock.h"
 #include "runtime/config.h"
 #include "runtime/migrate.h"
 #include "runtime/proc.h"
+#include "runtime/sdnotify.h"
 #include "runtime/signal.h"
 
 extern char **environ;
@@ -67,10 +69,22 @@ static int s_cmd_run(s_ctx_t *ctx)
     ain_bundle_t *bundle = ain_bundle_new(ctx->cfg, &opts);
     if (!bundle)
         return 1;
+    /* Under systemd (deploy/systemd/ainbox.service, Type=notify): ready once every role has
+     * started; WATCHDOG=1 from this loop, which also reaps and restarts role threads, so a
+     * bundle whose supervision is stuck is killed and restarted (Restart=on-failure). */
+    ain_sd_notify("READY=1");
+    int64_t watchdog_ms = ain_sd_watchdog_ms(), next_watchdog = 0;
     int rc = 0;
-    while (rc == 0 && ain_signal_wait(0) == 0)
+    while (rc == 0 && ain_signal_wait(0) == 0) {
         if (ain_bundle_poll(bundle, 100) < 0)
             rc = 1;
+        int64_t now = ain_clock_mono_ms();
+        if (watchdog_ms && now >= next_watchdog) {
+            ain_sd_notify("WATCHDOG=1");
+            next_watchdog = now + watchdog_ms;
+        }
+    }
+    ain_sd_notify("STOPPING=1");
     ain_bundle_destroy(&bundle);
     return rc;
 }

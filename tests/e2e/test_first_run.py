@@ -19,7 +19,10 @@ import hmac
 import json
 import os
 import re
+import shutil
 import signal
+import socket
+import subprocess
 import time
 import unittest
 import urllib.error
@@ -219,6 +222,54 @@ class HealthTest(FirstRunCase):
         status, body = self.health()
         self.assertEqual(body["services"]["echo"], {"up": True, "kind": "plain MDP",
                                                     "workers": 1}, body)
+
+
+class ServiceManagerTest(FirstRunCase):
+    """deploy/systemd: the units are valid, and `ainbox run` speaks the notify protocol their
+    Type=notify and WatchdogSec rely on (checked with a datagram listener: systemd is not PID 1
+    here)."""
+
+    def test_bundle_notifies_ready_watchdog_and_stopping(self):
+        path = os.path.join(self.scratch, "notify.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        listener.bind(path)
+        self.addCleanup(listener.close)
+        listener.settimeout(10)
+        port, = free_ports(1)
+        self.env = self.base_env(port, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+        bundle = self.spawn("bundle", ["run"], self.env)
+        self.assertEqual(listener.recv(64), b"READY=1")
+        self.wait_health(self.env)   # ready meant ready
+        for _ in range(3):           # every 200 ms: half of WatchdogSec
+            self.assertEqual(listener.recv(64), b"WATCHDOG=1")
+        self.assertEqual(bundle.stop(), 0)
+        got = []
+        listener.settimeout(0.5)
+        try:
+            while True:
+                got.append(listener.recv(64))
+        except socket.timeout:
+            pass
+        self.assertIn(b"STOPPING=1", got)
+        self.assertEqual(set(got) - {b"WATCHDOG=1", b"STOPPING=1"}, set())
+
+    def test_units_verify(self):
+        analyze = shutil.which("systemd-analyze")
+        if not analyze:
+            self.skipTest("systemd-analyze is not installed (Debian package systemd)")
+        units = os.path.join(ROOT, "deploy", "systemd")
+        for name in sorted(os.listdir(units)):
+            with open(os.path.join(units, name)) as f:
+                text = f.read().replace("/usr/local/bin/ainbox", os.path.abspath(self.bin))
+            target = name.replace("@.service", "@cache.service")
+            with open(os.path.join(self.scratch, target), "w") as f:
+                f.write(text)
+            out = subprocess.run([analyze, "verify", "--man=no",
+                                  os.path.join(self.scratch, target)],
+                                 capture_output=True, text=True, timeout=60)
+            with self.subTest(unit=name):
+                self.assertEqual((out.returncode, out.stdout + out.stderr), (0, ""))
+                self.assertIn("Restart=on-failure", text)
 
 
 if __name__ == "__main__":
