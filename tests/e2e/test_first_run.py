@@ -229,29 +229,57 @@ class ServiceManagerTest(FirstRunCase):
     Type=notify and WatchdogSec rely on (checked with a datagram listener: systemd is not PID 1
     here)."""
 
-    def test_bundle_notifies_ready_watchdog_and_stopping(self):
-        path = os.path.join(self.scratch, "notify.sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        listener.bind(path)
-        self.addCleanup(listener.close)
-        listener.settimeout(10)
-        port, = free_ports(1)
-        self.env = self.base_env(port, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
-        bundle = self.spawn("bundle", ["run"], self.env)
-        self.assertEqual(listener.recv(64), b"READY=1")
-        self.wait_health(self.env)   # ready meant ready
-        for _ in range(3):           # every 200 ms: half of WatchdogSec
-            self.assertEqual(listener.recv(64), b"WATCHDOG=1")
-        self.assertEqual(bundle.stop(), 0)
+    def listener(self, name):
+        path = os.path.join(self.scratch, f"{name}.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(15)
+        self.addCleanup(sock.close)
+        return sock, path
+
+    def check_notifications(self, proc, sock):
+        """After READY: WATCHDOG=1 keeps coming (every 200 ms: half of WatchdogSec); SIGTERM
+        ends the process with 0, after STOPPING=1."""
+        for _ in range(3):
+            self.assertEqual(sock.recv(64), b"WATCHDOG=1")
+        self.assertEqual(proc.stop(), 0)
         got = []
-        listener.settimeout(0.5)
+        sock.settimeout(0.5)
         try:
             while True:
-                got.append(listener.recv(64))
+                got.append(sock.recv(64))
         except socket.timeout:
             pass
         self.assertIn(b"STOPPING=1", got)
         self.assertEqual(set(got) - {b"WATCHDOG=1", b"STOPPING=1"}, set())
+
+    def test_bundle_notifies_ready_watchdog_and_stopping(self):
+        sock, path = self.listener("bundle")
+        port, = free_ports(1)
+        self.env = self.base_env(port, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+        bundle = self.spawn("bundle", ["run"], self.env)
+        self.assertEqual(sock.recv(64), b"READY=1")
+        self.wait_health(self.env)   # ready meant ready
+        self.check_notifications(bundle, sock)
+
+    def test_single_roles_notify_and_still_serve(self):
+        """`ainbox broker`, `actor echo` and `edge` under a service manager: each runs its role
+        under a supervisor thread and notifies from its main thread; they serve as before."""
+        port, = free_ports(1)
+        self.env = self.base_env(port, AINBOX_HEALTH_SERVICES="echo", AINBOX_DEV_TOKEN="x",
+                                 WATCHDOG_USEC="400000")
+        procs = {}
+        for name, args in (("broker", ["broker"]), ("echo", ["actor", "echo"]),
+                           ("edge", ["edge"])):
+            sock, path = self.listener(name)
+            procs[name] = (self.spawn(name, args, dict(self.env, NOTIFY_SOCKET=path)), sock)
+            self.assertEqual(sock.recv(64), b"READY=1", name)
+        self.wait_health(self.env)
+        out = self.admin(self.env, "ping", "echo")
+        self.assertIn("reply from echo", out.stdout)
+        for name in ("edge", "echo", "broker"):
+            with self.subTest(role=name):
+                self.check_notifications(*procs[name])
 
     def test_units_verify(self):
         analyze = shutil.which("systemd-analyze")
