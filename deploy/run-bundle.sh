@@ -122,6 +122,10 @@ on_stop() {
 trap on_stop INT TERM
 
 say "http://127.0.0.1:$(setting HTTP_PORT)/health   (Ctrl-C stops)"
+if [[ $(setting NODE_ENV) != production ]]; then
+    say "sign in: curl -c jar -X POST http://127.0.0.1:$(setting HTTP_PORT)/api/v1/dev/session" \
+        "-d '{\"email\":\"me@example.com\"}'   (README.md, Quick start)"
+fi
 restarts=0
 recent=()
 status=0
@@ -162,6 +166,10 @@ while :; do
     say "the bundle died ($why); restart #$restarts"
     sleep 1 &
     wait $! || true
-    ((stopping)) && break
+    if ((stopping)); then
+        say "stopped before restart #$restarts"
+        status=0
+        break
+    fi
 done
 exit "$status"
