@@ -29,6 +29,7 @@ PGBIN=/usr/lib/postgresql/15/bin
 AINBOX=${RUN_BUNDLE_AINBOX:-$ROOT/build/deploy/ainbox}
 RESTART_MAX=${RUN_BUNDLE_RESTART_MAX:-5}
 RESTART_WINDOW_S=60
+START_GRACE_S=10
 
 say() { echo "run-bundle: $*" >&2; }
 
@@ -111,8 +112,9 @@ fi
 # (status 0) or when it cannot go on (status 1: an actor failing beyond
 # AINBOX_RESTART_MAX, the broker or the edge failing; 2: a configuration
 # error). A crash (a signal, e.g. SIGSEGV or kill -9) or a failure is
-# restarted after a second; more than RESTART_MAX restarts within 60 s, or
-# a configuration error, and it gives up, as systemd's StartLimit would.
+# restarted after a second; more than RESTART_MAX restarts within 60 s, a
+# configuration error, or a first start that fails within START_GRACE_S,
+# and it gives up, as systemd's StartLimit would.
 stopping=0
 bundle=
 on_stop() {
@@ -133,6 +135,7 @@ while :; do
     # Not exec: the trap must stop Redis and PostgreSQL when the bundle ends.
     "$AINBOX" run &
     bundle=$!
+    started=$(date +%s)
     say "bundle started (pid $bundle)"
     status=0
     while kill -0 "$bundle" 2>/dev/null; do
@@ -150,6 +153,12 @@ while :; do
     fi
     if ((status == 0 || status == 2)); then
         say "the bundle exited with status $status; not restarting"
+        break
+    fi
+    # A first start that fails at once (a role could not start: production without its
+    # secrets, a port in use) would fail the same way again: say so instead of flapping.
+    if ((restarts == 0 && status == 1 && $(date +%s) - started < START_GRACE_S)); then
+        say "the bundle could not start (status 1; the reason is logged above); not restarting"
         break
     fi
     why="exit status $status"

@@ -126,6 +126,25 @@ class RestartLoopTest(FirstRunCase):
         self.assertIn("AINBOX_QUEUE_MAX", proc.log())
         self.assertNotIn("restart #", proc.log())
 
+    def test_production_without_secrets_refuses_to_start_and_generates_nothing(self):
+        var = os.path.join(self.scratch, "var")
+        port, = free_ports(1)
+        env = self.base_env(port, NODE_ENV="production", RUN_BUNDLE_SKIP_SETUP="1",
+                            RUN_BUNDLE_NO_STORES="1", RUN_BUNDLE_VAR=var,
+                            RUN_BUNDLE_AINBOX=self.bin)
+        for key in ("JWT_ACCESS_SECRET", "JWT_REFRESH_SECRET", "AINBOX_TOKEN_KEY"):
+            env.pop(key, None)
+        proc = Proc("run-bundle-prod", [SCRIPT], env, self.scratch,
+                    allow_errors=("JWT_ACCESS_SECRET", "failed to start"))
+        self.procs.append(proc)
+        proc.popen.wait(60)
+        self.assertEqual(proc.popen.returncode, 1, proc.log())
+        self.assertIn("could not start", proc.log())
+        self.assertIn("JWT_ACCESS_SECRET", proc.log())
+        self.assertNotIn("restart #", proc.log())
+        self.assertFalse(os.path.exists(os.path.join(var, "dev-secrets")))
+        self.assertFalse(os.path.exists(os.path.join(var, "dev-token")))
+
 
 class DevelopmentSignInTest(FirstRunCase):
 
