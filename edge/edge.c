@@ -64,11 +64,11 @@ static int s_http_error(struct mg_connection *conn, int status, const char *errm
 static int s_route(ain__http_t *http)
 {
     bool known = false;
-    const ain__route_t *route = ain__routes_find(http->info->request_method, http->info->local_uri,
-                                                 &known, http->capture, sizeof http->capture);
+    const ain__route_t *route = ain__routes_find(http->info->request_method, http->path, &known,
+                                                 http->capture, sizeof http->capture);
     if (!route && known) {
         char allow[64];
-        ain__routes_allow(http->info->local_uri, allow, sizeof allow);
+        ain__routes_allow(http->path, allow, sizeof allow);
         return ain__http_error_allow(http, allow);
     }
     if (!route) {
@@ -162,15 +162,17 @@ static void s_register_metrics(ain_edge_t *self)
 }
 
 /* MAX_CONNECTIONS, lowered to what the descriptor limit allows: a stream
- * is one descriptor, and requests, the broker and the bus need some. */
+ * is one descriptor, and civetweb's connections (AINBOX_EDGE_CONNECTIONS),
+ * the broker and the bus need some. */
 static int s_max_streams(ain_edge_t *self, const ain_config_t *cfg)
 {
     long max = ain_config_int(cfg, AIN_CFG_MAX_CONNECTIONS);
+    rlim_t reserved = S_FDS_RESERVED + (rlim_t)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_CONNECTIONS);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        (rlim_t)max + S_FDS_RESERVED > rl.rlim_cur) {
-        long fit = rl.rlim_cur > S_FDS_RESERVED * 2 ? (long)(rl.rlim_cur - S_FDS_RESERVED)
-                                                    : (long)(rl.rlim_cur / 2);
+        (rlim_t)max + reserved > rl.rlim_cur) {
+        long fit =
+            rl.rlim_cur > reserved * 2 ? (long)(rl.rlim_cur - reserved) : (long)(rl.rlim_cur / 2);
         ain_warn(self->log, "MAX_CONNECTIONS=%ld lowered to %ld: %ld descriptors allowed", max, fit,
                  (long)rl.rlim_cur);
         max = fit;
@@ -198,6 +200,9 @@ static struct mg_context *s_start_civetweb(ain_edge_t *self)
         "listening_ports", ports, "num_threads", threads, "listen_backlog", "4096",
         "request_timeout_ms", head_ms, "enable_keep_alive", keepalive > 0 ? "yes" : "no",
         "keep_alive_timeout_ms", idle_ms, "max_request_size", "16384",
+        /* guard.c decodes the path: decoded in place, a %00 cut it short
+         * without a trace (/threads/at0%00x read as thread at0). */
+        "decode_url", "no",
         /* Answers go out as head then body: without it, Nagle holds the
          * body for the client's delayed ACK (40 ms a request). */
         "tcp_nodelay", "1",

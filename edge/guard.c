@@ -27,8 +27,9 @@
  *   - MG_MAX_HEADERS (64) header lines or more: 431. civetweb 1.15 keeps the first 64 and drops
  *     the rest without a word (a dropped `Connection: close` was ignored), so a request that
  *     reaches the limit is refused: 64 and 65 cannot be told apart;
- *   - a NUL in the path (`%00`): 400. civetweb decodes the path in place, so everything
- *     after the NUL vanished (`/threads/at0%00x` read as thread `at0`).
+ *   - a NUL in the path (`%00`): 400. civetweb decoded the path in place, so everything
+ *     after the NUL vanished (`/threads/at0%00x` read as thread `at0`): its decoding is off
+ *     (decode_url=no) and the path is decoded here, into http->path, which routing uses.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -385,15 +386,6 @@ void ain__guard_leave(ain__guard_t *self, const struct mg_request_info *info)
     pthread_mutex_unlock(&self->lock);
 }
 
-/* Whether the raw path (before civetweb decoded it) has %00. */
-static bool s_nul_in_path(const char *uri)
-{
-    for (const char *p = uri; *p && *p != '?'; p++)
-        if (p[0] == '%' && p[1] == '0' && p[2] == '0')
-            return true;
-    return false;
-}
-
 int ain__guard_request(ain__http_t *http)
 {
     const struct mg_request_info *info = http->info;
@@ -410,7 +402,13 @@ int ain__guard_request(ain__http_t *http)
         return ain__http_error_extra(http, 431, "HEADERS_TOO_MANY", message,
                                      "Connection: close\r\n");
     }
-    if (info->request_uri && s_nul_in_path(info->request_uri))
+    const char *raw = info->local_uri ? info->local_uri : "";
+    int n = mg_url_decode(raw, (int)strlen(raw), http->path, (int)sizeof http->path, 0);
+    if (n < 0) {
+        http->path[0] = '\0';
+        return ain__http_error(http, 414, "URI_TOO_LONG", "the path is too long");
+    }
+    if (memchr(http->path, '\0', (size_t)n))
         return ain__http_error(http, 400, "BAD_REQUEST", "the path contains a NUL byte (%00)");
     return 0;
 }
@@ -452,8 +450,6 @@ int ain_edge_guard_test(bool verbose)
         s_table_del(g, addr);
     }
     S_CHECK(g->size == 1);
-    S_CHECK(!s_nul_in_path("/api/v1/threads/at0?x=%00") && s_nul_in_path("/a%00b") &&
-            !s_nul_in_path("/a%0"));
     s_table_destroy(&g);
     s_table_destroy(&g); /* safe twice */
 #undef S_CHECK

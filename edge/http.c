@@ -132,8 +132,10 @@ int ain__http_error_extra(ain__http_t *http, int status, const char *code, const
     if (status >= 500)
         ain_warn(http->edge->log, "%s %s: %d %s (%s)",
                  http->info && http->info->request_method ? http->info->request_method : "-",
-                 http->info && http->info->local_uri ? http->info->local_uri : "-", status, code,
-                 message);
+                 http->path[0]                         ? http->path
+                 : http->info && http->info->local_uri ? http->info->local_uri
+                                                       : "-",
+                 status, code, message);
     return s_send(http, status, body, extra, NULL);
 }
 

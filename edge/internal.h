@@ -122,6 +122,7 @@ typedef struct {
     char headers[768];              /* extra header lines for every answer: CORS, RateLimit */
     const struct ain__route *route; /* the route being served */
     char capture[256];              /* the path segment a route's ":name" matched */
+    char path[2048];                /* the path, %-decoded by guard.c (civetweb's is not) */
 } ain__http_t;
 
 typedef int(ain__handler_fn)(ain__http_t *http);
