@@ -8,8 +8,9 @@
  * on the edge's port through the kernel (getsockname/getpeername of each descriptor number;
  * the pump's streams are skipped by its bitmap, handoff.c) and:
  *   - an address holding more than AINBOX_EDGE_PER_ADDR_MAX connections loses its newest ones;
- *   - past AINBOX_EDGE_CONNECTIONS minus a reserve (a sixteenth, at least 8), the oldest
- *     connections go, so that a new connection always finds a worker;
+ *   - past AINBOX_EDGE_CONNECTIONS minus a reserve (a sixteenth, at least one), the oldest
+ *     connections go (among those older than S_SHED_AGE_MS), so that a new connection finds
+ *     a worker;
  * never one whose request is being answered (s_dispatch marks those: ain__guard_enter). A
  * connection that goes is answered 429 (its address) or 503 (the bound), without waiting, and
  * shut down both ways: the client reads the answer and the end, civetweb's read ends at once
@@ -146,6 +147,10 @@ static int s_table_count(s_table_t *self, const char *key)
 
 /* How often the watch looks at the connections; a connection beyond a cap lives this long. */
 #define S_WATCH_MS 250
+/* How long a connection is left alone by the bound on all connections: a burst of quick
+ * requests waiting a moment for a worker (civetweb queues 20 accepted connections) is not
+ * what the bound is for. */
+#define S_SHED_AGE_MS 1000
 /* Consecutive unused descriptor numbers that end a scan (numbers are handed out lowest first,
  * so the open ones are dense). */
 #define S_GAP 512
@@ -306,6 +311,7 @@ static void s_scan(ain__guard_t *self, int64_t now)
      * ones always find a worker thread. */
     for (int i = ncand - 1; i >= 0 && live > self->max_live; i--)
         if (!self->conns[self->cand[i]].shed &&
+            now - self->conns[self->cand[i]].seen_ms >= S_SHED_AGE_MS &&
             s_shed(self, self->cand[i], 503, "BUSY", "the edge is busy, try again")) {
             ain_metric_inc(edge->m.conn_shed);
             live--;
@@ -333,10 +339,9 @@ ain__guard_t *ain__guard_new(ain_edge_t *edge, int server_port, int max_connecti
     self->edge = edge;
     self->server_port = server_port;
     self->per_addr_max = per_addr_max;
-    /* A sixteenth of the workers (at least 8) stays for connections to come. */
-    int reserve = max_connections / 16 > 8 ? max_connections / 16 : 8;
-    self->max_live =
-        max_connections > 2 * reserve ? max_connections - reserve : max_connections / 2;
+    /* A sixteenth of the workers (at least one) stays for connections to come. */
+    int reserve = max_connections / 16 > 1 ? max_connections / 16 : 1;
+    self->max_live = max_connections - reserve;
     pthread_mutex_init(&self->lock, NULL);
     self->handling = s_table_new(max_connections);
     struct rlimit rl;

@@ -145,7 +145,7 @@ class DeadlineCase(SlowClientCase):
 
 
 class BoundCase(SlowClientCase):
-    # 32 workers, a reserve of 8: past 24 connections the oldest idle or reading ones go.
+    # 32 workers, a reserve of 2: past 30 connections the oldest idle or reading ones go.
     SETTINGS = {"AINBOX_EDGE_CONNECTIONS": 32, "AINBOX_EDGE_HEADER_TIMEOUT_MS": 60000}
 
     def test_the_oldest_slow_connections_make_room(self):
