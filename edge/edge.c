@@ -95,18 +95,20 @@ static int s_dispatch(struct mg_connection *conn, void *cbdata)
     ain__http_t http = {.edge = cbdata, .conn = conn, .info = mg_get_request_info(conn)};
     ain__cors_headers(&http);
     int status = ain__guard_request(&http);
-    if (status || ain__cors_preflight(&http, &status))
+    if (status || ain__cors_preflight(&http, &status) || (status = ain__http_read_body(&http)))
         return status;
     http.client = ain__clients_take(http.edge->clients, S_CLIENT_WAIT_MS);
     if (!http.client) {
         ain_metric_inc(http.edge->m.handlers_refused);
-        return ain__http_error_extra(&http, 503, "BUSY", "the edge is busy, try again",
-                                     "Retry-After: 1\r\n");
+        status = ain__http_error_extra(&http, 503, "BUSY", "the edge is busy, try again",
+                                       "Retry-After: 1\r\n");
+    } else {
+        ain__guard_enter(http.edge->guard, http.info);
+        status = s_route(&http);
+        ain__guard_leave(http.edge->guard, http.info);
+        ain__clients_give(http.edge->clients, http.client);
     }
-    ain__guard_enter(http.edge->guard, http.info);
-    status = s_route(&http);
-    ain__guard_leave(http.edge->guard, http.info);
-    ain__clients_give(http.edge->clients, http.client);
+    free(http.body);
     return status;
 }
 

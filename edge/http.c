@@ -226,59 +226,50 @@ void ain__http_iso_time(int64_t ms, char *buf, size_t size)
     snprintf(buf + n, size - n, ".%03dZ", (int)(ms % 1000));
 }
 
-/* Reads at most max + 1 bytes of the body into a new buffer; *len is what was read. *late is
- * set if the body did not arrive whole within AINBOX_EDGE_BODY_TIMEOUT_MS of the first read
- * (each mg_read itself waits at most civetweb's request_timeout_ms, so a body trickled a byte
- * at a time is cut at the deadline, give or take one read). */
-static char *s_read_body(ain__http_t *http, size_t max, size_t *len, bool *late)
+int ain__http_read_body(ain__http_t *http)
 {
-    char *buf = ain_malloc(max + 1);
-    size_t n = 0;
     long long declared = http->info->content_length;
+    if (declared <= 0 && !mg_get_header(http->conn, "Transfer-Encoding"))
+        return 0;
+    /* Within the deadline in all: each mg_read waits at most civetweb's request_timeout_ms,
+     * so a body trickled a byte at a time is cut at the deadline, give or take one read. */
+    char *buf = ain_malloc(AIN__BODY_MAX + 1);
+    size_t n = 0;
     int64_t deadline = ain_clock_mono_ms() + http->edge->body_timeout_ms;
-    *late = false;
-    while (n <= max) {
-        if (ain_clock_mono_ms() >= deadline) {
-            *late = true;
-            break;
-        }
-        int got = mg_read(http->conn, buf + n, max + 1 - n);
+    bool late = false;
+    while (n <= AIN__BODY_MAX && !(late = ain_clock_mono_ms() >= deadline)) {
+        int got = mg_read(http->conn, buf + n, AIN__BODY_MAX + 1 - n);
         if (got <= 0)
             break;
         n += (size_t)got;
     }
-    if (declared >= 0 && (long long)n < declared && n <= max)
-        *late = true; /* the client stopped sending, or the deadline passed inside a read */
-    *len = n;
-    return buf;
+    if (declared >= 0 && (long long)n < declared && n <= AIN__BODY_MAX)
+        late = true; /* the client stopped sending, or the deadline passed inside a read */
+    if (late || n > AIN__BODY_MAX) {
+        free(buf);
+        mg_disable_connection_keep_alive(http->conn);
+        return late ? ain__http_error_extra(http, 408, "REQUEST_TIMEOUT",
+                                            "the request body did not arrive in time",
+                                            "Connection: close\r\n")
+                    : ain__http_error_extra(http, 413, "PAYLOAD_TOO_LARGE",
+                                            "the request body is larger than any route takes",
+                                            "Connection: close\r\n");
+    }
+    http->body = buf;
+    http->body_len = n;
+    return 0;
 }
 
 json_t *ain__http_read_json(ain__http_t *http, size_t max, int *status)
 {
-    long long declared = http->info->content_length;
-    if (declared > (long long)max) {
+    if (http->body_len > max) {
         *status = ain__http_error(http, 413, "PAYLOAD_TOO_LARGE", "the request body is too large");
         return NULL;
     }
-    size_t len = 0;
-    bool late;
-    char *buf = s_read_body(http, max, &len, &late);
-    if (late && len <= max) {
-        free(buf);
-        mg_disable_connection_keep_alive(http->conn);
-        *status = ain__http_error_extra(http, 408, "REQUEST_TIMEOUT",
-                                        "the request body did not arrive in time",
-                                        "Connection: close\r\n");
-        return NULL;
-    }
-    if (len > max) {
-        free(buf);
-        *status = ain__http_error(http, 413, "PAYLOAD_TOO_LARGE", "the request body is too large");
-        return NULL;
-    }
+    const char *buf = http->body ? http->body : "";
+    size_t len = http->body_len;
     json_error_t err;
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
-    free(buf);
     if (!root) {
         char message[224];
         snprintf(message, sizeof message, "the body is not JSON: %s (at byte %d)", err.text,

@@ -1,6 +1,8 @@
 /* internal.h: what the files of edge/ share, and nothing outside it.
  *
- *   edge.c    civetweb life cycle, per-thread MDP clients, dispatch
+ *   edge.c    civetweb life cycle and options, dispatch
+ *   clients.c the broker clients, lent to one request at a time
+ *   guard.c   the watch over connections (per address, in all), refusals before routing
  *   routes.c  the route table: path, method, handler, authentication
  *   http.c    responses: JSON bodies, errors, status mapping
  *   health.c  GET /health;  stats.c  GET /stats
@@ -123,6 +125,8 @@ typedef struct {
     const struct ain__route *route; /* the route being served */
     char capture[256];              /* the path segment a route's ":name" matched */
     char path[2048];                /* the path, %-decoded by guard.c (civetweb's is not) */
+    char *body;                     /* the request body, read before the handler; owned */
+    size_t body_len;
 } ain__http_t;
 
 typedef int(ain__handler_fn)(ain__http_t *http);
@@ -268,9 +272,14 @@ json_t *ain__http_call_json(ain__http_t *http, const char *service, uint16_t typ
 ain_status_t ain__http_call_reply(ain__http_t *http, const char *service, uint16_t type,
                                   uint64_t user, const void *body, size_t len, int timeout_ms,
                                   json_t **reply);
-/* The request body as a JSON object (caller owns), parsed strictly (duplicate members refused)
- * from at most `max` bytes; or NULL having answered 413 or 400 INVALID_JSON naming the problem.
- * *status is the HTTP status sent then. Blocks reading the body (civetweb's request timeout). */
+/* Reads the request body, if it has one, into http->body, before the handler runs and before
+ * a broker client is lent (a slow body holds no client): at most AIN__BODY_MAX bytes within
+ * AINBOX_EDGE_BODY_TIMEOUT_MS. Returns 0, or the status it answered (408, 413; the connection
+ * is closed after). Blocks. */
+int ain__http_read_body(ain__http_t *http);
+/* The request body (read by ain__http_read_body) as a JSON object (caller owns), parsed
+ * strictly (duplicate members refused) from at most `max` bytes; or NULL having answered 413 or
+ * 400 INVALID_JSON naming the problem. *status is the HTTP status sent then. */
 json_t *ain__http_read_json(ain__http_t *http, size_t max, int *status);
 /* The message of an error reply body {message}, or a default. */
 const char *ain__reply_message(const ain_reply_t *reply, char *buf, size_t size);
@@ -371,8 +380,8 @@ int ain__clients_busy(ain__clients_t *self);
 
 /* guard.c: the caps on connections (a watch thread), and the checks every request passes
  * before routing. Thread-safe. */
-/* The largest request body the edge accepts (bodies are small JSON; session.c reads 4 KiB). */
-#define AIN__BODY_MAX (64 * 1024)
+/* The largest request body the edge reads (bodies are small JSON; session.c takes 4 KiB). */
+#define AIN__BODY_MAX (16 * 1024)
 /* Starts the watch thread over the connections on `server_port` (borrows `edge`, whose pump
  * must exist): at most `per_addr_max` per client address, at most `max_connections` minus a
  * reserve in all. NULL if the thread cannot start. */

@@ -1,10 +1,11 @@
 """The edge against slow and greedy clients (edge/guard.c, edge/README.md "Slow clients").
 
 civetweb holds a worker thread for every connection it is reading, however slowly the client
-sends. The edge bounds that: a total deadline for a request's head, a cap of connections per
-client address, a bound on all connections (the oldest idle or reading ones are closed so a
-new one always finds a worker), and refusals before routing: a body larger than any route
-takes (413, closed at once), too many header lines (431), a NUL byte in the path (400).
+sends. The edge bounds that: a total deadline for a request's head and for its body, a cap of
+connections per client address, a bound on all connections (the oldest idle or reading ones
+are closed so a new one always finds a worker), and refusals before routing: a body larger
+than any route takes (413, closed at once), too many header lines (431), a NUL byte in the
+path (400).
 
 Slow connections come from 127.0.0.2 and up, so the test's own requests (127.0.0.1) are not
 the ones capped. Nothing here asserts a timing beyond generous bounds on waits.
@@ -116,7 +117,30 @@ class PerAddressCase(SlowClientCase):
 
 
 class DeadlineCase(SlowClientCase):
-    SETTINGS = {"AINBOX_EDGE_HEADER_TIMEOUT_MS": 1500}
+    SETTINGS = {"AINBOX_EDGE_HEADER_TIMEOUT_MS": 1500, "AINBOX_EDGE_BODY_TIMEOUT_MS": 1000}
+
+    def test_a_trickled_body_is_cut_at_the_deadline(self):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.socks.append(sock)
+        sock.sendall(b"POST /api/v1/dev/session HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 60\r\n\r\n{\"email\"")
+        end = time.monotonic() + 8
+        got, closed = b"", False
+        while time.monotonic() < end and not closed:
+            try:
+                sock.sendall(b" ")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.2)
+            closed, chunk = ended(sock)
+            got += chunk
+        if not closed:
+            try:
+                got += read_to_end(sock, timeout=2)
+            except socket.timeout:
+                pass
+        self.assertTrue(got.startswith(b"HTTP/1.1 408"), got[:80])
+        self.assertIn(b"REQUEST_TIMEOUT", got)
 
     def test_a_trickled_head_is_cut_at_the_deadline(self):
         sock, = self.hold(1, ["127.0.0.2"])
