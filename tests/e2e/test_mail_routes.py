@@ -336,6 +336,16 @@ class MailRoutesCase(MailCase):
                 ("/threads?maxResults=-1", 400, "INVALID_PARAMETER", "maxResults"),
                 ("/threads?q=from:bob", 501, "NOT_IMPLEMENTED", "search"),
                 ("/threads?pageToken=garbage", 400, "INVALID", "cursor"),
+                # Out of PostgreSQL's range: the actor's 400, not the store's error (503).
+                ("/api/v1/threads?role=inbox&cursor=99999999999999999999.1", 400, "INVALID",
+                 "cursor"),
+                ("/api/v1/threads?role=inbox&cursor=1.99999999999999999999", 400, "INVALID",
+                 "cursor"),
+                ("/api/v1/threads?role=inbox&cursor=9223372036854775807.1", 400, "INVALID",
+                 "cursor"),
+                # A NUL byte cut the id short (thread "at0").
+                ("/api/v1/threads/at0%00x", 400, "BAD_REQUEST", "NUL"),
+                ("/api/v1/threads?role=inbox%00x", 400, "INVALID_PARAMETER", "NUL"),
                 ("/outlook/messages?folder=bogus", 400, "INVALID_PARAMETER", "folder"),
                 ("/api/v1/threads?archive=maybe", 400, "INVALID_PARAMETER", "archive"),
                 ("/api/v1/threads?role=inbox&limit=1000", 400, "INVALID", "limit"),

@@ -88,6 +88,9 @@ def base_env(broker_port, http_port=None, **extra):
         "HTTP_PORT": str(http_port or free_port()),
         "NODE_ENV": "test",
         "LOG_LEVEL": "info",
+        # The edge's default, 4,096 civetweb threads, would put ~4,100 threads per edge
+        # on a machine whose test runs share one pid budget; tests need few.
+        "AINBOX_EDGE_CONNECTIONS": "256",
     })
     env.update({k: str(v) for k, v in extra.items()})
     return env

@@ -75,6 +75,7 @@ static const struct {
     {"provider", ain_provider_test},
     {"accounts_parse", ain_accounts_parse_test},
     {"handoff", ain_edge_handoff_test},
+    {"guard", ain_edge_guard_test},
     {"streams", ain_edge_streams_test},
     {"html", ain_html_test},
 };
