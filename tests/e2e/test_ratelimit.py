@@ -119,10 +119,12 @@ class RateLimitCase(AinboxTestCase):
 
     def test_three_processes_admit_exactly_the_quota(self):
         """600 units/hour with a 500-unit burst: the next unit is due after
-        36 s, so while the test runs exactly 500 units (100 messages.get)
-        can be admitted, however the three processes interleave."""
+        36 s, so while the test runs exactly 500 units (100 messages.get at
+        the old projects' 5 units) can be admitted, however the three
+        processes interleave."""
         limits = "gmail.user=600/1h/500"
-        envs = [self.start_limiter(f"rl{i}", AINBOX_RATELIMITS=limits)[0] for i in range(3)]
+        envs = [self.start_limiter(f"rl{i}", AINBOX_RATELIMITS=limits, AINBOX_GMAIL_QUOTA="old")[0]
+                for i in range(3)]
         for run in range(4):
             body = {"quota": "gmail", "account": f"run{run}@example.com",
                     "method": "messages.get"}
