@@ -13,6 +13,7 @@ Every wait is bounded in time; nothing here sleeps without a deadline.
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -49,11 +50,27 @@ def wait_until(check, timeout, what, interval=0.02):
                          + (f" (last error: {last_error})" if last_error else ""))
 
 
-def free_port():
-    """A TCP port free right now on 127.0.0.1 (the kernel's choice)."""
+# Ports are drawn below the kernel's ephemeral range (32768-60999 here):
+# a port the kernel picks for bind(0) is also one it hands to outgoing
+# connections, and under a parallel run another test's client took a
+# broker's bus port between the check and the bind ("Address already in
+# use"). Below the range only another test's listener can collide, and
+# each one checks before it binds.
+_PORTS = range(10000, 32700)
+
+
+def _bindable(port):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port():
+    """A TCP port free right now on 127.0.0.1, outside the ephemeral range."""
+    return free_ports(1)[0]
 
 
 def free_ports(n):
@@ -61,16 +78,11 @@ def free_ports(n):
     broker's bus endpoints sit next to its router port)."""
     ports = []
     while len(ports) < n:
-        p = free_port()
-        if p + 2 > 65535 or any(abs(p - q) < 3 for q in ports):
+        p = random.randrange(_PORTS.start, _PORTS.stop)
+        if any(abs(p - q) < 3 for q in ports):
             continue
-        try:
-            for q in (p + 1, p + 2):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", q))
-        except OSError:
-            continue
-        ports.append(p)
+        if all(_bindable(q) for q in (p, p + 1, p + 2)):
+            ports.append(p)
     return ports
 
 
