@@ -549,9 +549,9 @@ class RateLimitCase(AinboxTestCase):
 
     def test_edge_without_a_limiter_serves(self):
         env = self.start_bundle("monitor,events")
-        status, headers, _ = self.http(env, "/api/v1/limits?token=dev&user=1")
+        status, headers, _ = self.http(env, "/api/v1/limits?token=dev&user=1", timeout=30)
         # No limiter deployed: the route itself has nobody to ask (504
-        # after the edge's call deadline; this once crashed the edge, reading
+        # after the edge's call deadline, AINBOX_REQUEST_TIMEOUT_MS; this once crashed the edge, reading
         # an unanswered reply), but the API limit neither held the request
         # up nor refused it.
         self.assertEqual(status, 504)

@@ -353,7 +353,7 @@ class AinboxTestCase(unittest.TestCase):
             return all(have.get(n, 0) > 0 for n in names)
         wait_until(ready, timeout, f"services {names} to register")
 
-    def http(self, env, path, method="GET", headers=None, timeout=5):
+    def http(self, env, path, method="GET", headers=None, timeout=20):
         """(status, headers, body) of one request to the edge in `env`."""
         url = f"http://127.0.0.1:{env['HTTP_PORT']}{path}"
         req = urllib.request.Request(url, method=method, headers=headers or {})
