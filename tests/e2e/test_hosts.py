@@ -149,9 +149,12 @@ class TestHosts(AinboxTestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         return [line.split("|") for line in out.stdout.splitlines() if line]
 
-    def spawn_in(self, host, name, argv, env=None, cwd=None):
+    def spawn_in(self, host, name, argv, env=None):
+        # An actor on a host that is cut holds requests it cannot finish (its Redis round
+        # trip is cut too) until the sweep answers them, which it logs as an ERROR.
+        allow = ("never answered",) if host in ("B", "C", "R") else ()
         p = Proc(name, self.hosts.exec_argv(host, argv), env or self.env(self.host_dir(host)),
-                 self.scratch)
+                 self.scratch, allow)
         self.procs.append(p)
         return p
 
