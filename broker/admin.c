@@ -125,13 +125,13 @@ static void s_pack_services(ain_broker_t *self, msgpack_packer *pk)
 
 static void s_pack_workers(ain_broker_t *self, msgpack_packer *pk)
 {
-    int64_t now = ain_clock_mono_ms(), quiet = self->heartbeat_ms * self->liveness;
+    int64_t now = ain_clock_mono_ms();
     msgpack_pack_map(pk, 1);
     ain_mp_pack_str(pk, "workers");
     msgpack_pack_array(pk, zhashx_size(self->services.workers));
     for (ain__worker_t *w = zhashx_first(self->services.workers); w;
          w = zhashx_next(self->services.workers)) {
-        msgpack_pack_map(pk, 11);
+        msgpack_pack_map(pk, 12);
         ain_mp_pack_kv_str(pk, "id", w->key);
         ain_mp_pack_kv_str(pk, "service", w->service->name);
         ain_mp_pack_kv_str(pk, "kind", w->native ? "native" : "plain");
@@ -140,7 +140,8 @@ static void s_pack_workers(ain_broker_t *self, msgpack_packer *pk)
         ain_mp_pack_kv_str(pk, "peer", w->peer);
         ain_mp_pack_kv_u64(pk, "instance", w->instance);
         ain_mp_pack_kv_i64(pk, "age_ms", now - w->since_ms);
-        ain_mp_pack_kv_i64(pk, "idle_ms", now - (w->expiry_ms - quiet));
+        ain_mp_pack_kv_i64(pk, "idle_ms", now - w->heard_ms);
+        ain_mp_pack_kv_i64(pk, "window_ms", ain__liveness_window(self, w));
         ain_mp_pack_kv_u64(pk, "requests", w->requests);
         ain_mp_pack_kv_u64(pk, "replies", w->replies);
     }

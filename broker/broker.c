@@ -487,18 +487,22 @@ static void s_on_client(ain_broker_t *self, ain_frames_t *f, bool compact)
 
 /* ------------------------------------------------------------ workers */
 
-/* Reads the READY extension {credit, instance, ...}: 0 (native), or -1 if
- * the frame is there but malformed. */
-static int s_ready_extension(zmq_msg_t *frame, uint32_t *credit, uint64_t *instance)
+/* Reads the READY extension {credit, instance, heartbeat_ms?, ...}: 0
+ * (native), or -1 if the frame is there but malformed. A worker that does
+ * not state its heartbeat interval leaves *heartbeat_ms at 0. */
+static int s_ready_extension(zmq_msg_t *frame, uint32_t *credit, uint64_t *instance,
+                             int64_t *heartbeat_ms)
 {
     ain_body_t body;
-    uint64_t c = 0, inst = 0;
+    uint64_t c = 0, inst = 0, hb = 0;
     int rc = -1;
     if (ain_body_parse(&body, ain_frame_data(frame), ain_frame_size(frame)) == AIN_STATUS_OK &&
         ain_mp_get_u64(body.root, "credit", &c) == 1 && c >= 1 && c <= 65535 &&
-        ain_mp_get_u64(body.root, "instance", &inst) >= 0) {
+        ain_mp_get_u64(body.root, "instance", &inst) >= 0 &&
+        ain_mp_get_u64(body.root, "heartbeat_ms", &hb) >= 0 && hb <= AIN_MDP_HEARTBEAT_MAX_MS) {
         *credit = (uint32_t)c;
         *instance = inst;
+        *heartbeat_ms = (int64_t)hb;
         rc = 0;
     }
     ain_body_release(&body);
@@ -512,10 +516,12 @@ static void s_on_ready(ain_broker_t *self, ain_frames_t *f)
     size_t len = ain_frame_size(&f->part[4]);
     uint32_t credit = 1;
     uint64_t instance = 0;
+    int64_t heartbeat_ms = 0;
     bool native = f->count == 6;
     ain__service_t *svc = NULL;
     const char *why = NULL;
-    if (f->count > 6 || (native && s_ready_extension(&f->part[5], &credit, &instance) < 0))
+    if (f->count > 6 ||
+        (native && s_ready_extension(&f->part[5], &credit, &instance, &heartbeat_ms) < 0))
         why = "malformed READY";
     else if (!ain_mdp_service_valid(name, len) ||
              (len >= 4 && memcmp(name, AIN_MMI_PREFIX, 4) == 0) ||
@@ -542,11 +548,13 @@ static void s_on_ready(ain_broker_t *self, ain_frames_t *f)
     w->fd = zmq_msg_get(&f->part[1], ZMQ_SRCFD);
     const char *peer = zmq_msg_gets(&f->part[1], "Peer-Address");
     snprintf(w->peer, sizeof w->peer, "%s", peer ? peer : "local");
-    w->expiry_ms = now + self->heartbeat_ms * self->liveness;
+    w->rhythm_ms = heartbeat_ms;
+    ain__liveness_heard(self, w, false);
     w->next_heartbeat_ms = now + self->heartbeat_ms;
     ain_metric_inc(self->m.workers_joined);
-    ain_info(self->log, "worker %s joined %s (%s, credit %u, from %s)", w->key, svc->name,
-             native ? "native" : "plain MDP", credit, w->peer);
+    ain_info(self->log, "worker %s joined %s (%s, credit %u, from %s, silent at most %lld ms)",
+             w->key, svc->name, native ? "native" : "plain MDP", credit, w->peer,
+             (long long)ain__liveness_window(self, w));
     ain__broker_dispatch(self, svc);
 }
 
@@ -601,7 +609,7 @@ static void s_on_compact_reply(ain_broker_t *self, ain_frames_t *f)
             s_disconnect_id(self, &f->part[0]);
         return;
     }
-    w->expiry_ms = self->now_ms + self->heartbeat_ms * self->liveness;
+    ain__liveness_heard(self, w, false);
     s_on_reply(self, w, token, AIN_MDP_TOKEN_BYTES, &f->part[2], 1);
 }
 
@@ -632,7 +640,7 @@ static void s_on_worker(ain_broker_t *self, ain_frames_t *f)
     ain__worker_t *w = ain__workers_find(&self->services, ain_frame_data(&f->part[0]),
                                          ain_frame_size(&f->part[0]));
     if (w)
-        w->expiry_ms = self->now_ms + self->heartbeat_ms * self->liveness;
+        ain__liveness_heard(self, w, command == AIN_MDPW_HEARTBEAT && f->count == 4);
     if (command == AIN_MDPW_READY && !w && f->count >= 5) {
         s_on_ready(self, f);
     } else if (command == AIN_MDPW_DISCONNECT) {

@@ -95,7 +95,11 @@ struct ain__worker {
     char peer[48];                                  /* peer address for admin tables */
     uint64_t instance;                              /* the worker process's instance id (native) */
     int64_t since_ms, expiry_ms, next_heartbeat_ms; /* monotonic */
-    int64_t suspect_until_ms;                       /* probing after a socket-monitor disconnect */
+    int64_t heard_ms;                               /* its last message (monotonic) */
+    /* Its heartbeat interval: stated at READY (native) or the longest gap
+     * seen before one of its HEARTBEATs (plain); 0 while unknown. */
+    int64_t rhythm_ms;
+    int64_t suspect_until_ms; /* probing after a socket-monitor disconnect */
     uint64_t requests, replies;
     ain__worker_t *prev, *next; /* all workers of the service */
     bool available;
@@ -222,6 +226,11 @@ void ain__liveness_on_monitor(ain_broker_t *self);
 /* Heartbeats, expiry, probes of suspects, deadline sweeps. Returns the ms
  * until it must run again if sooner than the regular tick, else 0. */
 int ain__liveness_tick(ain_broker_t *self, int64_t now_ms);
+/* A message came from `w` (a HEARTBEAT if `heartbeat`): pushes its expiry
+ * back by its liveness window, learning a plain worker's rhythm. */
+void ain__liveness_heard(ain_broker_t *self, ain__worker_t *w, bool heartbeat);
+/* How long `w` may stay silent before it counts as dead, in ms. */
+int64_t ain__liveness_window(const ain_broker_t *self, const ain__worker_t *w);
 
 /* admin.c */
 /* `meta` is any frame of the request: whose key sent it (access.c). */

@@ -11,7 +11,13 @@
  *     with EHOSTUNREACH once libzmq has dropped the peer. A worker that still
  *     answers the probe stays, re-probed for a short window;
  *   - silence for AINBOX_HEARTBEAT_LIVENESS heartbeats (a host cut off or a
- *     frozen process), checked every tick.
+ *     frozen process), checked every tick. Whose heartbeats: RFC 7 does not
+ *     negotiate the interval, and its reference peers beat every 2.5 s (3
+ *     to 3.5 s in practice) where ours beat every AINBOX_HEARTBEAT_MS. Our
+ *     workers state theirs at READY; for a plain MDP worker the broker
+ *     assumes the reference interval until it has seen the worker's own
+ *     rhythm (the longest gap before one of its HEARTBEATs), and uses
+ *     that. Never less than ours; a learned one never more than S_LEARNED_MAX_MS.
  * Each tick also answers TIMEOUT for queued requests past their deadline,
  * and for in-flight ones well past it (a worker that never answers).
  */
@@ -30,6 +36,10 @@
 #define S_REPROBE_MS       2     /* how often, meanwhile */
 #define S_ABANDON_GRACE_MS 1000  /* in-flight past deadline + this: TIMEOUT */
 #define S_SERVICE_IDLE_MS  60000 /* services with nothing for this long go */
+/* The longest heartbeat interval learned from a plain MDP worker: four
+ * times the reference peers' 2.5 s; a peer beating slower than this is
+ * dead after liveness x 10 s of silence whatever its rhythm. */
+#define S_LEARNED_MAX_MS 10000
 
 int ain__liveness_start(ain_broker_t *self)
 {
@@ -47,6 +57,34 @@ void ain__liveness_stop(ain_broker_t *self)
     zmq_socket_monitor(self->router, NULL, 0);
     zmq_close(self->monitor);
     self->monitor = NULL;
+}
+
+int64_t ain__liveness_window(const ain_broker_t *self, const ain__worker_t *w)
+{
+    int64_t interval = w->rhythm_ms;
+    if (interval == 0) /* not stated, not seen yet */
+        interval = w->native ? self->heartbeat_ms : AIN_MDP_RFC7_HEARTBEAT_MS;
+    if (interval < self->heartbeat_ms)
+        interval = self->heartbeat_ms;
+    return interval * self->liveness;
+}
+
+void ain__liveness_heard(ain_broker_t *self, ain__worker_t *w, bool heartbeat)
+{
+    int64_t now = self->now_ms;
+    /* A worker sends HEARTBEAT when it has been quiet for its interval, so
+     * the gap before one is (at least) that interval. The longest such gap
+     * is kept: a worker whose replies came fast is still allowed its
+     * idle rhythm afterwards. A native worker's stated interval stands. */
+    if (heartbeat && !w->native && w->heard_ms > 0) {
+        int64_t gap = now - w->heard_ms;
+        if (gap > S_LEARNED_MAX_MS)
+            gap = S_LEARNED_MAX_MS;
+        if (gap > w->rhythm_ms)
+            w->rhythm_ms = gap;
+    }
+    w->heard_ms = now;
+    w->expiry_ms = now + ain__liveness_window(self, w);
 }
 
 /* Sends a HEARTBEAT as a probe. Returns false if the peer is gone. */

@@ -15,10 +15,12 @@
 #include "deploy/bundle.h"
 #include "deploy/roles.h"
 #include "deploy/supervisor.h"
+#include "runtime/clock.h"
 #include "runtime/config.h"
 #include "runtime/curve.h"
 #include "runtime/migrate.h"
 #include "runtime/proc.h"
+#include "runtime/sdnotify.h"
 #include "runtime/signal.h"
 
 extern char **environ;
@@ -57,6 +59,38 @@ static int s_migrate(const ain_config_t *cfg, bool status_only)
     return rc;
 }
 
+/* The main thread's loop while role threads run, until SIGTERM/SIGINT or a failure of what
+ * `poll` watches. Under systemd (deploy/systemd, Type=notify) it tells the manager READY=1 (every
+ * role started), WATCHDOG=1 every half WatchdogSec from this loop, which also reaps and restarts
+ * role threads (a process whose supervision is stuck is killed and restarted), and STOPPING=1. */
+static int s_supervise(int (*poll)(void *arg, int timeout_ms), void *arg)
+{
+    ain_sd_notify("READY=1");
+    int64_t watchdog_ms = ain_sd_watchdog_ms(), next_watchdog = 0;
+    int rc = 0;
+    while (rc == 0 && ain_signal_wait(0) == 0) {
+        if (poll(arg, 100) < 0)
+            rc = 1;
+        int64_t now = ain_clock_mono_ms();
+        if (watchdog_ms && now >= next_watchdog) {
+            ain_sd_notify("WATCHDOG=1");
+            next_watchdog = now + watchdog_ms;
+        }
+    }
+    ain_sd_notify("STOPPING=1");
+    return rc;
+}
+
+static int s_poll_bundle(void *bundle, int timeout_ms)
+{
+    return ain_bundle_poll(bundle, timeout_ms);
+}
+
+static int s_poll_supervisor(void *sup, int timeout_ms)
+{
+    return ain_supervisor_poll(sup, timeout_ms);
+}
+
 static int s_cmd_run(s_ctx_t *ctx)
 {
     if (ain_config_str(ctx->cfg, AIN_CFG_DATABASE_URL) &&
@@ -68,25 +102,34 @@ static int s_cmd_run(s_ctx_t *ctx)
     ain_bundle_t *bundle = ain_bundle_new(ctx->cfg, &opts);
     if (!bundle)
         return 1;
-    int rc = 0;
-    while (rc == 0 && ain_signal_wait(0) == 0)
-        if (ain_bundle_poll(bundle, 100) < 0)
-            rc = 1;
+    int rc = s_supervise(s_poll_bundle, bundle);
     ain_bundle_destroy(&bundle);
     return rc;
 }
 
-/* Runs one role in this thread until SIGTERM/SIGINT. */
-static int s_run_role(ain_child_fn *fn, void *arg)
+/* Runs one role until SIGTERM/SIGINT: in this thread; or, under a service manager
+ * ($NOTIFY_SOCKET), as the one thread of a supervisor (no restarts: the manager restarts the
+ * process) while this thread notifies the manager and feeds its watchdog, as `run` does. */
+static int s_run_role(const ain_proc_t *proc, const char *name, ain_child_fn *fn, void *arg)
 {
-    return fn(arg, NULL) == 0 ? 0 : 1;
+    if (!getenv("NOTIFY_SOCKET"))
+        return fn(arg, NULL) == 0 ? 0 : 1;
+    ain_signal_block();
+    ain_log_t *log = ain_proc_logger(proc, "main");
+    ain_supervisor_t *sup = ain_supervisor_new(0, 60000, log);
+    int rc = ain_supervisor_start(sup, name, fn, arg, AIN_PERMANENT) == 0
+                 ? s_supervise(s_poll_supervisor, sup)
+                 : 1;
+    ain_supervisor_destroy(&sup);
+    ain_log_destroy(&log);
+    return rc;
 }
 
 static int s_cmd_broker(s_ctx_t *ctx)
 {
     ain_proc_t *proc = ain_proc_new(ctx->cfg);
     ain_broker_role_t role = {proc, true, NULL, NULL, NULL};
-    int rc = s_run_role(ain_role_broker, &role);
+    int rc = s_run_role(proc, "broker", ain_role_broker, &role);
     ain_proc_destroy(&proc);
     return rc;
 }
@@ -95,7 +138,7 @@ static int s_cmd_edge(s_ctx_t *ctx)
 {
     ain_proc_t *proc = ain_proc_new(ctx->cfg);
     ain_edge_role_t role = {proc};
-    int rc = s_run_role(ain_role_edge, &role);
+    int rc = s_run_role(proc, "edge", ain_role_edge, &role);
     ain_proc_destroy(&proc);
     return rc;
 }
@@ -110,7 +153,7 @@ static int s_cmd_actor(s_ctx_t *ctx)
     }
     ain_proc_t *proc = ain_proc_new(ctx->cfg);
     ain_actor_role_t role = {proc, def};
-    int rc = s_run_role(ain_role_actor, &role);
+    int rc = s_run_role(proc, def->service, ain_role_actor, &role);
     ain_proc_destroy(&proc);
     return rc;
 }

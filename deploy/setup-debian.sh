@@ -13,6 +13,8 @@ PACKAGES=(
     redis-server postgresql
     # the end-to-end tests
     python3 python3-zmq python3-msgpack curl procps
+    # the benchmarks (tools/bench/edge-bench.sh)
+    wrk
 )
 
 missing=()

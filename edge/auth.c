@@ -11,7 +11,8 @@
  * Development only: AINBOX_DEV_TOKEN (a Bearer header, or the `token` query
  * parameter for an EventSource) with the user in `user`, refused in
  * production by the configuration. Tokens are told apart by their shape: a
- * JWT has two dots, the development token has none.
+ * JWT has two dots, the development token has none. A JWT in the `token`
+ * query parameter is refused everywhere (401 TOKEN_IN_URL): URLs are logged.
  *
  * JWT_ACCESS_SECRET and JWT_REFRESH_SECRET are required in production; in
  * development without them, tokens are refused and the development token
@@ -109,6 +110,14 @@ int ain__auth_user(ain__http_t *http)
         return s_jwt(http, given);
     } else {
         ain__http_query(http, "token", given, sizeof given);
+        /* Never a sign-in token in the URL: URLs end up in access logs, proxies, browser
+         * history and Referer headers, and an access token there signs in whoever reads them.
+         * The frontend has no need for it (EventSource sends the access_token cookie). */
+        if (strchr(given, '.'))
+            return s_refuse(http, "TOKEN_IN_URL",
+                            "an access token in the URL is refused: send it as a Bearer header "
+                            "or the access_token cookie");
+        return s_dev(http, given);
     }
     if (strchr(given, '.'))
         return s_jwt(http, given);

@@ -54,6 +54,9 @@ static int s_param(ain__http_t *http, const ain__param_t *p, json_t *fields)
         n = qs ? mg_get_var(qs, strlen(qs), p->name, value, sizeof value) : -1;
         if (n == -2) /* civetweb: the value does not fit */
             return s_invalid(http, p->name, "too long");
+        /* civetweb decodes %00 into the value: what follows it would be cut off somewhere. */
+        if (n > 0 && memchr(value, '\0', (size_t)n))
+            return s_invalid(http, p->name, "must not contain a NUL byte");
     }
     const char *why = NULL;
     switch (p->kind) {
@@ -201,7 +204,7 @@ int ain__call(ain__http_t *http)
     ain_edge_t *edge = http->edge;
     /* The answer kept for this very request (path and query as given), and the client's tag. */
     const char *qs = http->info->query_string;
-    char *key = ain_sprintf("%s?%s", http->info->local_uri, qs ? qs : "");
+    char *key = ain_sprintf("%s?%s", http->path, qs ? qs : "");
     char client[17];
     bool has_client = s_if_none_match(http, client);
     int status = s_fresh(http, key, has_client ? client : NULL);

@@ -115,9 +115,13 @@ static bool s_send(ain__catchup_t *self, s_slot_t *slot)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
+    msgpack_pack_map(&pk, slot->u.since ? 3 : 2);
     ain_mp_pack_kv_str(&pk, "after", slot->u.after);
     ain_mp_pack_kv_u64(&pk, "limit", S_PAGE);
+    if (slot->u.since) { /* a time, on the first page only (cleared once sent): then ids */
+        ain_mp_pack_str(&pk, "since");
+        msgpack_pack_true(&pk);
+    }
     ain_envelope_t env = {AIN_MSG_EVENT_REPLAY,
                           0,
                           slot->u.user,
@@ -127,8 +131,10 @@ static bool s_send(ain__catchup_t *self, s_slot_t *slot)
                           (const uint8_t *)sb.data,
                           sb.size};
     slot->sent = ain_client_send(self->client, "events", &env) == 0;
-    if (slot->sent)
+    if (slot->sent) {
         slot->corr = env.corr;
+        slot->u.since = false;
+    }
     msgpack_sbuffer_destroy(&sb);
     return slot->sent;
 }

@@ -139,8 +139,8 @@ bool ain__cors_preflight(ain__http_t *http, int *status)
     }
     bool known = false;
     char allow[64], lines[768];
-    ain__routes_allow(http->info->local_uri, allow, sizeof allow);
-    if (!ain__routes_find(method, http->info->local_uri, &known, NULL, 0)) {
+    ain__routes_allow(http->path, allow, sizeof allow);
+    if (!ain__routes_find(method, http->path, &known, NULL, 0)) {
         *status = known ? ain__http_error_allow(http, allow)
                         : ain__http_error(http, 404, "NOT_FOUND", "no such route");
         return true;

@@ -1,11 +1,15 @@
-/* edge.c: civetweb's life cycle, per-thread MDP clients, and dispatch
- * through the route table.
+/* edge.c: civetweb's life cycle, and dispatch through the route table.
  *
  * civetweb runs with no document root (it serves no files: only our
- * handlers), a bounded request size and timeouts, so half-sent requests
- * cannot hold its threads for long. One handler is registered for "/";
- * it finds the route, checks authentication and calls the route's
- * handler with this thread's MDP client.
+ * handlers), a bounded request size, and deadlines for a request's head,
+ * its body and a keep-alive connection's idle time. Its worker pool is
+ * large (AINBOX_EDGE_CONNECTIONS): a worker is held by every connection
+ * being read, however slowly, and slow clients must not hold them all
+ * (guard.c caps them per address; README.md has the measurements). One
+ * handler is registered for "/"; it refuses what guard.c refuses, finds
+ * the route, borrows a broker client (clients.c: AINBOX_EDGE_THREADS of
+ * them bound the requests in front of the actors), checks authentication
+ * and calls the route's handler.
  */
 #include "edge/edge.h"
 
@@ -20,27 +24,10 @@
 #include "runtime/alloc.h"
 #include "runtime/signal.h"
 
+/* How long a request waits for a free broker client before a 503. */
+#define S_CLIENT_WAIT_MS 1000
 /* Descriptors kept for everything but streams. */
 #define S_FDS_RESERVED 256
-
-/* civetweb worker threads get an MDP client each (thread_type 1). */
-static void *s_init_thread(const struct mg_context *ctx, int thread_type)
-{
-    ain_edge_t *edge = mg_get_user_data(ctx);
-    if (thread_type != 1)
-        return NULL;
-    ain_client_t *client = ain_client_new(ain_proc_zmq(edge->proc), ain_proc_broker(edge->proc),
-                                          ain_proc_config(edge->proc));
-    if (client) /* refused at once while the pump cannot reach the broker (link.c) */
-        ain_client_set_gate(client, &edge->broker_down);
-    return client;
-}
-
-static void s_exit_thread(const struct mg_context *ctx, int thread_type, void *pointer)
-{
-    ain_client_t *client = pointer;
-    ain_client_destroy(&client);
-}
 
 static int s_log_message(const struct mg_connection *conn, const char *message)
 {
@@ -72,43 +59,56 @@ static int s_http_error(struct mg_connection *conn, int status, const char *errm
     return 0;
 }
 
-static int s_dispatch(struct mg_connection *conn, void *cbdata)
+/* Finds the route, checks authentication and the API limit, and calls the handler. */
+static int s_route(ain__http_t *http)
 {
-    ain__http_t http = {.edge = cbdata,
-                        .conn = conn,
-                        .info = mg_get_request_info(conn),
-                        .client = mg_get_thread_pointer(conn)};
-    ain__cors_headers(&http);
-    int status;
-    if (ain__cors_preflight(&http, &status))
-        return status;
-    if (!http.client)
-        return ain__http_fail(&http, AIN_STATUS_UNAVAILABLE, "edge thread has no broker client");
     bool known = false;
-    const ain__route_t *route = ain__routes_find(http.info->request_method, http.info->local_uri,
-                                                 &known, http.capture, sizeof http.capture);
+    const ain__route_t *route = ain__routes_find(http->info->request_method, http->path, &known,
+                                                 http->capture, sizeof http->capture);
     if (!route && known) {
         char allow[64];
-        ain__routes_allow(http.info->local_uri, allow, sizeof allow);
-        return ain__http_error_allow(&http, allow);
+        ain__routes_allow(http->path, allow, sizeof allow);
+        return ain__http_error_allow(http, allow);
     }
     if (!route) {
-        ain_metric_inc(http.edge->m.not_found);
-        return ain__http_error(&http, 404, "NOT_FOUND", "no such route");
+        ain_metric_inc(http->edge->m.not_found);
+        return ain__http_error(http, 404, "NOT_FOUND", "no such route");
     }
     int auth = route->auth == AIN__AUTH_OPS
-                   ? (http.edge->production ? AIN__AUTH_ADMIN : AIN__AUTH_NONE)
+                   ? (http->edge->production ? AIN__AUTH_ADMIN : AIN__AUTH_NONE)
                    : route->auth;
-    if (auth != AIN__AUTH_NONE && ain__auth_user(&http) < 0)
+    if (auth != AIN__AUTH_NONE && ain__auth_user(http) < 0)
         return 401;
-    if (auth == AIN__AUTH_ADMIN && !http.admin)
-        return ain__http_error(&http, 403, "FORBIDDEN", "this route is for administrators");
+    if (auth == AIN__AUTH_ADMIN && !http->admin)
+        return ain__http_error(http, 403, "FORBIDDEN", "this route is for administrators");
     /* The API limit counts signed-in users' requests, after authentication
      * (the original counted before it, so all users shared one bucket). */
-    if (route->limit == AIN__LIMIT_API && http.edge->api_limit && ain__limits_check(&http) < 0)
+    if (route->limit == AIN__LIMIT_API && http->edge->api_limit && ain__limits_check(http) < 0)
         return 429;
-    http.route = route;
-    return route->handler(&http);
+    http->route = route;
+    return route->handler(http);
+}
+
+static int s_dispatch(struct mg_connection *conn, void *cbdata)
+{
+    ain__http_t http = {.edge = cbdata, .conn = conn, .info = mg_get_request_info(conn)};
+    ain__cors_headers(&http);
+    int status = ain__guard_request(&http);
+    if (status || ain__cors_preflight(&http, &status) || (status = ain__http_read_body(&http)))
+        return status;
+    http.client = ain__clients_take(http.edge->clients, S_CLIENT_WAIT_MS);
+    if (!http.client) {
+        ain_metric_inc(http.edge->m.handlers_refused);
+        status = ain__http_error_extra(&http, 503, "BUSY", "the edge is busy, try again",
+                                       "Retry-After: 1\r\n");
+    } else {
+        ain__guard_enter(http.edge->guard, http.info);
+        status = s_route(&http);
+        ain__guard_leave(http.edge->guard, http.info);
+        ain__clients_give(http.edge->clients, http.client);
+    }
+    free(http.body);
+    return status;
 }
 
 static void s_register_metrics(ain_edge_t *self)
@@ -156,18 +156,25 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.inval_received = ain_metrics_counter(r, "inval.received");
     self->m.inval_bad = ain_metrics_counter(r, "inval.bad");
     self->m.replay_failed = ain_metrics_counter(r, "sse.replay_failed");
+    self->m.connections = ain_metrics_gauge(r, "http.connections");
+    self->m.conn_refused = ain_metrics_counter(r, "http.conn_refused");
+    self->m.conn_shed = ain_metrics_counter(r, "http.conn_shed");
+    self->m.handlers_refused = ain_metrics_counter(r, "http.busy_refused");
+    self->m.handlers_max = ain_metrics_gauge(r, "http.handlers_max");
 }
 
 /* MAX_CONNECTIONS, lowered to what the descriptor limit allows: a stream
- * is one descriptor, and requests, the broker and the bus need some. */
+ * is one descriptor, and civetweb's connections (AINBOX_EDGE_CONNECTIONS),
+ * the broker and the bus need some. */
 static int s_max_streams(ain_edge_t *self, const ain_config_t *cfg)
 {
     long max = ain_config_int(cfg, AIN_CFG_MAX_CONNECTIONS);
+    rlim_t reserved = S_FDS_RESERVED + (rlim_t)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_CONNECTIONS);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-        (rlim_t)max + S_FDS_RESERVED > rl.rlim_cur) {
-        long fit = rl.rlim_cur > S_FDS_RESERVED * 2 ? (long)(rl.rlim_cur - S_FDS_RESERVED)
-                                                    : (long)(rl.rlim_cur / 2);
+        (rlim_t)max + reserved > rl.rlim_cur) {
+        long fit =
+            rl.rlim_cur > reserved * 2 ? (long)(rl.rlim_cur - reserved) : (long)(rl.rlim_cur / 2);
         ain_warn(self->log, "MAX_CONNECTIONS=%ld lowered to %ld: %ld descriptors allowed", max, fit,
                  (long)rl.rlim_cur);
         max = fit;
@@ -178,24 +185,34 @@ static int s_max_streams(ain_edge_t *self, const ain_config_t *cfg)
 static struct mg_context *s_start_civetweb(ain_edge_t *self)
 {
     const ain_config_t *cfg = ain_proc_config(self->proc);
-    char ports[96], threads[16];
+    char ports[96], threads[16], head_ms[16], idle_ms[16];
     snprintf(ports, sizeof ports, "%s:%ld", ain_config_str(cfg, AIN_CFG_AINBOX_HTTP_ADDR),
              ain_config_int(cfg, AIN_CFG_HTTP_PORT));
-    snprintf(threads, sizeof threads, "%ld", ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_THREADS));
-    const char *options[] = {"listening_ports", ports, "num_threads", threads, "listen_backlog",
-                             "4096", "request_timeout_ms", "10000", "enable_keep_alive", "yes",
-                             "keep_alive_timeout_ms", "10000", "max_request_size", "16384",
-                             /* Answers go out as head then body: without it, Nagle holds the
-                              * body for the client's delayed ACK (40 ms a request). */
-                             "tcp_nodelay", "1",
-                             /* civetweb's own CORS answers every origin ("*"), preflights
-                              * included, before our handler runs: off, cors.c decides. */
-                             "access_control_allow_origin", "", "access_control_allow_methods", "",
-                             NULL};
+    snprintf(threads, sizeof threads, "%ld", ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_CONNECTIONS));
+    snprintf(head_ms, sizeof head_ms, "%ld",
+             ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_HEADER_TIMEOUT_MS));
+    long keepalive = ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_KEEPALIVE_MS);
+    snprintf(idle_ms, sizeof idle_ms, "%ld", keepalive);
+    /* request_timeout_ms: civetweb measures it from the moment a worker starts reading the
+     * request to the end of its head (read_message), so it is a total deadline however the
+     * bytes trickle in; it also bounds each read of the body (http.c adds the body's total)
+     * and each write. keep_alive_timeout_ms replaces it for a connection's later requests:
+     * idle time plus their head. */
+    const char *options[] = {
+        "listening_ports", ports, "num_threads", threads, "listen_backlog", "4096",
+        "request_timeout_ms", head_ms, "enable_keep_alive", keepalive > 0 ? "yes" : "no",
+        "keep_alive_timeout_ms", idle_ms, "max_request_size", "16384",
+        /* guard.c decodes the path: decoded in place, a %00 cut it short
+         * without a trace (/threads/at0%00x read as thread at0). */
+        "decode_url", "no",
+        /* Answers go out as head then body: without it, Nagle holds the
+         * body for the client's delayed ACK (40 ms a request). */
+        "tcp_nodelay", "1",
+        /* civetweb's own CORS answers every origin ("*"), preflights
+         * included, before our handler runs: off, cors.c decides. */
+        "access_control_allow_origin", "", "access_control_allow_methods", "", NULL};
     struct mg_callbacks callbacks;
     memset(&callbacks, 0, sizeof callbacks);
-    callbacks.init_thread = s_init_thread;
-    callbacks.exit_thread = s_exit_thread;
     callbacks.log_message = s_log_message;
     callbacks.http_error = s_http_error;
     struct mg_context *mg = mg_start(&callbacks, self, options);
@@ -204,7 +221,9 @@ static struct mg_context *s_start_civetweb(ain_edge_t *self)
         return NULL;
     }
     mg_set_request_handler(mg, "/", s_dispatch, self);
-    ain_info(self->log, "HTTP on %s (%s threads)", ports, threads);
+    ain_info(self->log, "HTTP on %s (%s connections, %ld per address, %ld handlers)", ports,
+             threads, ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_PER_ADDR_MAX),
+             ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_THREADS));
     return mg;
 }
 
@@ -257,8 +276,16 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     self->max_per_user = (int)ain_config_int(cfg, AIN_CFG_AINBOX_SSE_PER_USER_MAX);
     ain_metric_set(self->m.max_streams, self->max_streams);
     ain_metric_set(self->m.max_per_user, self->max_per_user);
-    self->pump = ain__pump_new(self);
+    int handlers = (int)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_THREADS);
+    self->clients = ain__clients_new(proc, handlers, &self->broker_down);
+    ain_metric_set(self->m.handlers_max, handlers);
+    self->body_timeout_ms = ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_BODY_TIMEOUT_MS);
+    self->pump = self->clients ? ain__pump_new(self) : NULL;
     if (self->pump)
+        self->guard = ain__guard_new(self, (int)ain_config_int(cfg, AIN_CFG_HTTP_PORT),
+                                     (int)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_CONNECTIONS),
+                                     (int)ain_config_int(cfg, AIN_CFG_AINBOX_EDGE_PER_ADDR_MAX));
+    if (self->guard)
         self->mg = s_start_civetweb(self);
     if (!self->mg) {
         ain_edge_destroy(&self);
@@ -298,7 +325,9 @@ void ain_edge_destroy(ain_edge_t **self_p)
         ain_info(self->log, "stopped");
     }
     /* After civetweb: no handler can still be handing a stream over. */
+    ain__guard_destroy(&self->guard); /* before the pump: it reads the pump's descriptors */
     ain__pump_destroy(&self->pump);
+    ain__clients_destroy(&self->clients);
     ain__inval_destroy(&self->inval);
     ain__cors_destroy(&self->cors);
     ain__rendered_destroy(&self->rendered);

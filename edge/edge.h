@@ -28,8 +28,10 @@ int ain_edge_run(ain_edge_t *self, zsock_t *pipe);
 void ain_edge_destroy(ain_edge_t **self_p);
 
 /* Selftests of the edge's inner parts (tests/unit/selftest.c): the socket
- * hand-off against the civetweb we link, and the stream pump's streams. */
+ * hand-off against the civetweb we link, the per-address connection count, and the stream
+ * pump's streams. */
 int ain_edge_handoff_test(bool verbose);
+int ain_edge_guard_test(bool verbose);
 int ain_edge_streams_test(bool verbose);
 
 #endif

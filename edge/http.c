@@ -12,6 +12,7 @@
 #include "proto/body.h"
 #include "proto/status.h"
 #include "runtime/alloc.h"
+#include "runtime/clock.h"
 #include "runtime/mpjson.h"
 
 void ain__http_count(ain_edge_t *edge, int status)
@@ -131,8 +132,10 @@ int ain__http_error_extra(ain__http_t *http, int status, const char *code, const
     if (status >= 500)
         ain_warn(http->edge->log, "%s %s: %d %s (%s)",
                  http->info && http->info->request_method ? http->info->request_method : "-",
-                 http->info && http->info->local_uri ? http->info->local_uri : "-", status, code,
-                 message);
+                 http->path[0]                         ? http->path
+                 : http->info && http->info->local_uri ? http->info->local_uri
+                                                       : "-",
+                 status, code, message);
     return s_send(http, status, body, extra, NULL);
 }
 
@@ -234,38 +237,50 @@ void ain__http_iso_time(int64_t ms, char *buf, size_t size)
     snprintf(buf + n, size - n, ".%03dZ", (int)(ms % 1000));
 }
 
-/* Reads at most max + 1 bytes of the body into a new buffer; *len is what was read. */
-static char *s_read_body(ain__http_t *http, size_t max, size_t *len)
+int ain__http_read_body(ain__http_t *http)
 {
-    char *buf = ain_malloc(max + 1);
+    long long declared = http->info->content_length;
+    if (declared <= 0 && !mg_get_header(http->conn, "Transfer-Encoding"))
+        return 0;
+    /* Within the deadline in all: each mg_read waits at most civetweb's request_timeout_ms,
+     * so a body trickled a byte at a time is cut at the deadline, give or take one read. */
+    char *buf = ain_malloc(AIN__BODY_MAX + 1);
     size_t n = 0;
-    while (n <= max) {
-        int got = mg_read(http->conn, buf + n, max + 1 - n);
+    int64_t deadline = ain_clock_mono_ms() + http->edge->body_timeout_ms;
+    bool late = false;
+    while (n <= AIN__BODY_MAX && !(late = ain_clock_mono_ms() >= deadline)) {
+        int got = mg_read(http->conn, buf + n, AIN__BODY_MAX + 1 - n);
         if (got <= 0)
             break;
         n += (size_t)got;
     }
-    *len = n;
-    return buf;
+    if (declared >= 0 && (long long)n < declared && n <= AIN__BODY_MAX)
+        late = true; /* the client stopped sending, or the deadline passed inside a read */
+    if (late || n > AIN__BODY_MAX) {
+        free(buf);
+        mg_disable_connection_keep_alive(http->conn);
+        return late ? ain__http_error_extra(http, 408, "REQUEST_TIMEOUT",
+                                            "the request body did not arrive in time",
+                                            "Connection: close\r\n")
+                    : ain__http_error_extra(http, 413, "PAYLOAD_TOO_LARGE",
+                                            "the request body is larger than any route takes",
+                                            "Connection: close\r\n");
+    }
+    http->body = buf;
+    http->body_len = n;
+    return 0;
 }
 
 json_t *ain__http_read_json(ain__http_t *http, size_t max, int *status)
 {
-    long long declared = http->info->content_length;
-    if (declared > (long long)max) {
+    if (http->body_len > max) {
         *status = ain__http_error(http, 413, "PAYLOAD_TOO_LARGE", "the request body is too large");
         return NULL;
     }
-    size_t len = 0;
-    char *buf = s_read_body(http, max, &len);
-    if (len > max) {
-        free(buf);
-        *status = ain__http_error(http, 413, "PAYLOAD_TOO_LARGE", "the request body is too large");
-        return NULL;
-    }
+    const char *buf = http->body ? http->body : "";
+    size_t len = http->body_len;
     json_error_t err;
     json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
-    free(buf);
     if (!root) {
         char message[224];
         snprintf(message, sizeof message, "the body is not JSON: %s (at byte %d)", err.text,

@@ -1,6 +1,8 @@
 /* internal.h: what the files of edge/ share, and nothing outside it.
  *
- *   edge.c    civetweb life cycle, per-thread MDP clients, dispatch
+ *   edge.c    civetweb life cycle and options, dispatch
+ *   clients.c the broker clients, lent to one request at a time
+ *   guard.c   the watch over connections (per address, in all), refusals before routing
  *   routes.c  the route table: path, method, handler, authentication
  *   http.c    responses: JSON bodies, errors, status mapping
  *   health.c  GET /health;  stats.c  GET /stats
@@ -42,6 +44,8 @@ typedef struct ain__cors ain__cors_t;
 typedef struct ain__rendered ain__rendered_t;
 typedef struct ain__inval ain__inval_t;
 typedef struct ain__grants ain__grants_t;
+typedef struct ain__clients ain__clients_t;
+typedef struct ain__guard ain__guard_t;
 
 typedef struct {
     ain_metric_t *requests, *status_2xx, *status_4xx, *status_5xx, *not_found;
@@ -71,6 +75,10 @@ typedef struct {
     /* sse.c: streams an admin opened for another user (?user=), and
      * non-admins refused (403) for asking. */
     ain_metric_t *foreign_streams, *foreign_refused;
+    /* guard.c: connections on the edge's port at the last look (each holds a worker thread),
+     * connections shut for their address's cap, and for the bound on all; clients.c: requests
+     * refused because no broker client came free in time, and the pool's size (gauge). */
+    ain_metric_t *connections, *conn_refused, *conn_shed, *handlers_refused, *handlers_max;
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {
@@ -103,6 +111,9 @@ struct _ain_edge_t {
     ain__rendered_t *rendered;            /* rendered.c: NULL when AINBOX_EDGE_RENDER_BYTES=0 */
     int64_t fresh_ms;                     /* AINBOX_EDGE_FRESH_MS: 0 = always ask */
     ain__inval_t *inval;                  /* inval.c: NULL when fresh_ms is 0 */
+    ain__clients_t *clients;              /* clients.c: AINBOX_EDGE_THREADS broker clients */
+    ain__guard_t *guard;                  /* guard.c: connections per client address */
+    int64_t body_timeout_ms;              /* AINBOX_EDGE_BODY_TIMEOUT_MS */
 };
 
 /* One HTTP request being served. */
@@ -110,13 +121,16 @@ typedef struct {
     ain_edge_t *edge;
     struct mg_connection *conn;
     const struct mg_request_info *info;
-    ain_client_t *client;           /* this thread's: borrowed */
+    ain_client_t *client;           /* lent by clients.c for this request: borrowed */
     uint64_t user;                  /* authenticated user, 0 = none */
     uint64_t session;               /* the access token's session, 0 = development token */
     bool admin;                     /* the access token's role */
     char headers[768];              /* extra header lines for every answer: CORS, RateLimit */
     const struct ain__route *route; /* the route being served */
     char capture[256];              /* the path segment a route's ":name" matched */
+    char path[2048];                /* the path, %-decoded by guard.c (civetweb's is not) */
+    char *body;                     /* the request body, read before the handler; owned */
+    size_t body_len;
 } ain__http_t;
 
 typedef int(ain__handler_fn)(ain__http_t *http);
@@ -267,9 +281,14 @@ json_t *ain__http_call_json(ain__http_t *http, const char *service, uint16_t typ
 ain_status_t ain__http_call_reply(ain__http_t *http, const char *service, uint16_t type,
                                   uint64_t user, const void *body, size_t len, int timeout_ms,
                                   json_t **reply);
-/* The request body as a JSON object (caller owns), parsed strictly (duplicate members refused)
- * from at most `max` bytes; or NULL having answered 413 or 400 INVALID_JSON naming the problem.
- * *status is the HTTP status sent then. Blocks reading the body (civetweb's request timeout). */
+/* Reads the request body, if it has one, into http->body, before the handler runs and before
+ * a broker client is lent (a slow body holds no client): at most AIN__BODY_MAX bytes within
+ * AINBOX_EDGE_BODY_TIMEOUT_MS. Returns 0, or the status it answered (408, 413; the connection
+ * is closed after). Blocks. */
+int ain__http_read_body(ain__http_t *http);
+/* The request body (read by ain__http_read_body) as a JSON object (caller owns), parsed
+ * strictly (duplicate members refused) from at most `max` bytes; or NULL having answered 413 or
+ * 400 INVALID_JSON naming the problem. *status is the HTTP status sent then. */
 json_t *ain__http_read_json(ain__http_t *http, size_t max, int *status);
 /* The message of an error reply body {message}, or a default. */
 const char *ain__reply_message(const ain_reply_t *reply, char *buf, size_t size);
@@ -356,6 +375,36 @@ bool ain__fdset_has(const ain__fdset_t *self, int fd);
  * response head is written, then return from the handler. Does not block. */
 int ain__handoff_take(struct mg_connection *conn, ain__fdset_t *owned);
 
+/* clients.c: a fixed pool of broker clients, lent to one request at a time (thread-safe). */
+/* Makes `size` clients connected to the process's broker, gated by *gate (ain_client_set_gate);
+ * NULL if one cannot be made. */
+ain__clients_t *ain__clients_new(const ain_proc_t *proc, int size, const atomic_bool *gate);
+/* Safe twice. Every client must have been given back. */
+void ain__clients_destroy(ain__clients_t **self_p);
+/* A free client, waiting at most `wait_ms` for one (blocks); NULL if none came free. Give it
+ * back with ain__clients_give, from any thread. */
+ain_client_t *ain__clients_take(ain__clients_t *self, int wait_ms);
+void ain__clients_give(ain__clients_t *self, ain_client_t *client);
+/* Clients lent out now. */
+int ain__clients_busy(ain__clients_t *self);
+
+/* guard.c: the caps on connections (a watch thread), and the checks every request passes
+ * before routing. Thread-safe. */
+/* The largest request body the edge reads (bodies are small JSON; session.c takes 4 KiB). */
+#define AIN__BODY_MAX (16 * 1024)
+/* Starts the watch thread over the connections on `server_port` (borrows `edge`, whose pump
+ * must exist): at most `per_addr_max` per client address, at most `max_connections` minus a
+ * reserve in all. NULL if the thread cannot start. */
+ain__guard_t *ain__guard_new(ain_edge_t *edge, int server_port, int max_connections,
+                             int per_addr_max);
+/* Stops the thread (within one watch interval). Safe twice. */
+void ain__guard_destroy(ain__guard_t **self_p);
+/* Marks the request's connection as being answered (never shed) until ain__guard_leave. */
+void ain__guard_enter(ain__guard_t *self, const struct mg_request_info *info);
+void ain__guard_leave(ain__guard_t *self, const struct mg_request_info *info);
+/* 0 if the request may be routed; else the status of the refusal it answered (413, 431, 400). */
+int ain__guard_request(ain__http_t *http);
+
 /* Answers of ain__pump_open / ain__streams_open. */
 enum { AIN__OPEN_OK, AIN__OPEN_FULL, AIN__OPEN_USER_FULL, AIN__OPEN_STOPPING };
 
@@ -433,10 +482,15 @@ int ain__streams_io(ain__streams_t *self);
 /* A heartbeat of the bus arrived in sequence: what was delivered before it
  * did not follow a loss. */
 void ain__streams_beat(ain__streams_t *self);
+/* A loss was just noticed (the bus connection closed, or went silent):
+ * what each user was sent so far arrived whole; catching up starts after
+ * it. The first call until the next catching up counts. */
+void ain__streams_loss(ain__streams_t *self);
 /* A user to catch up, and the id to replay after. */
 typedef struct {
     uint64_t user;
     char after[48];
+    bool since; /* `after` is a time ("<ms>-0"), not an id the user was sent */
 } ain__catchup_user_t;
 /* Makes every live stream hold, and lists their users with the id each must
  * be caught up after (`fallback_ms` for a user that was sent nothing yet:

@@ -12,12 +12,16 @@
  * Read-your-writes: the writer's answer leaves the cache actor only after Redis has written
  * every subscriber's copy of its invalidation (actors/cache/README.md, "Keys and invalidation").
  * So when a request arrives after that answer, the copy is either still in our socket, or being
- * read and applied by the thread, or applied. ain__inval_current checks all three: nothing
- * unread on the socket (FIONREAD), the thread not in a read (a sequence counter, odd while it
- * reads and applies, and while there is no subscription), and then the stamp; the counter is read
- * again at the end, as a seqlock. On several hosts the same race as the cache actor's L1 remains
- * (a copy still in flight on the network); the lease (AINBOX_EDGE_FRESH_MS) bounds every such
- * case, as it bounds a write whose invalidation never reached Redis.
+ * read and applied by the thread, or applied. ain__inval_current checks all three: the socket
+ * not readable (poll: no message, and no close the thread has not seen), the thread not in a read
+ * (a sequence counter, odd while it reads and applies, and while there is no subscription), and
+ * then the stamp; the counter is read again at the end, as a seqlock. Both the stamp and the check
+ * first wait a little (at most S_SETTLE_US) for the thread to apply what already reached the
+ * socket: without that, a thread slow to get a core (CPU load) made requests ask the actor where
+ * they need not (s_settle; the unsettled ones are counted, `inval.unsettled`). On several hosts the
+ * same race as the cache actor's L1 remains (a copy still in flight on the network); the lease
+ * (AINBOX_EDGE_FRESH_MS) bounds every such case, as it bounds a write whose invalidation never
+ * reached Redis.
  *
  * The subscription is pinged every second; no answer within AINBOX_REDIS_TIMEOUT_MS counts as
  * lost. While lost, nothing is current (every request asks the actor) and the thread reconnects
@@ -30,7 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
@@ -42,16 +46,19 @@
 #include "runtime/clock.h"
 #include "runtime/redis.h"
 
-#define S_GENS         65536 /* per-user generation counters (a power of two) */
-#define S_PING_MS      1000
-#define S_BACKOFF_MIN  100
-#define S_BACKOFF_MAX  5000
-#define S_WARN_SILENCE 30000 /* "still lost" at most this often */
+#define S_GENS          65536 /* per-user generation counters (a power of two) */
+#define S_PING_MS       1000
+#define S_BACKOFF_MIN   100
+#define S_BACKOFF_MAX   5000
+#define S_WARN_SILENCE  30000 /* "still lost" at most this often */
+#define S_SETTLE_US     5000  /* how long a request waits for the thread to apply what came */
+#define S_SETTLE_NAP_NS 20000
 
 struct ain__inval {
     ain_edge_t *edge; /* borrowed: log, metrics */
     ain_redis_target_t target;
     int64_t timeout_ms;
+    ain_metric_t *unsettled; /* requests that stopped waiting for the thread (s_settle) */
     pthread_t thread;
     int wake; /* eventfd: stop */
     /* Shared with the request threads. */
@@ -73,26 +80,75 @@ static size_t s_slot(uint64_t user)
     return (size_t)(user & (S_GENS - 1));
 }
 
+/* True if the thread has applied everything that reached its socket: not in a read (seq even),
+ * subscribed, and the socket not readable. Readable, not FIONREAD: a connection the server
+ * closed has no bytes to read, yet is news the thread has not seen (a lost subscription, after
+ * which nothing is current), and an answer served meanwhile could be stale. */
+static bool s_settled(ain__inval_t *self)
+{
+    struct pollfd p = {.fd = atomic_load(&self->fd), .events = POLLIN};
+    return !(atomic_load(&self->seq) & 1) && p.fd >= 0 && poll(&p, 1, 0) == 0;
+}
+
+/* Waits, at most S_SETTLE_US, for the thread to apply what has reached its socket: a message
+ * there (a write's invalidation, or the answer to the thread's own PING) made a stamp taken
+ * now stale as soon as it was applied, and a check made now "not current", so a request asked
+ * the actor where it need not: the read after a write built its answer with a stamp from before
+ * that write's invalidation was applied, and the read after it asked again (a spurious
+ * revalidation, seen under CPU load where the thread waits longer for a core). The thread
+ * applies a message in microseconds once it runs; a sleep lets it run on this core. Returns
+ * true if settled. */
+static bool s_settle(ain__inval_t *self)
+{
+    if (s_settled(self))
+        return true;
+    if (atomic_load(&self->fd) < 0)
+        return false; /* not subscribed: nothing to wait for */
+    int64_t until = ain_clock_mono_us() + S_SETTLE_US;
+    do {
+        struct timespec nap = {0, S_SETTLE_NAP_NS};
+        nanosleep(&nap, NULL);
+        if (s_settled(self))
+            return true;
+    } while (atomic_load(&self->fd) >= 0 && ain_clock_mono_us() < until);
+    ain_metric_inc(self->unsettled);
+    return false;
+}
+
 uint64_t ain__inval_stamp(ain__inval_t *self, uint64_t user)
 {
     if (!self || atomic_load(&self->fd) < 0)
         return 0;
+    /* Absorbing what is waiting is safe: every message on the socket now, or arriving while we
+     * wait, is from a write already visible (it is published in the script that makes the write
+     * visible), so the actor, asked after this stamp, answers with it. */
+    s_settle(self);
     return (uint64_t)atomic_load(&self->epoch) << 32 | atomic_load(&self->gens[s_slot(user)]);
+}
+
+/* 1 if `stamp` is current for `user`, 0 if not, -1 if the thread has not applied everything yet
+ * (so the answer is not known). A seqlock: seq is read before the socket and again after the
+ * generations, so a read the thread started meanwhile is noticed. */
+static int s_check(ain__inval_t *self, uint64_t user, uint64_t stamp)
+{
+    uint64_t seq = atomic_load(&self->seq);
+    if ((seq & 1) || !s_settled(self))
+        return -1;
+    uint64_t now =
+        (uint64_t)atomic_load(&self->epoch) << 32 | atomic_load(&self->gens[s_slot(user)]);
+    if (atomic_load(&self->seq) != seq)
+        return -1;
+    return now == stamp;
 }
 
 bool ain__inval_current(ain__inval_t *self, uint64_t user, uint64_t stamp)
 {
     if (!self || stamp == 0)
         return false;
-    uint64_t seq = atomic_load(&self->seq);
-    if (seq & 1)
-        return false;
-    int fd = atomic_load(&self->fd), unread = 0;
-    if (fd < 0 || ioctl(fd, FIONREAD, &unread) < 0 || unread > 0)
-        return false;
-    uint64_t now =
-        (uint64_t)atomic_load(&self->epoch) << 32 | atomic_load(&self->gens[s_slot(user)]);
-    return now == stamp && atomic_load(&self->seq) == seq;
+    int current = s_check(self, user, stamp);
+    if (current < 0 && s_settle(self))
+        current = s_check(self, user, stamp);
+    return current == 1;
 }
 
 /* ------------------------------------------------------------ the thread */
@@ -318,6 +374,7 @@ ain__inval_t *ain__inval_new(ain_edge_t *edge, const ain_config_t *cfg)
         return NULL;
     }
     self->timeout_ms = ain_config_int(cfg, AIN_CFG_AINBOX_REDIS_TIMEOUT_MS);
+    self->unsettled = ain_metrics_counter(edge->metrics, "inval.unsettled");
     atomic_init(&self->seq, 1); /* not subscribed yet */
     atomic_init(&self->fd, -1);
     atomic_init(&self->epoch, 1); /* stamps are never 0 */

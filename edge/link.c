@@ -153,8 +153,10 @@ void ain__link_on_monitor(ain__link_t *self)
         if (f.count == 2 && ain_frame_size(&f.part[0]) == 6)
             memcpy(&event, ain_frame_data(&f.part[0]), 2);
         ain_frames_close(&f);
-        if (event == ZMQ_EVENT_DISCONNECTED)
+        if (event == ZMQ_EVENT_DISCONNECTED) {
             self->dropped = true; /* events may be lost until ZeroMQ reconnects */
+            ain__streams_loss(self->streams);
+        }
     }
 }
 
@@ -211,6 +213,7 @@ int64_t ain__link_tick(ain__link_t *self, int64_t now)
     int64_t silent_ms = S_SILENT * self->interval_ms;
     if (self->have && !self->silent && now - self->last_beat_ms > silent_ms) {
         self->silent = true;
+        ain__streams_loss(self->streams);
         ain_metric_set(self->link_up, 0);
         ain_warn(self->edge->log,
                  "no bus heartbeat for %" PRId64 " ms: open streams are caught up from the event "

@@ -405,7 +405,7 @@ json_t *ain__shape_outlook_messages(ain__http_t *http, json_t *data)
         return NULL;
     /* The folder's Graph name: the path's last segment, or ?folder= (checked by the request). */
     char folder[32] = "inbox";
-    const char *slash = strrchr(http->info->local_uri, '/');
+    const char *slash = strrchr(http->path, '/');
     if (ain__http_query(http, "folder", folder, sizeof folder) < 0 && slash &&
         strcmp(slash, "/messages") != 0)
         snprintf(folder, sizeof folder, "%s", slash + 1);

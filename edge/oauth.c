@@ -93,7 +93,7 @@ static const char *s_cookie_name(ain_oauth_provider_t id)
 /* The provider a route serves, from its path. */
 static ain_oauth_provider_t s_route_provider(ain__http_t *http)
 {
-    const char *path = http->info->local_uri;
+    const char *path = http->path;
     return strstr(path, "google") ? AIN_OAUTH_GOOGLE : AIN_OAUTH_MICROSOFT;
 }
 

@@ -33,14 +33,15 @@
  * id the replay wrote: held events above it go out, in arrival order, the
  * others were in the replay.
  *
- * After the bus link dropped (edge/catchup.c), every live stream is made
- * to hold in the same way while its user's missed events are replayed
- * from the log straight into it ("catching up"); then the held events
- * above the last replayed id go out. Each user remembers the last event
- * id delivered to it, and the last one delivered before the latest
- * heartbeat of the bus that arrived in sequence: catching up starts from
- * the latter when something was delivered since (that delivery may have
- * followed a loss), so nothing is skipped.
+ * After the bus link lost events (edge/link.c, edge/catchup.c), every live
+ * stream is made to hold in the same way while its user's missed events are
+ * replayed from the log straight into it ("catching up"); then the held
+ * events above the last replayed id go out. Catching up starts after the
+ * last id the user was sent before the loss was noticed (the connection
+ * closed, or went silent: ain__streams_loss); when only a gap in the bus
+ * heartbeat shows it, after the last id sent before the last heartbeat
+ * that arrived in sequence, since a later delivery may have followed the
+ * loss (a duplicate then, never a gap).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -76,6 +77,7 @@ typedef struct {
     /* ids ("<ms>-<seq>") of the last event delivered, and of the last one
      * delivered before the beat `snap_beat` (see ain__streams_beat) */
     uint64_t last_ms, last_seq, snap_ms, snap_seq, snap_beat;
+    uint64_t safe_ms, safe_seq; /* the last id when a loss was first noticed */
 } s_user_t;
 
 /* A live event held while its stream replays. */
@@ -111,7 +113,8 @@ struct ain__streams {
     ain__stream_t *dead;
     size_t count, max_total, max_user;
     int64_t heartbeat_ms;
-    uint64_t beats; /* bus heartbeats that arrived in sequence */
+    uint64_t beats;   /* bus heartbeats that arrived in sequence */
+    bool loss_marked; /* ain__streams_loss: users' safe ids are set */
     int sndbuf;
     const ain__edge_metrics_t *m;
     ain__streams_user_fn *on_user;
@@ -564,6 +567,17 @@ void ain__streams_beat(ain__streams_t *self)
     self->beats++;
 }
 
+void ain__streams_loss(ain__streams_t *self)
+{
+    if (self->loss_marked)
+        return;
+    for (s_user_t *u = zhashx_first(self->users); u; u = zhashx_next(self->users)) {
+        u->safe_ms = u->last_ms;
+        u->safe_seq = u->last_seq;
+    }
+    self->loss_marked = true;
+}
+
 size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *id, size_t id_len,
                             const char *text, size_t len, int64_t now)
 {
@@ -601,19 +615,23 @@ ain__catchup_user_t *ain__streams_catchup_begin(ain__streams_t *self, uint64_t f
         }
         if (!any)
             continue;
-        /* Something delivered since the last in-sequence beat may have
-         * followed a loss: start before it (a duplicate, never a gap). */
-        bool since_beat = u->snap_beat == self->beats;
-        uint64_t ms = since_beat ? u->snap_ms : u->last_ms;
-        uint64_t seq = since_beat ? u->snap_seq : u->last_seq;
+        /* From the last id sent before the loss was noticed (a closed
+         * connection, silence); when only a gap in the beat showed it,
+         * something delivered since the last in-sequence beat may have
+         * followed the loss: start before it (a duplicate, never a gap). */
+        bool since_beat = !self->loss_marked && u->snap_beat == self->beats;
+        uint64_t ms = self->loss_marked ? u->safe_ms : since_beat ? u->snap_ms : u->last_ms;
+        uint64_t seq = self->loss_marked ? u->safe_seq : since_beat ? u->snap_seq : u->last_seq;
         if (ms == 0) {
             ms = fallback_ms; /* nothing delivered yet: from about the loss */
             seq = 0;
+            out[i].since = true;
         }
         out[i].user = u->id;
         snprintf(out[i].after, sizeof out[i].after, "%" PRIu64 "-%" PRIu64, ms, seq);
         i++;
     }
+    self->loss_marked = false;
     *n = i;
     return out;
 }

@@ -12,9 +12,13 @@
  *
  * Extensions, seen only by our own workers and our broker:
  *   - READY may carry a fifth frame, a msgpack map {credit, instance, pid,
- *     host}. A worker that sends it is "native": it may hold `credit`
- *     requests at once, and requests to its service must carry a valid
- *     envelope. A worker without it is a plain MDP worker (credit 1).
+ *     host, heartbeat_ms}. A worker that sends it is "native": it may hold
+ *     `credit` requests at once, and requests to its service must carry a
+ *     valid envelope; `heartbeat_ms` (optional, at most
+ *     AIN_MDP_HEARTBEAT_MAX_MS) is its heartbeat interval, so the broker
+ *     need not guess it (RFC 7 does not negotiate it). A worker without the
+ *     frame is a plain MDP worker (credit 1), whose interval the broker
+ *     learns from the gaps before its HEARTBEATs.
  *   - CREDIT ["" "MDPW01" 0x81 uint-msgpack]: a native worker changes its
  *     credit (0 = drain: send nothing new, it will DISCONNECT when done).
  *   - The client address the broker puts in a REQUEST is an opaque
@@ -63,6 +67,13 @@ enum {
 #define AIN_BROKER_SERVICE      "broker" /* the broker's own admin service */
 #define AIN_SERVICE_NAME_MAX    64
 #define AIN_MDP_MAX_BODY_FRAMES 8 /* more body frames than this are refused */
+/* The heartbeat interval of RFC 7's reference peers (the ZeroMQ guide's
+ * Majordomo broker and worker): what the broker assumes of a plain MDP
+ * worker until it has seen that worker's own rhythm. */
+#define AIN_MDP_RFC7_HEARTBEAT_MS 2500
+/* The longest heartbeat interval a native worker may state at READY (the
+ * bound of AINBOX_HEARTBEAT_MS); a longer one makes READY malformed. */
+#define AIN_MDP_HEARTBEAT_MAX_MS 60000
 
 /* Name of a worker command, for logs; "?" if unknown. Static string. */
 const char *ain_mdpw_command_name(int command);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -93,6 +94,7 @@ struct _ain_actor_t {
     int64_t wall_ms; /* wall clock at the start of the current batch */
     int64_t drain_until;
     int64_t next_sweep;
+    char disabled[200]; /* what it cannot do and why (PING says it), "" if nothing */
 };
 
 /* ------------------------------------------------------------- accessors */
@@ -259,7 +261,13 @@ int ain_actor_unconfigured(ain_actor_t *self, const char *why)
         return -1;
     }
     ain_warn(ain_actor_log(self), "disabled (%s): every request answers UNAVAILABLE", why);
+    ain_actor_set_disabled(self, why);
     return 0;
+}
+
+void ain_actor_set_disabled(ain_actor_t *self, const char *why)
+{
+    snprintf(self->disabled, sizeof self->disabled, "%s", why ? why : "");
 }
 
 void ain_request_refuse(ain_request_t *req, ain_status_t status, const char *code,
@@ -300,7 +308,10 @@ static void s_sweep_unanswered(ain_actor_t *self, int64_t now_mono)
 
 static void s_pack_identity(ain_actor_t *self, msgpack_packer *pk, int extra)
 {
-    msgpack_pack_map(pk, 5 + (size_t)extra);
+    bool disabled = self->disabled[0] != '\0';
+    msgpack_pack_map(pk, 5 + (size_t)extra + disabled);
+    if (disabled) /* for GET /health: a readiness check says what does not work */
+        ain_mp_pack_kv_str(pk, "disabled", self->disabled);
     ain_mp_pack_kv_str(pk, "service", self->def->service);
     ain_mp_pack_kv_str(pk, "host", ain_proc_host(self->proc));
     ain_mp_pack_kv_u64(pk, "pid", (uint64_t)getpid());

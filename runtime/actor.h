@@ -124,6 +124,9 @@ msgpack_packer *ain_actor_body(ain_actor_t *self);
  * start (logged as an error, returns -1); elsewhere it runs disabled, answering UNAVAILABLE, so a
  * bundle without it (most tests) still runs (logged as a warning, returns 0). */
 int ain_actor_unconfigured(ain_actor_t *self, const char *why);
+/* Marks the actor as unable to do its work, `why` (copied; NULL or "" clears it): PING and STATS
+ * answers carry it as "disabled", which GET /health reports. ain_actor_unconfigured does it. */
+void ain_actor_set_disabled(ain_actor_t *self, const char *why);
 
 /* The request's envelope. Borrowed; valid until the request is answered. */
 const ain_envelope_t *ain_request_envelope(const ain_request_t *req);

@@ -33,7 +33,8 @@ typedef enum {
     S_LIST,
     S_URL,
     S_KEY,
-    S_KEYS
+    S_KEYS,
+    S_SECONDS
 } s_kind_t;
 typedef enum { S_DEFAULT, S_FILE, S_ENV, S_DERIVED } s_source_t;
 
@@ -57,7 +58,7 @@ static const char *s_source_names[] = {"default", "file", "env", "derived"};
 
 struct _ain_config_t {
     char *text[AIN_CFG_COUNT]; /* as given; NULL = unset */
-    long num[AIN_CFG_COUNT];   /* INT value, BOOL as 0/1 */
+    long num[AIN_CFG_COUNT];   /* INT value, BOOL as 0/1, SECONDS in milliseconds */
     char **items[AIN_CFG_COUNT];
     size_t nitems[AIN_CFG_COUNT];
     s_source_t source[AIN_CFG_COUNT];
@@ -102,6 +103,45 @@ static int s_parse_int(const s_setting_t *s, const char *text, long *out, char *
         return -1;
     }
     *out = v;
+    return 0;
+}
+
+/* A duration: a number with a unit (ms, s, m, h), or a bare number of seconds below
+ * S_BARE_SECONDS_MAX. A bare number past it is refused rather than taken as hours of seconds:
+ * the original's SCALING_GUIDE.md writes CACHE_TTL=30000 in its .env for its "L2 Cache: 30
+ * seconds" (milliseconds), and users paste that file. Stored in milliseconds; min and max are
+ * milliseconds too. */
+#define S_BARE_SECONDS_MAX 1000
+
+static int s_parse_seconds(const s_setting_t *s, const char *text, long *out, char **error)
+{
+    static const struct {
+        const char *unit;
+        long ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"", 1000}};
+    char *end;
+    errno = 0;
+    long v = isdigit((unsigned char)text[0]) ? strtol(text, &end, 10) : -1;
+    long scale = 0;
+    for (size_t i = 0; v >= 0 && !errno && i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].unit) == 0) {
+            scale = units[i].ms;
+            break;
+        }
+    if (scale == 0 || v > s->max / scale || v * scale < s->min) {
+        *error = ain_sprintf("%s='%s' is not a duration in %ldms..%lds (a number with a unit: "
+                             "ms, s, m, h; a bare number is seconds)",
+                             s->name, text, s->min, s->max / 1000);
+        return -1;
+    }
+    if (*end == '\0' && v >= S_BARE_SECONDS_MAX) {
+        *error = ain_sprintf("%s='%s': a bare number is seconds, and %ld s cannot be what was "
+                             "meant (SCALING_GUIDE.md's CACHE_TTL=30000 is milliseconds: 30 s); "
+                             "write %ldms, or %lds if you do mean seconds",
+                             s->name, text, v, v, v);
+        return -1;
+    }
+    *out = v * scale;
     return 0;
 }
 
@@ -259,6 +299,8 @@ static int s_validate_one(ain_config_t *self, int id, char **error)
         return s_parse_int(s, text, &self->num[id], error);
     case S_BOOL:
         return s_parse_bool(s, text, &self->num[id], error);
+    case S_SECONDS:
+        return s_parse_seconds(s, text, &self->num[id], error);
     case S_ENUM:
         return s_parse_enum(s, text, error);
     case S_ENDPOINT:
@@ -569,6 +611,12 @@ long ain_config_int(const ain_config_t *self, ain_cfg_id_t id)
     return self->num[id];
 }
 
+long ain_config_ms(const ain_config_t *self, ain_cfg_id_t id)
+{
+    assert(s_settings[id].kind == S_SECONDS);
+    return self->num[id];
+}
+
 bool ain_config_bool(const ain_config_t *self, ain_cfg_id_t id)
 {
     assert(s_settings[id].kind == S_BOOL);
@@ -661,6 +709,37 @@ void ain_config_print(const ain_config_t *self, FILE *out, bool json)
 }
 
 /* ---------------------------------------------------------------- selftest */
+
+static int s_expect_error(char *const *envp, const char *needle);
+
+/* CACHE_TTL as a SECONDS setting: units, bare seconds, and the guide's bare milliseconds. */
+static int s_test_seconds(void)
+{
+    static const struct {
+        const char *text;
+        long ms; /* -1: refused */
+    } cases[] = {{"30", 30000},        {"30s", 30000},  {"30000ms", 30000}, {"5m", 300000},
+                 {"1h", 3600000},      {"999", 999000}, {"1000s", 1000000}, {"30000", -1},
+                 {"1000", -1},         {"999ms", -1},   {"25h", -1},        {"30 s", -1},
+                 {"-5", -1},           {"s", -1},       {"30sec", -1},      {"", 30000},
+                 {"99999999999h", -1}, {"3e4", -1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char env[64], *err = NULL;
+        snprintf(env, sizeof env, "CACHE_TTL=%s", cases[i].text);
+        char *const envp[] = {cases[i].text[0] ? env : "NODE_ENV=test", NULL};
+        ain_config_t *cfg = ain_config_load(envp, "", NULL, &err);
+        long got = cfg ? ain_config_ms(cfg, AIN_CFG_CACHE_TTL) : -1;
+        bool ok = got == cases[i].ms && (cfg || strstr(err, "CACHE_TTL"));
+        if (!ok)
+            fprintf(stderr, "config: CACHE_TTL=%s gave %ld (%s), expected %ld\n", cases[i].text,
+                    got, err ? err : "no error", cases[i].ms);
+        ain_config_destroy(&cfg);
+        free(err);
+        if (!ok)
+            return -1;
+    }
+    return 0;
+}
 
 static int s_expect_error(char *const *envp, const char *needle)
 {
@@ -788,7 +867,8 @@ int ain_config_test(bool verbose)
         s_expect_error(curve_half, "AINBOX_CURVE_SECRET") ||
         s_expect_error(curve_alone, "AINBOX_CURVE_BROKER_KEY") ||
         s_expect_error(curve_missing, "/nonexistent/k.cert_secret") ||
-        s_expect_error(curve_next, "AINBOX_CURVE_SECRET_NEXT") || s_test_secrets())
+        s_expect_error(curve_next, "AINBOX_CURVE_SECRET_NEXT") || s_test_secrets() ||
+        s_test_seconds())
         return -1;
     if (verbose)
         printf("config: defaults, environment, derivation and refusals\n");

@@ -55,6 +55,8 @@ void ain_config_destroy(ain_config_t **self_p);
  * are borrowed from the config. */
 const char *ain_config_str(const ain_config_t *self, ain_cfg_id_t id);
 long ain_config_int(const ain_config_t *self, ain_cfg_id_t id);
+/* A SECONDS setting (a duration with a unit, or bare seconds), in milliseconds. */
+long ain_config_ms(const ain_config_t *self, ain_cfg_id_t id);
 bool ain_config_bool(const ain_config_t *self, ain_cfg_id_t id);
 
 /* Items of a LIST or ENDPOINTS setting. */

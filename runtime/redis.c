@@ -51,6 +51,7 @@ struct _ain_redis_t {
     s_cmd_t *pending_tail;
     int check_timer, reconnect_timer;
     int64_t timeout_ms, backoff_ms;
+    bool stalled; /* the last connection timed out and none has answered since */
     ain_redis_state_fn *on_state;
     void *state_arg;
     ain_redis_stats_t stats;
@@ -204,6 +205,11 @@ static void s_on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     s_unlink(self, cmd);
     if (!r)
         self->stats.failed++;
+    else if (self->stalled) { /* answering again: back-off and warnings start over */
+        self->stalled = false;
+        self->backoff_ms = S_BACKOFF_MIN_MS;
+        ain_info(self->log, "redis %s: answering again", self->name);
+    }
     cmd->fn(self, r, cmd->arg);
     free(cmd);
 }
@@ -381,7 +387,7 @@ static void s_on_disconnect(const redisAsyncContext *ac, int status)
     bool was = self->connected;
     self->ac = NULL; /* hiredis frees the context after this returns */
     ain_actor_watch_set(self->actor, self->watch, -1, 0);
-    if (was)
+    if (was && !self->stalled)
         ain_warn(self->log, "redis %s: connection lost", self->name);
     s_set_state(self, false);
     s_schedule_reconnect(self);
@@ -426,10 +432,16 @@ static void s_on_connect(const redisAsyncContext *ac, int status)
     setsockopt(ac->c.fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
     setsockopt(ac->c.fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
     setsockopt(ac->c.fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
-    self->backoff_ms = S_BACKOFF_MIN_MS;
+    /* A frozen server still completes TCP connects (the kernel does): after
+     * a timeout, the back-off starts over only once Redis answers. */
+    if (!self->stalled)
+        self->backoff_ms = S_BACKOFF_MIN_MS;
     self->connected = true;
     s_handshake(self);
-    ain_info(self->log, "redis %s: connected", self->name);
+    if (self->stalled)
+        ain_debug(self->log, "redis %s: connected, waiting for an answer", self->name);
+    else
+        ain_info(self->log, "redis %s: connected", self->name);
     s_set_state(self, true);
 }
 
@@ -470,8 +482,12 @@ static void s_check(ain_actor_t *actor, void *arg)
         ain_clock_mono_ms() - self->pending->sent_ms <= self->timeout_ms)
         return;
     self->stats.timeouts++;
-    ain_warn(self->log, "redis %s: no answer in %ld ms; reconnecting", self->name,
-             (long)self->timeout_ms);
+    if (self->stalled) /* said once per stall; the count is in the stats */
+        ain_debug(self->log, "redis %s: still no answer; reconnecting", self->name);
+    else
+        ain_warn(self->log, "redis %s: no answer in %ld ms; reconnecting", self->name,
+                 (long)self->timeout_ms);
+    self->stalled = true;
     redisAsyncDisconnect(self->ac);
 }
 

@@ -44,15 +44,18 @@ static int s_send_command(ain_worker_t *self, int command, bool more)
     return ain_send_bytes(self->socket, &cmd, 1, more ? ZMQ_SNDMORE : 0);
 }
 
-/* READY [service] [{credit, instance, pid, host, v}] */
+/* READY [service] [{credit, instance, pid, host, v, heartbeat_ms}]: the
+ * interval goes with it so the broker's silence window fits ours even if
+ * its AINBOX_HEARTBEAT_MS differs. */
 static int s_send_ready(ain_worker_t *self)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5);
+    msgpack_pack_map(&pk, 6);
     ain_mp_pack_kv_u64(&pk, "v", 1);
+    ain_mp_pack_kv_u64(&pk, "heartbeat_ms", (uint64_t)self->heartbeat_ms);
     ain_mp_pack_kv_u64(&pk, "credit", self->credit);
     ain_mp_pack_kv_u64(&pk, "instance", ain_proc_instance(self->proc));
     ain_mp_pack_kv_u64(&pk, "pid", (uint64_t)getpid());

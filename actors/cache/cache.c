@@ -308,7 +308,7 @@ static int s_start(ain_actor_t *actor)
     s_metrics_init(&st->m, ain_actor_metrics(actor));
     st->l1_ttl_ms = ain_config_int(cfg, AIN_CFG_AINBOX_CACHE_L1_TTL_MS);
     st->l1_degraded_ttl_ms = ain_config_int(cfg, AIN_CFG_AINBOX_CACHE_L1_DEGRADED_TTL_MS);
-    st->l2_ttl_ms = ain_config_int(cfg, AIN_CFG_CACHE_TTL) * 1000;
+    st->l2_ttl_ms = ain_config_ms(cfg, AIN_CFG_CACHE_TTL);
     if (st->l1_ttl_ms > 0)
         st->l1 =
             ain_l1_new((size_t)ain_config_int(cfg, AIN_CFG_AINBOX_CACHE_L1_BYTES), AIN_L1_TINYLFU);
@@ -329,8 +329,10 @@ static int s_start(ain_actor_t *actor)
         ain_pg_finish_running(st->pg_write); /* a committed write is always announced */
         st->outbox_age_ms = ain_config_int(cfg, AIN_CFG_AINBOX_CACHE_OUTBOX_AGE_MS);
         ain__outbox_start(st);
-    } else
+    } else {
         ain_warn(st->log, "cache: DATABASE_URL is not set: every L1/L2 miss fails");
+        ain_actor_set_disabled(actor, "DATABASE_URL is not set: no mail store");
+    }
     ain_actor_timer(actor, S_TICK_MS, true, s_tick, a);
     return 0;
 }

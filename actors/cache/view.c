@@ -4,7 +4,9 @@
  * size, provider ids must be usable key parts (actors/cache/keys.h), and
  * the user is the envelope's, stamped by the edge, never the body's.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "actors/cache/internal.h"
@@ -40,6 +42,9 @@ static bool s_role_ok(const char *role)
 }
 
 /* "<ms>.<thread id>", digits only. */
+/* "<ms>.<id>": the id a decimal that fits PostgreSQL's bigint, the time below 10^15 ms (the
+ * query adds it to the epoch as an interval; year 33658 is far enough). A part out of range
+ * was PostgreSQL's error, a 503, instead of the client's 400. */
 static bool s_cursor_ok(const char *cursor)
 {
     const char *dot = strchr(cursor, '.');
@@ -48,7 +53,13 @@ static bool s_cursor_ok(const char *cursor)
     for (const char *p = cursor; *p; p++)
         if (p != dot && (*p < '0' || *p > '9'))
             return false;
-    return true;
+    errno = 0;
+    char *end;
+    long long ms = strtoll(cursor, &end, 10);
+    if (errno || end != dot || ms >= 1000000000000000LL)
+        return false;
+    strtoll(dot + 1, &end, 10);
+    return errno == 0 && *end == '\0';
 }
 
 static int s_list(const msgpack_object *b, ain__view_t *v, const char **why)

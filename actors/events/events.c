@@ -388,10 +388,12 @@ static int s_replay(ain_actor_t *actor, ain_request_t *req)
     const char *after = NULL;
     size_t after_len = 0;
     uint64_t limit = S_REPLAY_LIMIT_DEFAULT;
+    bool since = false;
     bool parsed = ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK;
     bool ok = parsed && env->user != 0 &&
               ain_mp_get_str(body.root, "after", &after, &after_len) == 1 &&
-              ain_mp_get_u64(body.root, "limit", &limit) >= 0;
+              ain_mp_get_u64(body.root, "limit", &limit) >= 0 &&
+              ain_mp_get_bool(body.root, "since", &since) >= 0;
     char id[AIN__EVLOG_ID_MAX + 1] = "";
     bool valid = ok && ain__evlog_id_valid(after, after_len) && after_len <= AIN__EVLOG_ID_MAX;
     if (valid)
@@ -399,7 +401,8 @@ static int s_replay(ain_actor_t *actor, ain_request_t *req)
     ain_body_release(&body);
     if (!ok) {
         ain_metric_inc(st->rejected);
-        ain_request_fail(req, AIN_STATUS_INVALID, "body must be {after: id, limit?}, with a user");
+        ain_request_fail(req, AIN_STATUS_INVALID,
+                         "body must be {after: id, limit?, since?: bool}, with a user");
         return 0;
     }
     ain_metric_inc(st->replays);
@@ -413,10 +416,10 @@ static int s_replay(ain_actor_t *actor, ain_request_t *req)
     ain__evlog_key(env->user, key, sizeof key);
     snprintf(lim, sizeof lim, "%" PRIu64, limit);
     snprintf(bytes, sizeof bytes, "%d", S_REPLAY_BYTES);
-    const char *argv[] = {key, id, lim, bytes};
+    const char *argv[] = {key, id, lim, bytes, since ? "1" : "0"};
     s_pending_t *p = AIN_NEW(s_pending_t);
     *p = (s_pending_t){st, req};
-    if (ain_redis_eval(st->redis, &st->replay_lua, 1, 4, argv, NULL, s_on_replayed, p) < 0) {
+    if (ain_redis_eval(st->redis, &st->replay_lua, 1, 5, argv, NULL, s_on_replayed, p) < 0) {
         free(p);
         ain_metric_inc(st->replay_failed);
         ain_request_fail(req, AIN_STATUS_UNAVAILABLE, "the event log is not available");

@@ -41,9 +41,32 @@ const char ain__evlog_append_lua[] =
     "end\n"
     "return out\n";
 
+/* ARGV[4] "1": `after` is a point in time ("<ms>-0", edge/catchup.c), not
+ * an id the caller saw: it need not be in the stream, only nothing after it
+ * may have been trimmed: the oldest entry left is not newer than it, or
+ * nothing was ever trimmed (entries-added equals the length; we never XDEL).
+ * A stream that is gone (expired after idling) had nothing after it. */
 const char ain__evlog_replay_lua[] =
     "local after = ARGV[1]\n"
-    "if #redis.call('XRANGE', KEYS[1], after, after) == 0 then return {0} end\n"
+    "local function older(a, b)\n"
+    "  local am, as = string.match(a, '^(%d+)-(%d+)$')\n"
+    "  local bm, bs = string.match(b, '^(%d+)-(%d+)$')\n"
+    "  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)\n"
+    "  return am < bm or (am == bm and as <= bs)\n"
+    "end\n"
+    "if #redis.call('XRANGE', KEYS[1], after, after) == 0 then\n"
+    "  if ARGV[4] ~= '1' then return {0} end\n"
+    "  if redis.call('EXISTS', KEYS[1]) == 0 then return {1} end\n"
+    "  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)\n"
+    "  if #first > 0 and not older(first[1][1], after) then\n"
+    "    local info = redis.call('XINFO', 'STREAM', KEYS[1])\n"
+    "    local added, len = -1, redis.call('XLEN', KEYS[1])\n"
+    "    for i = 1, #info, 2 do\n"
+    "      if info[i] == 'entries-added' then added = info[i + 1] end\n"
+    "    end\n"
+    "    if added ~= len then return {0} end\n"
+    "  end\n"
+    "end\n"
     "local limit, budget = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local items = redis.call('XRANGE', KEYS[1], '(' .. after, '+', 'COUNT', limit + 1)\n"
     "local out, n, bytes = {1}, 0, 0\n"

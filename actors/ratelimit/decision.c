@@ -95,7 +95,7 @@ static const char *s_parse_one(ain__rl_t *st, const msgpack_object *o, uint64_t 
         if (quota == AIN__Q_GMAIL) {
             int per_call = -1;
             if (method && !units)
-                per_call = ain_rl_gmail_cost(method, method_len);
+                per_call = ain_rl_gmail_cost(st->gmail_gen, method, method_len);
             else if (!method && units >= 1 && units <= S_UNITS_MAX)
                 per_call = (int)units;
             if (per_call < 0)

@@ -79,9 +79,10 @@ struct ain__rl {
     ain_log_t *log;
     ain__rl_metrics_t m;
     ain_rl_policies_t pol;
-    int gmail_user;   /* AIN_RL_GMAIL_USER or AIN_RL_GMAIL_USER_REQUESTS */
-    int64_t shares;   /* AINBOX_RATELIMIT_SHARES */
-    int64_t retry_ms; /* AINBOX_RATELIMIT_RETRY_MS */
+    int gmail_user;               /* AIN_RL_GMAIL_USER or AIN_RL_GMAIL_USER_REQUESTS */
+    ain_rl_gmail_gen_t gmail_gen; /* AINBOX_GMAIL_QUOTA: which costs and limit */
+    int64_t shares;               /* AINBOX_RATELIMIT_SHARES */
+    int64_t retry_ms;             /* AINBOX_RATELIMIT_RETRY_MS */
     int64_t index_ttl_ms;
     uint64_t instance;
     uint64_t lease_seq;

@@ -157,9 +157,14 @@ static int s_override(ain_rl_policies_t *set, const char *item, size_t len, char
     return 0;
 }
 
-int ain_rl_policies_load(ain_rl_policies_t *out, const char *overrides, char *why, size_t why_size)
+int ain_rl_policies_load(ain_rl_policies_t *out, ain_rl_gmail_gen_t gen, const char *overrides,
+                         char *why, size_t why_size)
 {
     memcpy(out->p, s_defaults, sizeof s_defaults);
+    if (gen == AIN_RL_GMAIL_NEW) { /* 6,000 units/user/min, the same fifth as burst */
+        out->p[AIN_RL_GMAIL_USER].limit = 6000;
+        out->p[AIN_RL_GMAIL_USER].burst = 1200;
+    }
     for (int i = 0; i < AIN_RL_POLICY_COUNT; i++)
         if (s_derive(&out->p[i], why, why_size) < 0)
             return -1;
@@ -179,44 +184,50 @@ int ain_rl_policies_load(ain_rl_policies_t *out, const char *overrides, char *wh
 
 /* ------------------------------------------------------------ Gmail costs */
 
+/* The old table; the new one differs only where s_gmail_new_costs says. */
 static const struct {
     const char *method;
     int units;
-} s_gmail_costs[] = {
-    {"getProfile", 1},
-    {"labels.get", 1},
-    {"labels.list", 1},
-    {"labels.create", 5},
-    {"labels.update", 5},
-    {"labels.patch", 5},
-    {"labels.delete", 5},
-    {"history.list", 2},
-    {"messages.list", 5},
-    {"messages.get", 5},
-    {"messages.attachments.get", 5},
-    {"messages.modify", 5},
-    {"messages.trash", 5},
-    {"messages.untrash", 5},
-    {"messages.delete", 10},
-    {"messages.batchModify", 50},
-    {"messages.batchDelete", 50},
-    {"messages.import", 25},
-    {"messages.insert", 25},
-    {"messages.send", 100},
-    {"drafts.get", 5},
-    {"drafts.list", 5},
-    {"drafts.create", 10},
-    {"drafts.update", 15},
-    {"drafts.delete", 10},
-    {"drafts.send", 100},
-    {"threads.get", 10},
-    {"threads.list", 10},
-    {"threads.modify", 10},
-    {"threads.trash", 10},
-    {"threads.untrash", 10},
-    {"threads.delete", 20},
-    {"watch", 100},
-    {"stop", 50},
+} s_gmail_new_costs[] =
+    {
+        {"messages.get", 20},
+        {"threads.get", 40},
+},
+  s_gmail_costs[] = {
+      {"getProfile", 1},
+      {"labels.get", 1},
+      {"labels.list", 1},
+      {"labels.create", 5},
+      {"labels.update", 5},
+      {"labels.patch", 5},
+      {"labels.delete", 5},
+      {"history.list", 2},
+      {"messages.list", 5},
+      {"messages.get", 5},
+      {"messages.attachments.get", 5},
+      {"messages.modify", 5},
+      {"messages.trash", 5},
+      {"messages.untrash", 5},
+      {"messages.delete", 10},
+      {"messages.batchModify", 50},
+      {"messages.batchDelete", 50},
+      {"messages.import", 25},
+      {"messages.insert", 25},
+      {"messages.send", 100},
+      {"drafts.get", 5},
+      {"drafts.list", 5},
+      {"drafts.create", 10},
+      {"drafts.update", 15},
+      {"drafts.delete", 10},
+      {"drafts.send", 100},
+      {"threads.get", 10},
+      {"threads.list", 10},
+      {"threads.modify", 10},
+      {"threads.trash", 10},
+      {"threads.untrash", 10},
+      {"threads.delete", 20},
+      {"watch", 100},
+      {"stop", 50},
 };
 
 static bool s_ends_with(const char *s, size_t len, const char *suffix)
@@ -225,8 +236,13 @@ static bool s_ends_with(const char *s, size_t len, const char *suffix)
     return len >= n && memcmp(s + len - n, suffix, n) == 0;
 }
 
-int ain_rl_gmail_cost(const char *method, size_t len)
+int ain_rl_gmail_cost(ain_rl_gmail_gen_t gen, const char *method, size_t len)
 {
+    for (size_t i = 0;
+         gen == AIN_RL_GMAIL_NEW && i < sizeof s_gmail_new_costs / sizeof s_gmail_new_costs[0]; i++)
+        if (strlen(s_gmail_new_costs[i].method) == len &&
+            memcmp(s_gmail_new_costs[i].method, method, len) == 0)
+            return s_gmail_new_costs[i].units;
     for (size_t i = 0; i < sizeof s_gmail_costs / sizeof s_gmail_costs[0]; i++)
         if (strlen(s_gmail_costs[i].method) == len &&
             memcmp(s_gmail_costs[i].method, method, len) == 0)
@@ -267,7 +283,7 @@ int ain_rl_policy_test(bool verbose)
 {
     ain_rl_policies_t set;
     char why[200];
-    if (ain_rl_policies_load(&set, NULL, why, sizeof why) < 0)
+    if (ain_rl_policies_load(&set, AIN_RL_GMAIL_OLD, NULL, why, sizeof why) < 0)
         return fprintf(stderr, "defaults: %s\n", why), -1;
     for (int i = 0; i < AIN_RL_POLICY_COUNT; i++) {
         const ain_rl_policy_t *p = &set.p[i];
@@ -285,8 +301,14 @@ int ain_rl_policy_test(bool verbose)
         return fprintf(stderr, "gmail.user.requests T\n"), -1;
     if (set.p[AIN_RL_GMAIL_USER].emission_us != 5000)
         return fprintf(stderr, "gmail.user T\n"), -1;
+    /* The 2026 generation: 6,000 units a minute, a fifth of it as burst. */
+    if (ain_rl_policies_load(&set, AIN_RL_GMAIL_NEW, NULL, why, sizeof why) < 0 ||
+        set.p[AIN_RL_GMAIL_USER].limit != 6000 || set.p[AIN_RL_GMAIL_USER].emission_us != 12500 ||
+        s_worst_window(&set.p[AIN_RL_GMAIL_USER]) > 6000)
+        return fprintf(stderr, "gmail.user new\n"), -1;
     /* Rounding up keeps the bound where the division is not exact. */
-    if (ain_rl_policies_load(&set, "gmail.user=1000/7s/3, api.user=10/1h", why, sizeof why) < 0)
+    if (ain_rl_policies_load(&set, AIN_RL_GMAIL_NEW, "gmail.user=1000/7s/3, api.user=10/1h", why,
+                             sizeof why) < 0)
         return fprintf(stderr, "override: %s\n", why), -1;
     const ain_rl_policy_t *g = &set.p[AIN_RL_GMAIL_USER];
     if (g->limit != 1000 || g->window_ms != 7000 || g->burst != 3 || s_worst_window(g) > 1000 ||
@@ -294,7 +316,8 @@ int ain_rl_policy_test(bool verbose)
         return fprintf(stderr, "override values %lld\n", (long long)g->emission_us), -1;
     if (set.p[AIN_RL_API_USER].burst != 2 || set.p[AIN_RL_API_USER].window_ms != 3600000)
         return fprintf(stderr, "default burst of an override\n"), -1;
-    if (ain_rl_policies_load(&set, "outlook.concurrent=2/500ms", why, sizeof why) < 0 ||
+    if (ain_rl_policies_load(&set, AIN_RL_GMAIL_NEW, "outlook.concurrent=2/500ms", why,
+                             sizeof why) < 0 ||
         set.p[AIN_RL_OUTLOOK_CONCURRENT].limit != 2 ||
         set.p[AIN_RL_OUTLOOK_CONCURRENT].window_ms != 500)
         return fprintf(stderr, "lease override\n"), -1;
@@ -312,17 +335,21 @@ int ain_rl_policy_test(bool verbose)
                          "api.user=10/2d"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         why[0] = '\0';
-        if (ain_rl_policies_load(&set, bad[i], why, sizeof why) == 0 || !why[0])
+        if (ain_rl_policies_load(&set, AIN_RL_GMAIL_NEW, bad[i], why, sizeof why) == 0 || !why[0])
             return fprintf(stderr, "accepted '%s'\n", bad[i]), -1;
         if (verbose)
             printf("  refused %-28s %s\n", bad[i], why);
     }
     /* Costs and subjects. */
-    if (ain_rl_gmail_cost("messages.get", 12) != 5 ||
-        ain_rl_gmail_cost("messages.send", 13) != 100 ||
-        ain_rl_gmail_cost("settings.filters.list", 21) != 1 ||
-        ain_rl_gmail_cost("messages.getx", 13) != -1 ||
-        ain_rl_gmail_cost("settings..get;", 14) != -1)
+    if (ain_rl_gmail_cost(AIN_RL_GMAIL_OLD, "messages.get", 12) != 5 ||
+        ain_rl_gmail_cost(AIN_RL_GMAIL_NEW, "messages.get", 12) != 20 ||
+        ain_rl_gmail_cost(AIN_RL_GMAIL_OLD, "threads.get", 11) != 10 ||
+        ain_rl_gmail_cost(AIN_RL_GMAIL_NEW, "threads.get", 11) != 40 ||
+        ain_rl_gmail_cost(AIN_RL_GMAIL_NEW, "messages.send", 13) != 100 ||
+        ain_rl_gmail_cost(AIN_RL_GMAIL_NEW, "history.list", 12) != 2 ||
+        ain_rl_gmail_cost(AIN_RL_GMAIL_NEW, "settings.filters.list", 21) != 1 ||
+        ain_rl_gmail_cost(AIN_RL_GMAIL_NEW, "messages.getx", 13) != -1 ||
+        ain_rl_gmail_cost(AIN_RL_GMAIL_OLD, "settings..get;", 14) != -1)
         return fprintf(stderr, "gmail costs\n"), -1;
     if (!ain_rl_subject_ok("ann@example.com", 15) || ain_rl_subject_ok("a b", 3) ||
         ain_rl_subject_ok("a/b", 3) || ain_rl_subject_ok("", 0) || ain_rl_subject_ok("a:b", 3))

@@ -50,17 +50,26 @@ typedef struct {
     ain_rl_policy_t p[AIN_RL_POLICY_COUNT];
 } ain_rl_policies_t;
 
-/* Fills `out` with the defaults, then applies `overrides` (the
- * AINBOX_RATELIMITS syntax; NULL or "" = none). Returns 0, or -1 with a
- * message naming the problem in `why` (a buffer of `why_size`). */
-int ain_rl_policies_load(ain_rl_policies_t *out, const char *overrides, char *why, size_t why_size);
+/* Gmail's two generations of quotas (provider-apis.md section 1.7): Cloud
+ * projects created from 2026-05-01 on get 6,000 units per user per minute
+ * and dearer reads (messages.get 20, threads.get 40); older projects keep
+ * 15,000 and the old costs. AINBOX_GMAIL_QUOTA chooses; new by default. */
+typedef enum { AIN_RL_GMAIL_NEW, AIN_RL_GMAIL_OLD } ain_rl_gmail_gen_t;
+
+/* Fills `out` with the defaults for Gmail generation `gen`, then applies
+ * `overrides` (the AINBOX_RATELIMITS syntax; NULL or "" = none). Returns 0,
+ * or -1 with a message naming the problem in `why` (a buffer of
+ * `why_size`). */
+int ain_rl_policies_load(ain_rl_policies_t *out, ain_rl_gmail_gen_t gen, const char *overrides,
+                         char *why, size_t why_size);
 
 /* The policy named `name`, or -1. */
 int ain_rl_policy_find(const ain_rl_policies_t *set, const char *name, size_t len);
 
-/* Gmail's quota units for API method `method` ("messages.get"), or -1 if
- * the method is unknown (provider-apis.md section 1.7). */
-int ain_rl_gmail_cost(const char *method, size_t len);
+/* Gmail's quota units for API method `method` ("messages.get") in
+ * generation `gen`, or -1 if the method is unknown (provider-apis.md
+ * section 1.7). */
+int ain_rl_gmail_cost(ain_rl_gmail_gen_t gen, const char *method, size_t len);
 
 /* A subject (account address or id) is 1..128 bytes of letters, digits
  * and "@._+-=": safe in a Redis key and in a lease token. */

@@ -461,7 +461,10 @@ static int s_start(ain_actor_t *actor)
     const ain_config_t *cfg = ain_proc_config(ain_actor_proc(actor));
     ain_rl_policies_t pol;
     char why[256];
-    if (ain_rl_policies_load(&pol, ain_config_str(cfg, AIN_CFG_AINBOX_RATELIMITS), why,
+    ain_rl_gmail_gen_t gen = strcmp(ain_config_str(cfg, AIN_CFG_AINBOX_GMAIL_QUOTA), "old") == 0
+                                 ? AIN_RL_GMAIL_OLD
+                                 : AIN_RL_GMAIL_NEW;
+    if (ain_rl_policies_load(&pol, gen, ain_config_str(cfg, AIN_CFG_AINBOX_RATELIMITS), why,
                              sizeof why) < 0) {
         ain_error(ain_actor_log(actor), "ratelimit: %s", why);
         return -1;
@@ -471,6 +474,7 @@ static int s_start(ain_actor_t *actor)
     st->actor = actor;
     st->log = ain_actor_log(actor);
     st->pol = pol;
+    st->gmail_gen = gen;
     const char *gmail = ain_config_str(cfg, AIN_CFG_AINBOX_RATELIMIT_GMAIL_USER);
     st->gmail_user =
         strcmp(gmail, "requests") == 0 ? AIN_RL_GMAIL_USER_REQUESTS : AIN_RL_GMAIL_USER;

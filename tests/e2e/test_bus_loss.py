@@ -14,6 +14,7 @@ partition between the edge's host and the broker's would.
 """
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -95,8 +96,11 @@ class TestBusLoss(AinboxTestCase):
         super().setUp()
         self.redis = self.start_redis()
         broker_port, relay_port, mdp_port, http_port = free_ports(4)
+        # Heartbeats of 500 ms: a frozen worker stays listed for 1.5 s, longer
+        # than /health's 500 ms bound.
         self.env = self.base_env(broker_port, AINBOX_DEV_TOKEN=DEV_TOKEN,
-                                 REDIS_URL=self.redis.url, AINBOX_HEALTH_SERVICES="events")
+                                 REDIS_URL=self.redis.url, AINBOX_HEALTH_SERVICES="events",
+                                 AINBOX_HEARTBEAT_MS=500)
         self.spawn("broker", ["broker"], self.env)
         self.spawn("events", ["actor", "events"], self.env)
         self.wait_services(self.env, ["events"])
@@ -137,17 +141,32 @@ class TestBusLoss(AinboxTestCase):
             out.append((ev.get("id"), json.loads(ev["data"])))
         return out
 
+    def live(self, user, reader):
+        """Publishes until the stream gets an event (a user's first subscription reaches the
+        publisher asynchronously: an event published before it arrives is filtered upstream,
+        edge/README.md), then a marker, and reads up to it: the stream is live."""
+        for _ in range(50):
+            self.publish(user, 0)
+            try:
+                reader.event(0.2)
+                break
+            except (AssertionError, OSError):
+                continue
+        self.publish(user, -1)
+        for _ in range(60):
+            _, data = self.read_events(reader, 1)[0]
+            if data["n"] == -1:
+                return
+        self.fail("the marker never arrived")
+
     def test_events_published_during_a_cut_reach_the_open_stream(self):
         users = (7, 8)
         readers = {u: self.open(u) for u in users}
         # Live first: the link works, and each user has a last id.
         for u in users:
-            self.publish(u, 0)
-        for u in users:
-            [(_, data)] = self.read_events(readers[u], 1)
-            self.assertEqual(data["n"], 0)
+            self.live(u, readers[u])
         self.relay.cut()
-        time.sleep(1.0)  # a few beat intervals (200 ms in tests) go missing
+        time.sleep(2.0)  # a few beat intervals (500 ms here) go missing
         missed = {u: [self.publish(u, n) for n in range(1, 6)] for u in users}
         self.relay.heal()
         # Without reconnecting: the missed events, in order, then live ones.
@@ -216,8 +235,30 @@ class TestBusLoss(AinboxTestCase):
         self.relay.heal()
         wait_until(lambda: self.http(self.edge_env, "/health")[0] == 200, 20,
                    "/health to recover")
-        status, _, body = self.http(self.edge_env, path)
+        # No ratelimit worker here: the broker itself answers, at the call's deadline.
+        status, _, body = self.http(self.edge_env, path, timeout=30)
+        self.assertEqual(status, 504, body)
         self.assertNotIn(b"cannot reach its broker", body)
+
+    def test_health_reports_a_frozen_service_within_its_bound(self):
+        # A frozen events actor that the broker still lists (its host cut off, before the
+        # broker notices): /health gives up on it at AINBOX_HEALTH_TIMEOUT_MS and says so,
+        # instead of waiting for each service's call deadline in turn.
+        events = [p for p in self.procs if p.name == "events"][0]
+        self.assertEqual(self.http(self.edge_env, "/health")[0], 200)
+        events.signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            status, _, body = self.http(self.edge_env, "/health", timeout=30)
+            took = time.monotonic() - t0
+        finally:
+            events.signal(signal.SIGCONT)
+        self.assertEqual(status, 503, body)
+        entry = json.loads(body)["services"]["events"]
+        self.assertEqual((entry["up"], entry["status"]), (False, "TIMEOUT"), entry)
+        self.assertIn("AINBOX_HEALTH_TIMEOUT_MS", entry["error"])
+        print(f"\n/health with a frozen service answered in {took * 1000:.0f} ms")
+        wait_until(lambda: self.http(self.edge_env, "/health")[0] == 200, 20, "/health back")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,26 @@ class TestConfig(AinboxTestCase):
         self.assertEqual(out.returncode, 2)
         self.assertIn("line 1", out.stderr)
 
+    def test_the_scaling_guides_cache_ttl_is_refused_with_units_accepted(self):
+        """The original's SCALING_GUIDE.md .env says CACHE_TTL=30000 for 30 s: read as
+        seconds it was an 8-hour L2 TTL, silently. A bare number that large is refused,
+        naming the guide; units are accepted."""
+        path = os.path.join(self.scratch, "guide.env")
+        with open(path, "w") as f:
+            f.write("REDIS_HOST=localhost\nCACHE_TTL=30000\n")
+        out = self.run_ainbox(["--config", path, "config"])
+        self.assertEqual(out.returncode, 2, out.stdout)
+        self.assertIn("CACHE_TTL", out.stderr)
+        self.assertIn("SCALING_GUIDE", out.stderr)
+        self.assertIn("30000ms", out.stderr)
+        for value in ("30s", "30000ms", "30"):
+            with open(path, "w") as f:
+                f.write(f"CACHE_TTL={value}\n")
+            out = self.run_ainbox(["--config", path, "config"])
+            self.assertEqual(out.returncode, 0, out.stderr)
+            rows = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines()}
+            self.assertEqual(rows["CACHE_TTL"], [value, "file"])
+
     def test_usage_errors(self):
         self.assertEqual(self.run_ainbox([]).returncode, 2)
         self.assertEqual(self.run_ainbox(["frobnicate"]).returncode, 2)

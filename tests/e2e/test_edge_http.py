@@ -247,6 +247,17 @@ class AccessTokenCase(AinboxTestCase):
         got = self.stream_head({}, "?token=dev&user=3")
         self.assertTrue(got.startswith("HTTP/1.1 200"), got[:200])
 
+    def test_no_access_token_in_the_url(self):
+        # A valid token in the query string is refused: URLs end up in logs, proxies, history
+        # and Referer headers. The same token as a Bearer header or cookie opens the stream.
+        tok = token()
+        for path in ("/api/v1/emails/stream", "/api/v1/limits"):
+            status, _, body = self.http(self.env, f"{path}?token={tok}")
+            self.assertEqual(status, 401, path)
+            self.assertEqual(json.loads(body)["error"]["code"], "TOKEN_IN_URL")
+        self.assertTrue(self.stream_head({"Authorization": f"Bearer {tok}"})
+                        .startswith("HTTP/1.1 200"))
+
     def test_production_needs_the_secrets(self):
         port, = free_ports(1)
         env = self.base_env(port, AINBOX_ACTORS="monitor", NODE_ENV="production")

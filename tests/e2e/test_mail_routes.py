@@ -336,6 +336,16 @@ class MailRoutesCase(MailCase):
                 ("/threads?maxResults=-1", 400, "INVALID_PARAMETER", "maxResults"),
                 ("/threads?q=from:bob", 501, "NOT_IMPLEMENTED", "search"),
                 ("/threads?pageToken=garbage", 400, "INVALID", "cursor"),
+                # Out of PostgreSQL's range: the actor's 400, not the store's error (503).
+                ("/api/v1/threads?role=inbox&cursor=99999999999999999999.1", 400, "INVALID",
+                 "cursor"),
+                ("/api/v1/threads?role=inbox&cursor=1.99999999999999999999", 400, "INVALID",
+                 "cursor"),
+                ("/api/v1/threads?role=inbox&cursor=9223372036854775807.1", 400, "INVALID",
+                 "cursor"),
+                # A NUL byte cut the id short (thread "at0").
+                ("/api/v1/threads/at0%00x", 400, "BAD_REQUEST", "NUL"),
+                ("/api/v1/threads?role=inbox%00x", 400, "INVALID_PARAMETER", "NUL"),
                 ("/outlook/messages?folder=bogus", 400, "INVALID_PARAMETER", "folder"),
                 ("/api/v1/threads?archive=maybe", 400, "INVALID_PARAMETER", "archive"),
                 ("/api/v1/threads?role=inbox&limit=1000", 400, "INVALID", "limit"),
@@ -437,21 +447,33 @@ class KeptAnswersCase(MailCase):
         return {}
 
     def counts(self, total=None):
-        """(fresh, hits, builds): answers sent without asking, asked and copied, asked and built.
-        With `total`, waits (bounded) for a report in which they add up to it."""
+        """(fresh, hits, builds, unsettled): answers sent without asking, asked and copied, asked
+        and built, and requests that stopped waiting for the invalidation follower to apply what
+        had reached it (inval.c, s_settle). With `total`, waits (bounded) for a report in which
+        the first three add up to it."""
         deadline = time.monotonic() + 15
         while True:
             m = self.edge_metrics()
-            got = tuple(m.get(k, 0) for k in self.KINDS)
-            if total is None and m or total is not None and sum(got) == total:
+            got = tuple(m.get(k, 0) for k in self.KINDS + ("inval.unsettled",))
+            if total is None and m or total is not None and sum(got[:3]) == total:
                 return got
             self.assertLess(time.monotonic(), deadline, f"edge metrics stuck at {got}")
             time.sleep(0.1)
 
     def expect(self, before, fresh=0, hits=0, builds=0):
+        """Checks the counts moved by exactly (fresh, hits, builds), but for one thing: a follower
+        that did not get a core in time (CPU load) makes a request ask the actor where it need
+        not, and each such request is counted (unsettled); one of those may turn a kept answer
+        served fresh into one asked and copied (a hit), never into a build, and never without
+        being counted. Returns the new counts."""
         want = (before[0] + fresh, before[1] + hits, before[2] + builds)
-        self.assertEqual(self.counts(sum(want)), want, "(fresh, hits, builds)")
-        return want
+        got = self.counts(sum(want))
+        moved = got[1] - want[1]
+        unsettled = got[3] - before[3]
+        self.assertTrue(0 <= moved <= unsettled and got[:3] == (want[0] - moved, got[1], want[2]),
+                        f"(fresh, hits, builds): got {got[:3]}, wanted {want}; "
+                        f"{unsettled} unsettled may move fresh to hits")
+        return got
 
     def write(self, who, mid, ms):
         reply = self.client.call("cache", "MAIL_APPLY", proto.pack(
@@ -530,7 +552,7 @@ class KeptAnswersCase(MailCase):
         deadline = time.monotonic() + 20
         while True:
             self.assertEqual(self.newest(a), "alost")
-            got = self.counts(sum(c) + 1)
+            got = self.counts(sum(c[:3]) + 1)
             if got[0] > c[0]:
                 break
             c = got

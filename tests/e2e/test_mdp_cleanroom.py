@@ -29,16 +29,17 @@ HEARTBEAT_MS = 200
 LIVENESS = 3
 
 
-class MdpCleanroomTest(AinboxTestCase):
-    """Clean-room MDP client/worker <-> `ainbox broker` (+ `ainbox actor echo`)."""
+class CleanroomCase(AinboxTestCase):
+    """A broker, a clean-room client, and helpers to add peers."""
 
     # The broker logs malformed input at WARN; nothing here should be ERROR.
     allowed_errors = ()
+    broker_settings = {}
 
     def setUp(self):
         super().setUp()
         self.port = free_ports(1)[0]
-        self.env = self.base_env(self.port)
+        self.env = self.base_env(self.port, **self.broker_settings)
         self.endpoint = self.env["AINBOX_BROKER"]
         self.ctx = zmq.Context()
         self.worker_threads = []
@@ -74,9 +75,10 @@ class MdpCleanroomTest(AinboxTestCase):
         self.addCleanup(client.close)
         return client
 
-    def start_worker(self, service=SERVICE, handler=None, wait_registered=True):
+    def start_worker(self, service=SERVICE, handler=None, wait_registered=True,
+                     heartbeat_ms=HEARTBEAT_MS, **worker_args):
         """Runs a clean-room worker in a thread; stops it (DISCONNECT) at cleanup."""
-        args = dict(heartbeat_ms=HEARTBEAT_MS, liveness=LIVENESS, ctx=self.ctx)
+        args = dict(heartbeat_ms=heartbeat_ms, liveness=LIVENESS, ctx=self.ctx, **worker_args)
         if handler is not None:
             args["handler"] = handler
         thread = WorkerThread(self.endpoint, service, **args)
@@ -144,6 +146,17 @@ class MdpCleanroomTest(AinboxTestCase):
                       timeout_ms=3000):
         """One request to the clean-room echo worker, answered exactly."""
         self.assertEqual(client.request(service, list(frames), timeout_ms), list(frames))
+
+    def worker_row(self, service):
+        """The broker's row for the one worker of `service` (ainbox-admin)."""
+        rows = [w for w in self.admin(self.env, "--json", "workers")["workers"]
+                if w["service"] == service.decode()]
+        self.assertEqual(len(rows), 1, rows)
+        return rows[0]
+
+
+class MdpCleanroomTest(CleanroomCase):
+    """Clean-room MDP client/worker <-> `ainbox broker` (+ `ainbox actor echo`)."""
 
     # ------------------------------------------------------------ a
 
@@ -402,6 +415,72 @@ class MdpCleanroomTest(AinboxTestCase):
                 # The broker must not keep anything of a refused message: a
                 # normal request right after is still served.
                 self.assert_serves(self.client, frames=[what.encode()])
+
+
+class SlowHeartbeatTest(CleanroomCase):
+    """Workers that beat at RFC 7's reference interval against a broker at
+    our default (1000 ms x 3): MDP does not negotiate the interval, and a
+    broker must not drop a worker that beats as the reference peers do,
+    while it still finds our own (and fast plain) workers dead quickly."""
+
+    broker_settings = {"AINBOX_HEARTBEAT_MS": "1000"}
+
+    def test_slow_idle_workers_stay_registered(self):
+        """An idle worker beating every 3.5 s, and one beating as the
+        reference worker does (it looks at its 2.5 s clock only when it
+        wakes: every 2.5 to 3.5 s), stay registered for 30 s: one READY,
+        no DISCONNECT, and both answer a client afterwards."""
+        fixed = self.start_worker(b"slow.fixed", heartbeat_ms=3500)
+        woken = self.start_worker(b"slow.woken", heartbeat_ms=2500, beat_on_wake=True)
+        self.assert_serves(self.client, b"slow.fixed", [b"first"])
+        self.assert_serves(self.client, b"slow.woken", [b"first"])
+        idle_until = time.monotonic() + 30
+        while time.monotonic() < idle_until:   # idle: only MMI, which workers never see
+            for thread in (fixed, woken):
+                self.assertTrue(thread.is_alive())
+                self.assertEqual(thread.worker.disconnects_in, 0,
+                                 f"{thread.service!r} was dropped: {vars(thread.worker)}")
+            time.sleep(1)
+        for thread in (fixed, woken):
+            worker = thread.worker
+            with self.subTest(service=thread.service):
+                self.assertEqual(worker.connects, 1, "the worker had to send READY again")
+                self.assertEqual(worker.disconnects_in, 0)
+                self.assertEqual(worker.silence_reconnects, 0)
+                # It really was slow: about 9 (fixed) or 9-13 (woken) beats in 30 s, not 150.
+                self.assertGreaterEqual(worker.heartbeats_out, 5)
+                self.assertLessEqual(worker.heartbeats_out, 16)
+                self.assertEqual(mmi_service(self.client, thread.service), b"200")
+                self.assert_serves(self.client, thread.service, [b"after", b"30 s"])
+                self.assertEqual(worker.connects, 1)
+        # The broker learned the 3.5 s rhythm: three of them before it gives up.
+        self.assertGreaterEqual(self.worker_row(b"slow.fixed")["window_ms"], 3 * 3500)
+
+    def test_fast_workers_keep_fast_windows(self):
+        """Our native worker states its interval (1000 ms: window 3 s); a plain worker beating
+        every 200 ms is learned below the reference interval's 7.5 s, down to the broker's
+        floor (3 s); a plain worker that falls silent is still dropped."""
+        self.spawn("echo", ["actor", "echo"], self.env)
+        self.wait_registered(b"echo", timeout=15)
+        self.assertEqual(self.worker_row(b"echo")["window_ms"], 3000)
+        fresh = self.raw_dealer()
+        fresh.send_multipart([b"", W_WORKER, W_READY, b"slow.fresh"])
+        self.wait_registered(b"slow.fresh")
+        self.assertEqual(self.worker_row(b"slow.fresh")["window_ms"], 3 * 2500,
+                         "before its first HEARTBEAT: the reference interval")
+        self.start_worker(b"slow.fast", heartbeat_ms=200)
+        wait_until(lambda: self.worker_row(b"slow.fast")["window_ms"] < 3 * 2500, 10,
+                   "the broker to learn the 200 ms rhythm")
+        self.assertGreaterEqual(self.worker_row(b"slow.fast")["window_ms"], 3000)
+        # Silent after a few beats: dropped (no DISCONNECT is owed to a silent peer).
+        sock = self.raw_dealer()
+        sock.send_multipart([b"", W_WORKER, W_READY, b"slow.silent"])
+        for _ in range(5):
+            time.sleep(0.2)
+            sock.send_multipart([b"", W_WORKER, W_HEARTBEAT])
+        self.wait_registered(b"slow.silent")
+        wait_until(lambda: mmi_service(self.client, b"slow.silent", timeout_ms=500) == b"404",
+                   15, "the silent worker to be dropped")
 
 
 if __name__ == "__main__":

@@ -119,10 +119,12 @@ class RateLimitCase(AinboxTestCase):
 
     def test_three_processes_admit_exactly_the_quota(self):
         """600 units/hour with a 500-unit burst: the next unit is due after
-        36 s, so while the test runs exactly 500 units (100 messages.get)
-        can be admitted, however the three processes interleave."""
+        36 s, so while the test runs exactly 500 units (100 messages.get at
+        the old projects' 5 units) can be admitted, however the three
+        processes interleave."""
         limits = "gmail.user=600/1h/500"
-        envs = [self.start_limiter(f"rl{i}", AINBOX_RATELIMITS=limits)[0] for i in range(3)]
+        envs = [self.start_limiter(f"rl{i}", AINBOX_RATELIMITS=limits, AINBOX_GMAIL_QUOTA="old")[0]
+                for i in range(3)]
         for run in range(4):
             body = {"quota": "gmail", "account": f"run{run}@example.com",
                     "method": "messages.get"}
@@ -183,6 +185,24 @@ class RateLimitCase(AinboxTestCase):
             d = self.check(env2, {"quota": "gmail", "account": "c@x", "method": "messages.send"})
             self.assertEqual(d["allowed"], i < 3)
             self.assertEqual(d["buckets"][0]["policy"], "gmail.user.requests")
+
+    def test_gmail_quota_generations(self):
+        # New Cloud projects (the default): messages.get 20 units, threads.get 40, of 6,000
+        # a minute; AINBOX_GMAIL_QUOTA=old: 5 and 10, of 15,000.
+        for name, extra, get, thread, limit in (("rl-new", {}, 20, 40, 6000),
+                                                ("rl-old", {"AINBOX_GMAIL_QUOTA": "old"}, 5, 10,
+                                                 15000)):
+            self.redis_cli("FLUSHALL")
+            env, proc = self.start_limiter(name, **extra)
+            for method in ("messages.get", "threads.get"):
+                d = self.check(env, {"quota": "gmail", "account": "g@x", "method": method})
+                self.assertTrue(d["allowed"], d)
+            st, usage = self.call(env, "RATE_USAGE", {"user": 1}, user=0)
+            self.assertEqual(st, "OK")
+            g = [u for u in usage["usage"] if u["subject"] == "g@x" and
+                 u["policy"] == "gmail.user"][0]
+            self.assertEqual((g["used"], g["limit"]), (get + thread, limit), (name, g))
+            proc.stop()
 
     # ------------------------------------------------------------- leases
 

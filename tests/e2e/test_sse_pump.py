@@ -1,7 +1,8 @@
 """The SSE stream pump, end to end in the bundle.
 
-Streams are handed from civetweb to one pump thread, so an edge with four
-request threads holds a thousand streams and still answers GET /health;
+Streams are handed from civetweb to one pump thread, so an edge with sixteen
+civetweb workers and four broker clients holds a thousand streams and still
+answers GET /health;
 an event reaches every tab of its user and no other user; the global and
 per-user caps answer 200 with a retry hint and close; a consumer that
 stops reading is cut while its user's other tab goes on; a closed client
@@ -102,11 +103,12 @@ class TestSsePump(AinboxTestCase):
     def test_a_thousand_streams_on_four_threads(self):
         streams, users = 1000, 250
         raise_fd_limit(streams + 100)
-        self.start(AINBOX_EDGE_THREADS=4)
+        # 16 civetweb workers (the fewest allowed) and 4 broker clients.
+        self.start(AINBOX_EDGE_THREADS=4, AINBOX_EDGE_CONNECTIONS=16)
         swarm = Swarm(self.port)
         self.addCleanup(swarm.close)
         swarm.open([path(1000 + i % users) for i in range(streams)], timeout=120)
-        # No stream holds one of the four request threads.
+        # No stream holds a worker or a broker client.
         started = time.monotonic()
         status, health = self.http_json(self.env, "/health", timeout=5)
         self.assertEqual(status, 200, health)

@@ -128,6 +128,9 @@ class TestTopologies(SliceChecks):
         procs += [self.spawn(name, ["actor", name], env) for name in ACTORS]
         procs.append(self.spawn("edge", ["edge"], env))
         self.wait_health(env)
+        # Health requires monitor and events only; the echo process registers on its own time,
+        # and /health lists every service our actors serve: wait for all of them.
+        self.wait_services(env, ACTORS)
         return env, procs
 
     def test_same_answers_in_bundle_and_processes(self):

@@ -13,6 +13,7 @@ Every wait is bounded in time; nothing here sleeps without a deadline.
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,6 +30,8 @@ MIGRATIONS = os.path.join(ROOT, "deploy", "migrations")
 PGBIN = "/usr/lib/postgresql/15/bin"
 SANITIZER_MARKS = ("AddressSanitizer", "UndefinedBehaviorSanitizer", "runtime error:",
                    "ThreadSanitizer", "LeakSanitizer")
+# A process that ended by one of these crashed, whatever its log says.
+CRASH_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGFPE, signal.SIGILL)
 
 
 def wait_until(check, timeout, what, interval=0.02):
@@ -47,11 +50,27 @@ def wait_until(check, timeout, what, interval=0.02):
                          + (f" (last error: {last_error})" if last_error else ""))
 
 
-def free_port():
-    """A TCP port free right now on 127.0.0.1 (the kernel's choice)."""
+# Ports are drawn below the kernel's ephemeral range (32768-60999 here):
+# a port the kernel picks for bind(0) is also one it hands to outgoing
+# connections, and under a parallel run another test's client took a
+# broker's bus port between the check and the bind ("Address already in
+# use"). Below the range only another test's listener can collide, and
+# each one checks before it binds.
+_PORTS = range(10000, 32700)
+
+
+def _bindable(port):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port():
+    """A TCP port free right now on 127.0.0.1, outside the ephemeral range."""
+    return free_ports(1)[0]
 
 
 def free_ports(n):
@@ -59,17 +78,34 @@ def free_ports(n):
     broker's bus endpoints sit next to its router port)."""
     ports = []
     while len(ports) < n:
-        p = free_port()
-        if p + 2 > 65535 or any(abs(p - q) < 3 for q in ports):
+        p = random.randrange(_PORTS.start, _PORTS.stop)
+        if any(abs(p - q) < 3 for q in ports):
             continue
-        try:
-            for q in (p + 1, p + 2):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", q))
-        except OSError:
-            continue
-        ports.append(p)
+        if all(_bindable(q) for q in (p, p + 1, p + 2)):
+            ports.append(p)
     return ports
+
+
+def base_env(broker_port, http_port=None, **extra):
+    """Environment for our processes: a broker on 127.0.0.1:broker_port
+    (bus on +1/+2), fast heartbeats, test-friendly defaults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AINBOX_")}
+    env.update({
+        "AINBOX_BROKER": f"tcp://127.0.0.1:{broker_port}",
+        "AINBOX_BROKER_BIND": f"tcp://127.0.0.1:{broker_port}",
+        "AINBOX_HEARTBEAT_MS": "200",
+        "AINBOX_METRICS_INTERVAL_MS": "300",
+        "AINBOX_SHUTDOWN_TIMEOUT_MS": "3000",
+        "AINBOX_HTTP_ADDR": "127.0.0.1",
+        "HTTP_PORT": str(http_port or free_port()),
+        "NODE_ENV": "test",
+        "LOG_LEVEL": "info",
+        # The edge's default, 4,096 civetweb threads, would put ~4,100 threads per edge
+        # on a machine whose test runs share one pid budget; tests need few.
+        "AINBOX_EDGE_CONNECTIONS": "256",
+    })
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
 
 
 class Proc:
@@ -160,19 +196,37 @@ class Postgres:
         shutil.chown(self.dir, "postgres", "postgres")
         self.port = free_port()
         self.dbname = dbname
-        data = os.path.join(self.dir, "data")
-        self._pg(["initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
+        self.data = os.path.join(self.dir, "data")
+        self._pg(["initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync", "--no-instructions"])
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off")
-        self._pg(["pg_ctl", "-D", data, "-l", os.path.join(self.dir, "server.log"), "-w", "-s",
-                  "-o", opts, "start"])
+        self.opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                     "-c synchronous_commit=off -c full_page_writes=off")
+        self.server_start()
         self.started = True
         self.psql(f"create database {dbname}", db="postgres")
 
+    def server_start(self):
+        """Starts the server on its port and data (again, after server_stop);
+        returns once it accepts connections (pg_ctl -w, at most 60 s)."""
+        self._pg(["pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "server.log"), "-w",
+                  "-t", "60", "-s", "-o", self.opts, "start"])
+
+    def server_stop(self, mode="fast"):
+        """Stops the server, keeping its data (a fault, not the teardown):
+        "fast" ends sessions at once, "immediate" is a crash."""
+        self._pg(["pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "-s", "stop"])
+
+    def postmaster_pid(self):
+        """The postmaster's pid (postmaster.pid's first line), or None when stopped."""
+        try:
+            with open(os.path.join(self.data, "postmaster.pid")) as f:
+                return int(f.readline())
+        except (OSError, ValueError):
+            return None
+
     def _pg(self, argv):
         subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(PGBIN, argv[0])]
-                       + argv[1:], check=True, capture_output=True, timeout=60)
+                       + argv[1:], check=True, capture_output=True, timeout=90)
 
     @property
     def url(self):
@@ -191,8 +245,7 @@ class Postgres:
     def stop(self):
         if getattr(self, "started", False):
             try:
-                self._pg(["pg_ctl", "-D", os.path.join(self.dir, "data"), "-m", "immediate",
-                          "-w", "-s", "stop"])
+                self._pg(["pg_ctl", "-D", self.data, "-m", "immediate", "-w", "-s", "stop"])
             except subprocess.SubprocessError:
                 pass
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -233,6 +286,9 @@ class AinboxTestCase(unittest.TestCase):
 
     def _scan(self, proc):
         found = []
+        if proc.popen.returncode is not None and -proc.popen.returncode in CRASH_SIGNALS:
+            found.append(f"{proc.name}: died of signal {-proc.popen.returncode} "
+                         f"({signal.Signals(-proc.popen.returncode).name})")
         for line in proc.log().splitlines():
             if any(mark in line for mark in SANITIZER_MARKS):
                 found.append(f"{proc.name}: {line}")
@@ -267,22 +323,7 @@ class AinboxTestCase(unittest.TestCase):
     # ------------------------------------------------------------- ainbox
 
     def base_env(self, broker_port, http_port=None, **extra):
-        """Environment for our processes: a broker on 127.0.0.1:broker_port
-        (bus on +1/+2), fast heartbeats, test-friendly defaults."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AINBOX_")}
-        env.update({
-            "AINBOX_BROKER": f"tcp://127.0.0.1:{broker_port}",
-            "AINBOX_BROKER_BIND": f"tcp://127.0.0.1:{broker_port}",
-            "AINBOX_HEARTBEAT_MS": "200",
-            "AINBOX_METRICS_INTERVAL_MS": "300",
-            "AINBOX_SHUTDOWN_TIMEOUT_MS": "3000",
-            "AINBOX_HTTP_ADDR": "127.0.0.1",
-            "HTTP_PORT": str(http_port or free_port()),
-            "NODE_ENV": "test",
-            "LOG_LEVEL": "info",
-        })
-        env.update({k: str(v) for k, v in extra.items()})
-        return env
+        return base_env(broker_port, http_port, **extra)
 
     def spawn(self, name, args, env, allow_errors=()):
         p = Proc(name, [self.bin] + args, env, self.scratch, allow_errors)

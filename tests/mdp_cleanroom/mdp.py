@@ -185,15 +185,25 @@ class MdpWorker:
     heartbeat_ms must agree with the broker's interval: MDP does not
     negotiate it (RFC 7, "Known Weaknesses").
 
+    beat_on_wake=True gives the rhythm of a worker that looks at its clock
+    only when it wakes: it waits up to heartbeat_ms for a broker command,
+    and on waking (a command came, or the wait ran out) sends HEARTBEAT if
+    heartbeat_ms has passed since its last HEARTBEAT; other commands do not
+    move that time. Its HEARTBEATs are then heartbeat_ms to heartbeat_ms +
+    the broker's interval apart (with 2500 ms and a broker beating every
+    second: every 2.5 to 3.5 s), still regular as RFC 7 asks.
+
     One request at a time, as RFC 7 assumes of workers. The object belongs to
     the thread that created it (ZeroMQ sockets are not thread-safe); only the
     counters and stop_event may be read or set from other threads.
     """
 
-    def __init__(self, endpoint, service, heartbeat_ms=2500, liveness=3, ctx=None):
+    def __init__(self, endpoint, service, heartbeat_ms=2500, liveness=3, ctx=None,
+                 beat_on_wake=False):
         self.endpoint = endpoint
         self.service = bytes(service)
         self.heartbeat_ms = heartbeat_ms
+        self.beat_on_wake = beat_on_wake
         self.liveness_max = liveness
         self._own_ctx = ctx is None
         self.ctx = ctx or zmq.Context()
@@ -207,6 +217,7 @@ class MdpWorker:
         self.invalid_in = 0          # messages dropped as not RFC 7
         self.overlaps = 0            # REQUESTs received while one was in progress
         self.send_dropped = 0        # commands the socket could not take
+        self.heartbeats_out = 0      # HEARTBEATs sent
         self._pending = []           # REQUESTs read while busy, handled next
         self._connect()
 
@@ -224,6 +235,8 @@ class MdpWorker:
         self.connects += 1
         self.liveness = self.liveness_max
         self._heard_at = _ms_now()
+        self._heartbeat_at = self._heard_at + self.heartbeat_ms
+        self._wake_at = self._heard_at + self.heartbeat_ms
 
     def _send(self, command, frames=()):
         """Sends one worker command with its RFC 7 header. Never blocks: if
@@ -233,8 +246,12 @@ class MdpWorker:
             self.sock.send_multipart([b"", W_WORKER, command] + list(frames), zmq.NOBLOCK)
         except zmq.Again:
             self.send_dropped += 1
-        # Any command counts as a heartbeat, so the next HEARTBEAT can wait.
-        self._heartbeat_at = _ms_now() + self.heartbeat_ms
+        # Any command counts as a heartbeat, so the next HEARTBEAT can wait
+        # (beat_on_wake: only a HEARTBEAT moves it).
+        if command == W_HEARTBEAT:
+            self.heartbeats_out += 1
+        if command == W_HEARTBEAT or not self.beat_on_wake:
+            self._heartbeat_at = _ms_now() + self.heartbeat_ms
 
     def close(self):
         """Ends the conversation with DISCONNECT (RFC 7: the worker MAY send
@@ -269,15 +286,17 @@ class MdpWorker:
         if self._pending:
             # A REQUEST that arrived while another was in progress.
             return self._on_message(self._pending.pop(0), handler)
-        wait = max(0, min(timeout_ms, self._heartbeat_at - _ms_now()))
+        due = self._wake_at if self.beat_on_wake else self._heartbeat_at
+        wait = max(0, min(timeout_ms, due - _ms_now()))
         command = None
         if self.sock.poll(int(wait), zmq.POLLIN):
             command = self._on_message(self.sock.recv_multipart(), handler)
-        self._tick()
+        self._tick(woke=command is not None)
         return command
 
-    def _tick(self):
-        """Heartbeat duty, both ways (RFC 7, "Heartbeating")."""
+    def _tick(self, woke=False):
+        """Heartbeat duty, both ways (RFC 7, "Heartbeating"). `woke`: a
+        broker command was just read."""
         now = _ms_now()
         # Broker silence: one liveness point lost per silent interval.
         if now - self._heard_at >= self.heartbeat_ms:
@@ -289,6 +308,10 @@ class MdpWorker:
                 self.silence_reconnects += 1
                 self._connect()
                 return
+        if self.beat_on_wake:
+            if not woke and now < self._wake_at:
+                return   # still "asleep": it does not look at its clock
+            self._wake_at = now + self.heartbeat_ms
         if now >= self._heartbeat_at:
             self._send(W_HEARTBEAT)
 

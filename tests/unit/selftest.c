@@ -38,6 +38,7 @@
 #include "runtime/oauth.h"
 #include "runtime/provider.h"
 #include "runtime/redis.h"
+#include "runtime/sdnotify.h"
 
 static const struct {
     const char *name;
@@ -52,6 +53,7 @@ static const struct {
     {"topic", ain_topic_test},
     {"log", ain_log_test},
     {"config", ain_config_test},
+    {"sdnotify", ain_sdnotify_test},
     {"envfile", ain_envfile_test},
     {"endpoint", ain_endpoint_test},
     {"curve", ain_curve_test},
@@ -73,6 +75,7 @@ static const struct {
     {"provider", ain_provider_test},
     {"accounts_parse", ain_accounts_parse_test},
     {"handoff", ain_edge_handoff_test},
+    {"guard", ain_edge_guard_test},
     {"streams", ain_edge_streams_test},
     {"html", ain_html_test},
 };

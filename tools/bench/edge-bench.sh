@@ -81,18 +81,22 @@ patch -s -d "$TMP/bench" -p1 <"$ROOT/tools/bench/sse-load-untimed.patch" ||
     { echo "edge-bench: sse-load-untimed.patch does not apply" >&2; exit 1; }
 make -s -C "$TMP/bench" >/dev/null || { echo "edge-bench: building the shared tools failed" >&2; exit 1; }
 BENCH=$TMP/bench
+# wrk measures our own cached page too (every run, -S or not): without it each of those figures
+# came out as '-' on a fresh machine, which installed the peers but not wrk.
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
 if [[ $SKIP_PEERS == 0 ]]; then
-    missing=()
     command -v nginx >/dev/null || missing+=(nginx)
     ls /usr/lib/nginx/modules/ngx_nchan_module.so >/dev/null 2>&1 || missing+=(libnginx-mod-nchan)
     command -v pushpin >/dev/null || missing+=(pushpin)
     command -v npm >/dev/null || missing+=(npm)
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$OUT/apt.log" 2>&1 ||
-            log "apt-get install failed (see $OUT/apt.log); the peers that need it will fail"
-    fi
 fi
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$OUT/apt.log" 2>&1 ||
+        log "apt-get install failed (see $OUT/apt.log); what needs it will report '-'"
+fi
+command -v wrk >/dev/null || log "wrk is missing: every cached-page figure will be '-'"
 
 # ------------------------------------------------------------ our stack
 REDIS_PORT=$((20000 + RANDOM % 10000))

@@ -6,9 +6,11 @@ import urllib.parse
 
 
 class Request:
-    def __init__(self, method, path, query, headers, body):
+    def __init__(self, method, path, query, headers, body, multi=None):
         self.method, self.path, self.query, self.headers, self.body = \
             method, path, query, headers, body
+        # Every value of a repeated parameter (Gmail's labelIds, metadataHeaders, ...).
+        self.multi = multi or {}
 
     def form(self):
         """The body as application/x-www-form-urlencoded (last value of each name)."""

@@ -211,13 +211,29 @@ class AuthServer:
             raise errors.bad_refresh()
         return grant
 
-    def identity_for(self, access_token):
-        """The identity behind a live access token, or None (unknown or expired)."""
+    def grant_for(self, access_token):
+        """The grant (identity, scope) behind a live access token, or None (unknown or
+        expired)."""
         with self.lock:
             entry = self.access.get(access_token)
         if not entry or entry[1] < time.time():
             return None
-        return entry[0].identity
+        return entry[0]
+
+    def identity_for(self, access_token):
+        """The identity behind a live access token, or None (unknown or expired)."""
+        grant = self.grant_for(access_token)
+        return grant.identity if grant else None
+
+    def expire_access(self, email):
+        """Every access token of that user expires now (a token expiring mid-run)."""
+        with self.lock:
+            n = 0
+            for token, (grant, _) in list(self.access.items()):
+                if grant.identity.email.lower() == email.lower():
+                    self.access[token] = (grant, 0)
+                    n += 1
+            return n
 
     def record(self, form, status, error=None):
         shown = dict(form)

@@ -12,7 +12,9 @@ Control API (JSON in, JSON out; for tests only, never part of a provider):
   POST /_fake/<provider>/revoke           {email}: every refresh token of that user is revoked
   GET  /_fake/<provider>/requests         {token: [{grant_type, form, status, error}]}
   GET  /_fake/<provider>/issued           {refresh_tokens: [...]} in the order issued
-<provider> is google or microsoft.
+  POST /_fake/<provider>/expire           {email}: every access token of that user expires now
+<provider> is google or microsoft. The Gmail API's own controls are /_fake/gmail/... (see
+gmail_control.py).
 """
 
 import json
@@ -22,19 +24,27 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ainfake.common import Answer, Request
+from ainfake.gmail import Gmail
+from ainfake.gmail_control import control as gmail_control
 from ainfake.google import Google
 from ainfake.microsoft import Microsoft
 from ainfake.oauth import Identity
 
-BODY_MAX = 1 << 20
+BODY_MAX = 40 << 20  # Gmail takes messages up to 35 MB (media upload)
+CONTROL_MAX = 1 << 20
+GMAIL_PREFIXES = ("/gmail/v1/", "/upload/gmail/v1/", "/batch/gmail/v1")
 
 
 class Fakes:
-    def __init__(self, access_ttl_s=3599, ms_revoke_rotated=False):
+    def __init__(self, access_ttl_s=3599, ms_revoke_rotated=False, **gmail):
         self.providers = {"google": Google(access_ttl_s),
                           "microsoft": Microsoft(access_ttl_s, ms_revoke_rotated)}
+        # The Gmail API trusts Google's access tokens, as the real one does.
+        self.gmail = Gmail(self.providers["google"].auth, **gmail)
 
     def route(self, method, path):
+        if path.startswith(GMAIL_PREFIXES) or path == "/batch":
+            return self.gmail.serve
         google = self.providers["google"]
         handler = google.routes.get((method, path))
         return handler or self.providers["microsoft"].match(method, path)
@@ -46,7 +56,11 @@ class Fakes:
         if parts == ["reset"] and method == "POST":
             for p in self.providers.values():
                 p.auth.reset()
+            self.gmail.reset()
             return Answer(200, {"ok": True})
+        if parts and parts[0] == "gmail":
+            return gmail_control(self.gmail, method, [urllib.parse.unquote(p) for p in
+                                                      parts[1:]], body)
         if len(parts) != 2 or parts[0] not in self.providers:
             return Answer(404, {"error": "unknown control path"})
         auth, what = self.providers[parts[0]].auth, parts[1]
@@ -67,6 +81,8 @@ class Fakes:
             auth.queue_failure(body.get("endpoint", "token"), body, int(body.get("count", 1)))
         elif what == "revoke":
             return Answer(200, {"revoked": auth.revoke_user(body["email"])})
+        elif what == "expire":
+            return Answer(200, {"expired": auth.expire_access(body["email"])})
         else:
             return Answer(404, {"error": "unknown control path"})
         return Answer(200, {"ok": True})
@@ -84,22 +100,32 @@ def make_handler(fakes, quiet):
         def _serve(self, method):
             url = urllib.parse.urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
-            if length > BODY_MAX:
+            if length > (CONTROL_MAX if url.path.startswith("/_fake/") else BODY_MAX):
+                self.close_connection = True  # the unread body must not become a request
                 return self._send(Answer(413, {"error": "too large"}))
             body = self.rfile.read(length) if length else b""
             if url.path.startswith("/_fake/"):
                 try:
                     data = json.loads(body) if body else {}
                     return self._send(fakes.control(method, url.path, data))
-                except (ValueError, KeyError, TypeError) as e:
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
                     return self._send(Answer(400, {"error": f"bad control request: {e}"}))
             handler = fakes.route(method, url.path)
             if not handler:
                 return self._send(Answer(404, {"error": {"code": 404, "message":
                                                          "Not Found", "status": "NOT_FOUND"}}))
-            query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
-            req = Request(method, url.path, query, self.headers, body)
-            return self._send(handler(req))
+            pairs = urllib.parse.parse_qsl(url.query, keep_blank_values=True)
+            multi = {}
+            for k, v in pairs:
+                multi.setdefault(k, []).append(v)
+            req = Request(method, url.path, dict(pairs), self.headers, body, multi)
+            try:
+                answer = handler(req)
+            except Exception as e:  # noqa: BLE001 - a fake's bug is a 500, not a dead thread
+                sys.stderr.write(f"fake: {method} {url.path}: {e!r}\n")
+                answer = Answer(500, {"error": {"code": 500, "message": "fake: " + repr(e),
+                                                "status": "INTERNAL"}})
+            return self._send(answer)
 
         def _send(self, answer):
             try:
@@ -118,6 +144,12 @@ def make_handler(fakes, quiet):
 
         def do_POST(self):
             self._serve("POST")
+
+        def do_PUT(self):
+            self._serve("PUT")
+
+        def do_DELETE(self):
+            self._serve("DELETE")
 
     return Handler
 
