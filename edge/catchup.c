@@ -40,6 +40,7 @@
 
 typedef struct {
     bool used;
+    bool sent; /* false: the client could not send yet (its link not back); retried */
     uint64_t corr;
     int64_t deadline_ms; /* monotonic */
     int pages;
@@ -106,8 +107,9 @@ static void s_end_user(ain__catchup_t *self, s_slot_t *slot, const char *reason,
     slot->used = false;
 }
 
-/* Asks for the next page of `slot`'s user. */
-static void s_ask(ain__catchup_t *self, s_slot_t *slot, int64_t now)
+/* Sends the request for `slot`'s current page; false if the client could not (no
+ * connection to the broker yet: ZMQ_IMMEDIATE). */
+static bool s_send(ain__catchup_t *self, s_slot_t *slot)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -116,10 +118,9 @@ static void s_ask(ain__catchup_t *self, s_slot_t *slot, int64_t now)
     msgpack_pack_map(&pk, slot->u.since ? 3 : 2);
     ain_mp_pack_kv_str(&pk, "after", slot->u.after);
     ain_mp_pack_kv_u64(&pk, "limit", S_PAGE);
-    if (slot->u.since) { /* a time, on the first page only: then ids */
+    if (slot->u.since) { /* a time, on the first page only (cleared once sent): then ids */
         ain_mp_pack_str(&pk, "since");
         msgpack_pack_true(&pk);
-        slot->u.since = false;
     }
     ain_envelope_t env = {AIN_MSG_EVENT_REPLAY,
                           0,
@@ -129,14 +130,25 @@ static void s_ask(ain__catchup_t *self, s_slot_t *slot, int64_t now)
                           AIN_STATUS_OK,
                           (const uint8_t *)sb.data,
                           sb.size};
+    slot->sent = ain_client_send(self->client, "events", &env) == 0;
+    if (slot->sent) {
+        slot->corr = env.corr;
+        slot->u.since = false;
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return slot->sent;
+}
+
+/* Asks for the next page of `slot`'s user. The bus link and the broker link
+ * reconnect on their own, in either order: when the bus is back first, the
+ * request cannot be sent yet, and is tried again on every tick until the
+ * page's deadline, rather than giving the stream up for a reset. */
+static void s_ask(ain__catchup_t *self, s_slot_t *slot, int64_t now)
+{
     slot->used = true;
     slot->pages++;
     slot->deadline_ms = now + self->call_ms;
-    if (ain_client_send(self->client, "events", &env) == 0)
-        slot->corr = env.corr;
-    else
-        s_end_user(self, slot, "log_unavailable", now);
-    msgpack_sbuffer_destroy(&sb);
+    s_send(self, slot);
 }
 
 void ain__catchup_start(ain__catchup_t *self, uint64_t fallback_ms)
@@ -219,7 +231,7 @@ static void s_on_reply(ain__catchup_t *self, s_slot_t *slot, const ain_reply_t *
 bool ain__catchup_on_reply(ain__catchup_t *self, const ain_reply_t *reply, int64_t now)
 {
     for (int i = 0; i < S_INFLIGHT; i++) {
-        if (self->slots[i].used && self->slots[i].corr == reply->env.corr) {
+        if (self->slots[i].used && self->slots[i].sent && self->slots[i].corr == reply->env.corr) {
             s_on_reply(self, &self->slots[i], reply, now);
             return true;
         }
@@ -236,6 +248,8 @@ int64_t ain__catchup_tick(ain__catchup_t *self, int64_t now)
         s_slot_t *slot = &self->slots[i];
         if (slot->used && now >= slot->deadline_ms)
             s_end_user(self, slot, "log_unavailable", now);
+        else if (slot->used && !slot->sent)
+            s_send(self, slot);
         if (!slot->used && self->queue && self->next < self->queued) {
             *slot = (s_slot_t){.u = self->queue[self->next++]};
             s_ask(self, slot, now);

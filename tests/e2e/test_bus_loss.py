@@ -186,6 +186,35 @@ class TestBusLoss(AinboxTestCase):
                 continue
             self.fail(f"an unexpected event after catching up: {ev}")
 
+    def test_the_bus_back_before_the_broker_link(self):
+        """Both links cut, and the bus link back first: the catch-up cannot be
+        sent until the broker link is back, and waits for it (within its
+        deadline) rather than giving the stream up with a reset."""
+        reader = self.open(9)
+        # The stream's subscription reaches the publishers a moment after it
+        # opens (the bus is fire-and-forget): publish until one arrives.
+        for _ in range(10):
+            self.publish(9, 0)
+            try:
+                self.assertEqual(self.read_events(reader, 1, timeout=1)[0][1]["n"], 0)
+                break
+            except (AssertionError, OSError):
+                continue
+        else:
+            self.fail("no live event reached the stream")
+        # A beat after the event, so the catch-up starts from its id (what is
+        # delivered after the last beat in sequence is started before).
+        time.sleep(0.6)
+        self.mdp_relay.cut()
+        self.relay.cut()
+        time.sleep(1.0)
+        missed = [self.publish(9, n) for n in range(1, 4)]
+        self.relay.heal()
+        time.sleep(1.5)  # the bus beats again; the catch-up has no broker link yet
+        self.mdp_relay.heal()
+        got = self.read_events(reader, 3)
+        self.assertEqual([i for i, _ in got], missed, f"got {got}")
+
     def test_a_cut_off_edge_says_so_and_recovers(self):
         path = f"/api/v1/limits?token={DEV_TOKEN}&user=5"
         self.assertEqual(self.http(self.edge_env, "/health")[0], 200)
