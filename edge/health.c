@@ -28,8 +28,9 @@
 /* Services reported beyond the required ones: each costs a round trip. */
 #define S_SERVICES_MAX 64
 
-/* Worker count of `name` in the broker's services list, or 0. */
-static json_int_t s_workers(json_t *services, const char *name)
+/* The broker's entry for service `name` in its services list, or NULL.
+ * Borrowed from `services`. */
+static json_t *s_service(json_t *services, const char *name)
 {
     size_t i;
     json_t *svc;
@@ -37,9 +38,15 @@ static json_int_t s_workers(json_t *services, const char *name)
     {
         if (json_is_string(json_object_get(svc, "name")) &&
             strcmp(json_string_value(json_object_get(svc, "name")), name) == 0)
-            return json_integer_value(json_object_get(svc, "workers"));
+            return svc;
     }
-    return 0;
+    return NULL;
+}
+
+/* Worker count of `name` in the broker's services list, or 0. */
+static json_int_t s_workers(json_t *services, const char *name)
+{
+    return json_integer_value(json_object_get(s_service(services, name), "workers"));
 }
 
 /* Calls `type` on `service` within `timeout_ms`; returns a JSON entry
@@ -71,15 +78,7 @@ static json_t *s_probe(ain__http_t *http, const char *service, uint16_t type, in
  * NULL if the broker does not list it. Borrowed from `services`. */
 static const char *s_kind(json_t *services, const char *name)
 {
-    size_t i;
-    json_t *svc;
-    json_array_foreach(json_object_get(services, "services"), i, svc)
-    {
-        if (json_is_string(json_object_get(svc, "name")) &&
-            strcmp(json_string_value(json_object_get(svc, "name")), name) == 0)
-            return json_string_value(json_object_get(svc, "kind"));
-    }
-    return NULL;
+    return json_string_value(json_object_get(s_service(services, name), "kind"));
 }
 
 /* One service being checked: its entry, and the PING out for it (corr 0:

@@ -8,7 +8,6 @@ their roles. Every wait is bounded; the harness scans the logs.
 """
 
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -20,15 +19,6 @@ import ainbox_proto as proto
 from ainbox_harness import AinboxTestCase, free_ports, wait_until
 
 SILENCE_MS = 1500  # how long "gets nothing" is watched
-
-
-def read_cert(path):
-    """(public, secret) Z85 keys of a zcert file; secret is None in a public one."""
-    with open(path) as f:
-        text = f.read()
-    pub = re.search(r'public-key = "(.{40})"', text).group(1).encode()
-    sec = re.search(r'secret-key = "(.{40})"', text)
-    return pub, sec.group(1).encode() if sec else None
 
 
 class CurveTest(AinboxTestCase):
@@ -87,8 +77,8 @@ class CurveTest(AinboxTestCase):
         # A refused handshake leaves a DEALER without a peer: sends would block.
         sock.setsockopt(zmq.SNDTIMEO, 500)
         if name is not None:
-            pub, sec = read_cert(self.secret_path(name))
-            sock.curve_serverkey = read_cert(os.path.join(self.keys, f"{broker}.cert"))[0]
+            pub, sec = proto.read_cert(self.secret_path(name))
+            sock.curve_serverkey = proto.read_cert(os.path.join(self.keys, f"{broker}.cert"))[0]
             sock.curve_publickey = pub
             sock.curve_secretkey = sec
         sock.connect(f"tcp://127.0.0.1:{self.port + port_offset}")
@@ -195,7 +185,7 @@ class CurveTest(AinboxTestCase):
         self.assertIn("echo", out.stdout)
         # The same through ainbox-admin's options instead of the environment.
         out = self.admin_cli(None, "--key", self.secret_path("admin"), "--broker-key",
-                             read_cert(os.path.join(self.keys, "broker.cert"))[0].decode(),
+                             proto.read_cert(os.path.join(self.keys, "broker.cert"))[0].decode(),
                              "workers")
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("echo", out.stdout)

@@ -14,7 +14,6 @@ which the test shares (no time namespaces). Every wait is bounded.
 
 import http.client
 import json
-import re
 import socket
 import sys
 import threading
@@ -27,15 +26,6 @@ import ainbox_proto as proto
 
 LOAD_INFLIGHT_MAX = 200  # requests of one load in flight at once
 SNIPPET = 300  # bytes of a body kept per recorded request
-
-
-def read_cert(path):
-    """(public, secret) Z85 keys of a zcert file; secret None in a public one."""
-    with open(path) as f:
-        text = f.read()
-    pub = re.search(r'public-key = "(.{40})"', text).group(1).encode()
-    sec = re.search(r'secret-key = "(.{40})"', text)
-    return pub, sec.group(1).encode() if sec else None
 
 
 def plain(value):
@@ -201,8 +191,8 @@ class Agent:
         pinning c["broker_cert"]."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        pub, sec = read_cert(c["key"])
-        sock.curve_serverkey = read_cert(c["broker_cert"])[0]
+        pub, sec = proto.read_cert(c["key"])
+        sock.curve_serverkey = proto.read_cert(c["broker_cert"])[0]
         sock.curve_publickey, sock.curve_secretkey = pub, sec
         sock.connect(c["endpoint"])
         try:

@@ -121,6 +121,16 @@ class Client:
         return got
 
 
+def read_cert(path):
+    """(public, secret) Z85 keys of a zcert file (`ainbox keygen`); secret is
+    None in a public one."""
+    with open(path) as f:
+        text = f.read()
+    pub = re.search(r'public-key = "(.{40})"', text).group(1).encode()
+    sec = re.search(r'secret-key = "(.{40})"', text)
+    return pub, sec.group(1).encode() if sec else None
+
+
 def json_type(text):
     """The "type" field of a JSON event text."""
     import json
