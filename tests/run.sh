@@ -58,7 +58,7 @@ build build-asan -DCMAKE_BUILD_TYPE=Debug -DAIN_ASAN=ON
 stage "TSan build and the bundle's threads"
 build build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIN_TSAN=ON
 (cd build-tsan && TSAN_OPTIONS="suppressions=$PWD/../tests/tsan.supp halt_on_error=1 second_deadlock_stack=1" \
-    ctest --output-on-failure -L tsan)
+    ctest --output-on-failure -j"$JOBS" -L tsan)
 
 stage "fuzz the envelope decoder for ${FUZZ_SECONDS}s"
 CC=clang build build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIN_FUZZ=ON -DAIN_ASAN=ON
