@@ -9,9 +9,7 @@ const char *const AIN_Q_JOBS_CLAIM =
 
 const char *const AIN_Q_JOBS_FINISH = "select id, outcome from ain_jobs_finish($1::jsonb, $2::int)";
 
-const char *const AIN_Q_JOBS_NEXT =
-    "select (extract(epoch from least((select min(run_at) from jobs where state = 'pending'),"
-    " (select min(lease_until) from jobs where state = 'running'))) * 1000)::bigint";
+const char *const AIN_Q_JOBS_NEXT = "select ain_jobs_next()";
 
 const char *const AIN_Q_JOBS_STATS =
     "select count(*) filter (where state = 'pending' and priority = 0 and run_at <= now()),"

@@ -71,9 +71,11 @@ create index jobs_dead_failed on jobs_dead (failed_at);
 -- that job's id, or a NULL id when that job was claimed meanwhile (the
 -- caller enqueues it again). Wakes the claimers with the batch's earliest
 -- run_at (epoch ms) as payload.
+-- (Nested loops off: the planner guesses one row for each CTE and would match the batch's
+-- rows with its inserted ones in a nested loop, n x n: 200 ms for 1,000 jobs instead of 15.)
 create function ain_jobs_enqueue(p_jobs jsonb, p_stride_ms int)
 returns table(n int, id bigint, created boolean)
-language plpgsql as $$
+language plpgsql set enable_nestloop = off as $$
 declare
     v_stride interval := p_stride_ms * interval '1 millisecond';
     v_first  bigint;
@@ -93,6 +95,7 @@ begin
     fair as (
         insert into jobs_fair as f (user_id, priority, next_vt)
         select distinct i.user_id, i.priority, now() + i.cnt * v_stride from input i
+         order by 1, 2 -- every writer locks jobs_fair rows in this order: no deadlock
         on conflict (user_id, priority) do update
            set next_vt = greatest(f.next_vt, now()) + (excluded.next_vt - now())
         returning f.user_id, f.priority, f.next_vt
@@ -128,13 +131,16 @@ begin
     perform pg_notify('ain_jobs', v_first::text);
 end $$;
 
+-- The queue's functions below look rows up by index only; "enable_seqscan = off" keeps it so
+-- whatever the statistics said when a session first planned them (an empty table: a sequential
+-- scan, cached for the session, cost 10 ms per claim at 50,000 jobs).
 -- Returns to the queue up to 1000 jobs whose lease ran out (their holder
 -- died, stalled or lost the database). The attempt they were on stays
 -- counted, so a job that kills its workers ends in the dead-letter queue.
 -- One that would now collide with a pending job of the same unique key is
 -- merged into it (deleted): the pending one does the same work.
 create function ain_jobs_expire() returns int
-language plpgsql as $$
+language plpgsql set enable_seqscan = off as $$
 declare
     r record;
     v_n int := 0;
@@ -162,7 +168,7 @@ create function ain_jobs_claim(p_owner text, p_lease_ms int, p_high int, p_mediu
 returns table(id bigint, kind text, service text, user_id bigint, account_id bigint,
               priority smallint, payload text, attempts int, max_attempts int, lease_gen bigint,
               last_error text)
-language plpgsql as $$
+language plpgsql set enable_seqscan = off as $$
 begin
     perform ain_jobs_expire();
     return query
@@ -199,7 +205,7 @@ end $$;
 -- (rescheduled onto a pending job of the same unique key, so deleted).
 create function ain_jobs_finish(p jsonb, p_stride_ms int)
 returns table(id bigint, outcome text)
-language plpgsql as $$
+language plpgsql set enable_seqscan = off as $$
 declare
     v_stride interval := p_stride_ms * interval '1 millisecond';
     r record;
@@ -231,11 +237,14 @@ begin
     )
     select d.id, 'dead'::text from d;
 
+    -- In (user, priority) order, as ain_jobs_enqueue locks jobs_fair rows: no deadlock.
     for r in select (e->>'id')::bigint as jid, (e->>'gen')::bigint as gen,
                     coalesce((e->>'delay_ms')::bigint, 0) as delay_ms,
                     coalesce(e->>'attempts', 'keep') as att, e->'payload' as payload,
                     e->>'error' as error
-               from jsonb_array_elements(p) e where e->>'op' = 'again' loop
+               from jsonb_array_elements(p) e join jobs j0 on j0.id = (e->>'id')::bigint
+              where e->>'op' = 'again'
+              order by j0.user_id, j0.priority, j0.id loop
         v_run := now() + r.delay_ms * interval '1 millisecond';
         begin
             -- The back of the user's queue at this priority (fair order).
@@ -271,6 +280,15 @@ begin
         perform pg_notify('ain_jobs', v_notify::text);
     end if;
 end $$;
+
+-- When a claimer should look again: the next pending job's run_at or the next lease end
+-- (epoch ms; NULL: the queue is empty).
+create function ain_jobs_next() returns bigint
+language sql stable set enable_seqscan = off as $$
+    select (extract(epoch from least((select min(run_at) from jobs where state = 'pending'),
+                                     (select min(lease_until) from jobs where state = 'running')))
+            * 1000)::bigint
+$$;
 
 -- Moves dead jobs back to the queue (p_id, or all when NULL) with fresh
 -- attempts; one whose unique key has a pending job is merged into it.
