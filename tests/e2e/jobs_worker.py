@@ -4,7 +4,8 @@ It answers JOB_RUN as the job's payload tells it, so a test can script every out
 
     {"act": "done" | "retry" | "delay" | "continue" | "fail", "sleep_ms": N, "delay_ms": N,
      "left": N (continue: answers continue with left - 1 until 0, then done),
-     "fail_first": N (retry on attempts 1..N, then done)}
+     "fail_first": N (retry on attempts 1..N, then done),
+     "delay_times": N (delay the first N runs this process sees, then done)}
 
 Each run is appended to the log file as one line of JSON, before and after its work:
 {"ev": "start" | "end", "id", "attempt", "pid", "t" (epoch seconds), "result"}, so a test can
@@ -25,9 +26,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import mdp  # noqa: E402
 
 
+_delayed = {}  # job id -> delays answered by this process
+
+
 def _answer(body, attempt):
     p = body.get("payload") or {}
     act = p.get("act", "done")
+    if p.get("delay_times") is not None:
+        n = _delayed.get(body.get("id"), 0)
+        act = "delay" if n < p["delay_times"] else "done"
+        _delayed[body.get("id")] = n + 1
     if p.get("fail_first") is not None:
         act = "retry" if attempt <= p["fail_first"] else "done"
     if act == "continue":
