@@ -7,6 +7,7 @@
 #include "actors/cache/cache.h"
 #include "actors/echo/echo.h"
 #include "actors/events/events.h"
+#include "actors/jobs/jobs.h"
 #include "actors/loadgen/loadgen.h"
 #include "actors/monitor/monitor.h"
 #include "actors/ratelimit/ratelimit.h"
@@ -30,6 +31,8 @@ static const struct {
      "users and sign-in sessions (PostgreSQL): open, refresh, revoke, profile, terms"},
     {"accounts", &ain_accounts_actor,
      "provider accounts (PostgreSQL): OAuth sign-in completion, sealed refresh tokens"},
+    {"jobs", &ain_jobs_actor,
+     "the durable job queue (PostgreSQL): priorities, leases, retries, dead letters"},
     {"echo", &ain_echo_actor, "answers with what it is sent (diagnostics, benchmarks)"},
     {"loadgen", &ain_loadgen_actor, "benchmarks only: publishes timed events for N users"},
 };
