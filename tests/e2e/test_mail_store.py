@@ -372,7 +372,7 @@ class TestApply(MailStoreCase):
             self.assertEqual(state, "42501", text)
         # AIN_Q_APPLY is the same call.
         state, _ = self.sqlstate(f"prepare q as {self.q['AIN_Q_APPLY']};\n"
-                                 f"execute q({self.a}, {self.gb}, '[]');")
+                                 f"execute q({self.a}, {self.gb}, '[]', null);")
         self.assertEqual(state, "42501")
         cases = [
             ("{}", "JSON array"),
