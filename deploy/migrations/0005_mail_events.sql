@@ -38,7 +38,9 @@ create index mail_write_keys_created_idx on mail_write_keys (created_at);
 --     labels                                              -> unread_count_updated
 -- Ids are the provider's (what the edge's routes take). `labelIds` lists
 -- UNREAD for an unread message, as Gmail does (the store keeps it as a
--- flag). `source` is the account's provider.
+-- flag). `source` is the account's provider. Text fields are cut (1,000
+-- characters; `to` 4,000) so an event stays far below the events
+-- service's 64 KiB.
 create function ain__mail_events(p_user bigint, p_account bigint, p_changed jsonb,
                                  p_before jsonb)
 returns jsonb
@@ -58,10 +60,12 @@ language sql stable as $$
                 'type', 'new_email',
                 'email', jsonb_build_object(
                     'id', m.provider_id, 'threadId', t.provider_id,
-                    'messageId', coalesce(m.header_message_id, ''),
-                    'from', coalesce(ain__mail_from(m.from_name, m.from_addr), ''),
-                    'to', coalesce(m.to_addrs, ''), 'subject', coalesce(m.subject, ''),
-                    'snippet', coalesce(m.snippet, ''), 'preview', coalesce(m.snippet, ''),
+                    'messageId', left(coalesce(m.header_message_id, ''), 1000),
+                    'from', left(coalesce(ain__mail_from(m.from_name, m.from_addr), ''), 1000),
+                    'to', left(coalesce(m.to_addrs, ''), 4000),
+                    'subject', left(coalesce(m.subject, ''), 1000),
+                    'snippet', left(coalesce(m.snippet, ''), 1000),
+                    'preview', left(coalesce(m.snippet, ''), 1000),
                     'date', to_char(m.sent_at at time zone 'utc',
                                     'Dy, FMDD Mon YYYY HH24:MI:SS "+0000"'),
                     'labelIds', to_jsonb(m.label_ids || case when m.unread then array['UNREAD']
