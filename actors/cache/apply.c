@@ -130,7 +130,7 @@ static void s_on_applied(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
         return;
     }
     const PGresult *r = out->result;
-    if (PQntuples(r) != 1 || PQnfields(r) != 4) {
+    if (PQntuples(r) != 1 || PQnfields(r) != 5) {
         ain_metric_inc(st->m.write_errors);
         ain_error(st->log, "cache: ain_mail_write answered %d rows of %d columns", PQntuples(r),
                   PQnfields(r));
@@ -142,9 +142,7 @@ static void s_on_applied(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
     ain_metric_inc(w->replayed ? st->m.writes_replayed : st->m.writes);
     const char *outbox = PQgetisnull(r, 0, 1) ? "" : PQgetvalue(r, 0, 1);
     json_t *changed = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
-    json_t *events = json_loads(PQgetvalue(r, 0, 2), 0, NULL);
-    w->nevents = json_array_size(events); /* 0 if unreadable: ain__announce says so */
-    json_decref(events);
+    w->nevents = strtoull(PQgetvalue(r, 0, 4), NULL, 10);
     size_t rows = json_array_size(changed), n = 0, i;
     char **prefixes = ain_malloc((rows ? rows : 1) * sizeof *prefixes);
     msgpack_packer pk;

@@ -109,10 +109,12 @@ static void s_on_published(ain_status_t status, const ain_envelope_t *reply, voi
                   (const char *)reply->body);
     } else if (!reply || reply->status != AIN_STATUS_OK) {
         a->failed = true;
-        ain_warn(st->log,
-                 "cache: publishing the events of outbox row %s failed (%s): left to "
-                 "the relay",
-                 a->id, ain_status_name(reply ? reply->status : status));
+        /* Once per write; a relayed row failing again every pass is only
+         * counted (cache.events.failed), not logged each time. */
+        AIN_LOG_AT(st->log, a->relay ? AIN_LOG_DEBUG : AIN_LOG_WARN,
+                   "cache: publishing the events of outbox row %s failed (%s): left to "
+                   "the relay",
+                   a->id, ain_status_name(reply ? reply->status : status));
     }
     if (--a->pending > 0)
         return;
@@ -190,10 +192,10 @@ static void s_publish(s_announce_t *a)
     free(data);
     if (a->pending == 0) {
         ain_metric_add(st->m.events_failed, (int64_t)n);
-        ain_warn(st->log,
-                 "cache: the events of outbox row %s could not be sent: left to the "
-                 "relay",
-                 a->id);
+        AIN_LOG_AT(st->log, a->relay ? AIN_LOG_DEBUG : AIN_LOG_WARN,
+                   "cache: the events of outbox row %s could not be sent: left to the "
+                   "relay",
+                   a->id);
         s_announce_free(a);
     }
 }
@@ -307,8 +309,8 @@ static void s_relay_row(ain__state_t *st, const PGresult *r, int i)
         n = 0;
         all = true;
     }
-    ain_info(st->log, "cache: relaying outbox row %s (user %llu)", PQgetvalue(r, i, 0),
-             (unsigned long long)user);
+    ain_debug(st->log, "cache: relaying outbox row %s (user %llu)", PQgetvalue(r, i, 0),
+              (unsigned long long)user);
     ain__announce(st, user, PQgetvalue(r, i, 0), prefixes, (size_t)n, all, PQgetvalue(r, i, 3),
                   true, s_on_relayed, NULL);
 }
@@ -324,6 +326,9 @@ static void s_on_due(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
         return;
     }
     int rows = PQntuples(out->result);
+    if (rows > 0)
+        ain_info(st->log, "cache: relaying %d outbox rows (oldest %s)", rows,
+                 PQgetvalue(out->result, 0, 0));
     for (int i = 0; i < rows && ain__l2_up(st); i++)
         s_relay_row(st, out->result, i);
 }

@@ -94,7 +94,9 @@ extern const char *const AIN_Q_COUNTS;
  * provider ids; 'role' with a role; 'counts' and 'archive' with ''),
  * outbox_id bigint (the write's outbox row, null when nothing changed or
  * already announced), events text (JSON array of the row's user events),
- * replayed bool (the key was written before: nothing applied now).
+ * replayed bool (the key was written before: nothing applied now),
+ * n_events int (the events the write caused; on a replay, the first
+ * write's).
  * SQLSTATE 42501: not the user's account; 22023: bad batch or key;
  * AI409: the key was used for another write. */
 extern const char *const AIN_Q_APPLY;

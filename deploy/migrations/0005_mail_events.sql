@@ -111,13 +111,15 @@ $$;
 --             is still there, else [])
 --   replayed  true when `key` had been written before: nothing was applied
 --             now, the first write's result is returned
+--   n_events  how many events the write caused (on a replay: the first
+--             write's count, whether or not its row is still there)
 -- Errors: those of ain_mail_apply; 22023 for a key that is not 1..128
 -- bytes; AI409 for a key reused with another account or other changes.
 -- Two writes with one key at once: the second waits on the first's key
 -- row (the primary key), then replays its result (or, if the first rolled
 -- back, writes).
 create function ain_mail_write(p_user bigint, p_account bigint, p_changes jsonb, p_key text)
-returns table(changed text, outbox_id bigint, events text, replayed bool)
+returns table(changed text, outbox_id bigint, events text, replayed bool, n_events int)
 language plpgsql as $$
 declare
     v_md5     text := md5(coalesce(p_changes::text, ''));
@@ -145,7 +147,8 @@ begin
               from mail_outbox o
              where o.id = (v_kept.result->>'outbox_id')::bigint and o.user_id = p_user;
             return query select (v_kept.result->'changed')::text, v_id,
-                                coalesce(v_events, '[]'::jsonb)::text, true;
+                                coalesce(v_events, '[]'::jsonb)::text, true,
+                                (v_kept.result->>'events')::int;
             return;
         end if;
     end if;
@@ -174,7 +177,8 @@ begin
                                            'outbox_id', v_id)
          where k.user_id = p_user and k.key = p_key;
     end if;
-    return query select v_changed::text, v_id, v_events::text, false;
+    return query select v_changed::text, v_id, v_events::text, false,
+                        jsonb_array_length(v_events);
 end $$;
 
 -- The 0003 entry point, kept for callers that name it (tests simulate a

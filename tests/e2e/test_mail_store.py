@@ -688,12 +688,12 @@ class TestQueries(MailStoreCase):
                             f"execute q({self.a}, {self.ga}, "
                             f"'[{{\"op\":\"set_flags\",\"id\":\"m2\",\"unread\":true}}]', null);")
         self.assertEqual(len(applied), 1)
-        changed, outbox, events, replayed = applied[0]
+        changed, outbox, events, replayed, n_events = applied[0]
         self.assertEqual([tuple(c) for c in json.loads(changed)],
                          [("counts", ""), ("label", "INBOX"), ("label", "SENT"),
                           ("message", "m2"), ("role", "inbox"), ("role", "sent"),
                           ("thread", "t2")])
-        self.assertEqual(replayed, "f")
+        self.assertEqual((replayed, n_events), ("f", "2"))
         self.assertEqual([e["type"] for e in json.loads(events)],
                          ["email_updated", "unread_count_updated"])
         # The same transaction left its outbox row, naming the same changes
