@@ -14,12 +14,15 @@ PostgreSQL and Redis, one process per role (broker, events, cache, edge).
 - An outbox row announced twice (the writer published, then died before
   deleting it) reaches the user once.
 - A write retried with the same key is applied once and answered
-  `replayed: true`; the key reused for other changes is CONFLICT.
+  `replayed: true` (also when the first was answered TIMEOUT while the
+  store was held up, and committed later); the key reused for other
+  changes is CONFLICT.
 """
 
 import json
 import signal
 import socket
+import subprocess
 import time
 import unittest
 
@@ -303,6 +306,35 @@ class MailEventsCase(AinboxTestCase):
         (_, upd), = self.events(ann, 1)
         self.assertEqual((upd["type"], upd["email"]["id"]), ("email_updated", "m2"))
         self.assertEqual(self.metric("cache", "cache.writes_replayed"), 1)
+
+    def test_a_write_answered_too_late_and_retried_with_its_key_is_applied_once(self):
+        # The store is held up past the caller's deadline: the caller hears
+        # TIMEOUT (or nothing), yet the write commits once the lock goes.
+        # (The actor's sweep logs the request it still holds past its
+        # deadline as an ERROR, on purpose: runtime/actor.c.)
+        self.allowed_errors = ("never answered",)
+        sql = ("begin; lock table threads in access exclusive mode; "
+               "select pg_sleep(4); commit;")
+        lock = subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                                 f"host=127.0.0.1 port={self.pg.port} user=postgres "
+                                 f"dbname={self.pg.dbname}", "-c", sql],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lock.kill)
+        wait_until(lambda: self.pg.psql(
+            "select count(*) from pg_locks l join pg_class c on c.oid = l.relation "
+            "where c.relname = 'threads' and l.mode = 'AccessExclusiveLock' and l.granted")
+            == [["1"]], 10, "the lock on threads")
+        changes = [message("m1", "t1", T0)]
+        body = proto.pack({"account": 1, "changes": changes, "key": "late-1"})
+        reply = self.client.call("cache", "MAIL_APPLY", body, user=1, timeout_ms=1000)
+        self.assertIn(reply["status"] if reply else None, (None, "TIMEOUT", "UNAVAILABLE"))
+        # The retry, same key, same changes: applied once, answered replayed.
+        again = self.apply(1, changes, key="late-1")
+        self.assertTrue(again["replayed"])
+        self.assertEqual(again["events"], 2)
+        lock.wait(30)
+        self.assertEqual(self.pg.psql("select count(*) from messages"), [["1"]])
+        self.assertEqual(self.inbox(1), (1, 1))
 
 
 if __name__ == "__main__":
