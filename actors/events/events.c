@@ -18,6 +18,12 @@
  * working; a client that resumes from such an id is told `reset` (the id
  * is not in the log), so it refetches instead of silently missing events.
  *
+ * A batch's event may carry a key (the mail writer's "o<outbox row>.<i>"):
+ * the append script appends a key seen for that user within the window
+ * only once and answers the first append's id with "=" in front; such an
+ * event is answered with that id and not published again, so a write
+ * announced twice (its writer, then a relay) reaches the user once.
+ *
  * EVENT_REPLAY answers from the log; with Redis down it answers
  * UNAVAILABLE (the edge then tells the client `reset`).
  */
