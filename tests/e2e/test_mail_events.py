@@ -19,9 +19,9 @@ PostgreSQL and Redis, one process per role (broker, events, cache, edge).
   changes is CONFLICT.
 """
 
+import http.client
 import json
 import signal
-import socket
 import subprocess
 import time
 import unittest
@@ -69,7 +69,7 @@ class MailEventsCase(AinboxTestCase):
         self.wait_services(self.env, ["events", "cache"])
         wait_until(lambda: self.metric("events", "events.redis.connected") == 1, 15,
                    "the events actor to reach Redis")
-        wait_until(lambda: self.http_up(), 15, "the edge to answer")
+        wait_until(lambda: self.http_up(), 30, "the edge to serve streams")
 
     # ------------------------------------------------------------- helpers
 
@@ -81,11 +81,15 @@ class MailEventsCase(AinboxTestCase):
         return proc
 
     def http_up(self):
+        """The edge answers a stream request 200 (not merely accepts connections)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
-            return True
+            conn.request("GET", self.path(9))
+            return conn.getresponse().status == 200
         except OSError:
             return False
+        finally:
+            conn.close()
 
     def path(self, user):
         return f"/api/v1/emails/stream?user={user}&token={DEV_TOKEN}"
