@@ -13,6 +13,7 @@ import sys
 import time
 import unittest
 
+import ainbox_faults as faults
 import ainbox_proto as proto
 from ainbox_harness import AinboxTestCase, free_ports, wait_until
 
@@ -309,6 +310,40 @@ class KillTest(JobsCase):
         # What the dead actor held ran again, under the other one's lease.
         ends = [r["id"] for r in self.runs() if r["ev"] == "end"]
         self.assertGreater(len(ends), len(set(ends)), "a job of the killed actor ran again")
+
+
+class StoreFaultTest(JobsCase):
+    """PostgreSQL stopped, then SIGSTOPped, under a stream of jobs: the actor neither crashes nor
+    loses a job; they wait and run once the store is back."""
+
+    def enqueue_ok(self):
+        reply = self.client.call("jobs", "JOB_ENQUEUE", proto.pack({"kind": "t", "user": 1}),
+                                 timeout_ms=2000)
+        return reply is not None and reply["status"] == "OK"
+
+    def test_a_stalled_store_delays_jobs_never_loses_them(self):
+        self.start_bundle(AINBOX_PG_TIMEOUT_MS="1000", AINBOX_JOBS_LEASE_MS="4000")
+        bundle = self.procs[-1]
+        self.start_worker()
+        ids = [r["id"] for r in self.enqueue(jobs=[
+            {"kind": "t", "user": i % 5 + 1, "payload": {"sleep_ms": 50}} for i in range(30)])[
+                "results"]]
+        wait_until(lambda: any(r["ev"] == "end" for r in self.runs()), 15, "a first run")
+        for fault in (faults.PgStopped(self.pg), faults.PgFrozen(self.pg)):
+            with fault:
+                # Enqueues fail while the store is away (answered, not hung, not crashed)...
+                reply = self.client.call("jobs", "JOB_ENQUEUE",
+                                         proto.pack({"kind": "t", "user": 1}), timeout_ms=2000)
+                self.assertTrue(reply is None or reply["status"] != "OK", reply)
+                time.sleep(2.5)  # outcomes and claims fail meanwhile
+                self.assertTrue(bundle.alive())
+            # ...and work again once it is back.
+            wait_until(lambda: self.enqueue_ok(), 30, "enqueue after the fault")
+        self.wait_ended(ids, timeout=90)
+        self.wait_empty(timeout=90)
+        self.assertEqual(self.admin(self.e, "--json", "dlq", "list")["total"], 0)
+        self.assert_never_twice_at_once()
+        self.assertTrue(bundle.alive())
 
 
 if __name__ == "__main__":
