@@ -251,6 +251,26 @@ class SchedulingTest(JobsCase):
         self.assertEqual(peak, {"h": 1, "l": 1})
         self.assert_never_twice_at_once()
 
+    def test_no_busy_polling(self):
+        # High's one slot busy for 2.5 s with more high jobs ready, medium idle: the actor must
+        # wait for the slot, not claim over and over (nor poll while the queue is empty).
+        self.start_bundle(AINBOX_JOBS_WORKERS="1/1/0")
+        self.start_worker()
+        self.enqueue({"kind": "h", "user": 1, "priority": "high", "payload": {"sleep_ms": 2500}})
+        wait_until(lambda: self.runs(), 15, "the long job to start")
+        # More arrive while the slot is taken (the enqueue's NOTIFY wakes the actor).
+        self.enqueue(jobs=[{"kind": "h", "user": 1, "priority": "high"} for _ in range(3)])
+
+        def claims():
+            return self.admin(self.e, "--json", "stats", "jobs")["metrics"]["jobs.claims"]
+        before = claims()
+        time.sleep(1.5)
+        self.assertLessEqual(claims() - before, 6, "claims while waiting for a slot")
+        self.wait_empty()
+        before = claims()
+        time.sleep(1.5)
+        self.assertLessEqual(claims() - before, 2, "claims while the queue is empty")
+
     def test_one_users_backlog_does_not_starve_another(self):
         self.start_bundle(AINBOX_JOBS_WORKERS="0/1/0")
         hog = self.enqueue(jobs=[{"kind": "hog", "user": 1, "payload": {"sleep_ms": 20}}
