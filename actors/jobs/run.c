@@ -369,8 +369,9 @@ static void s_claimed(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
             st->retry_timer = ain_actor_timer(st->actor, S_RETRY_MS, false, s_claim_retry, st);
         return;
     }
-    for (int p = 0; p < AIN_JOBS_PRIOS; p++)
-        want[p] = st->pools[p] - st->busy[p];
+    /* What was asked, not what is free now: slots freed while the claim ran would make a full
+     * answer look short (and send the actor to sleep with work waiting). */
+    memcpy(want, st->asked, sizeof want);
     int rows = PQntuples(o->result);
     for (int i = 0; i < rows; i++) {
         int p = atoi(PQgetvalue(o->result, i, 5));
@@ -427,6 +428,7 @@ static void s_claim(ain__jobs_t *st)
     }
     st->claiming = true;
     st->wanted = false;
+    memcpy(st->asked, want, sizeof want);
     ain_metric_inc(st->m.claims);
 }
 
