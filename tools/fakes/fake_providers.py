@@ -5,7 +5,7 @@
       --client google:ID:SECRET:http://127.0.0.1:3000/google/callback \
       --client microsoft:ID:SECRET:http://127.0.0.1:3000/auth/outlook/callback \
       --gmail-mailbox alice@gmail.test:5000 --quota new \
-      --push-url http://127.0.0.1:3000/webhooks/gmail --push-token SECRET \
+      --push-url http://127.0.0.1:3000/webhooks/gmail/notifications --push-token SECRET \
       --generate alice@gmail.test:2000
 
 Prints "ready <port>" on stdout once it listens; runs until SIGTERM or SIGINT. See README.md.
