@@ -169,6 +169,8 @@ start_demo() {
         fi
         args+=(--gmail-mailbox "$u:$n:$((${#args[@]} + 1))")
         if ((mail_every > 0)); then args+=(--generate "$u:$mail_every"); fi
+        # Watched from the start, as after users.watch: every new message is pushed.
+        args+=(--gmail-watch "$u")
     done
     # Our own client at the fake Google: an id and a secret kept with the other secrets.
     if ! grep -q '^DEMO_GOOGLE_CLIENT_SECRET=' "$VAR/dev-secrets"; then
