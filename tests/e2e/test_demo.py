@@ -441,6 +441,17 @@ class DemoRunTest(AinboxTestCase):
         self.assertEqual(reply["status"], "OK", reply)
         self.assertEqual(json.loads(reader.event(10)["data"]), event)
 
+        # The fake pushes each new message to the webhook with the token run-bundle.sh gave
+        # both: never refused (503 only while no sync service takes it; 204 once one does).
+        def pushes():
+            with urllib.request.urlopen(f"{self.fake}/_fake/gmail/pushes", timeout=10) as res:
+                return json.loads(res.read())["log"]
+        wait_until(lambda: len(pushes()) >= 2, 30, "the fake's pushes", interval=0.5)
+        statuses = {p["status"] for p in pushes()}
+        self.assertLessEqual(statuses, {204, 503}, statuses)
+        self.assertEqual({p["email"] for p in pushes()} - {"alice@gmail.test", "bob@gmail.test"},
+                         set())
+
         # Renewed before expiry (60 s tokens: at 40 s), and the new one works.
         wait_until(lambda: self.tokens() and self.tokens()[0][2] != alice, 60,
                    "alice's token to be renewed", interval=0.5)
