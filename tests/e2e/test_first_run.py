@@ -146,6 +146,10 @@ class RestartLoopTest(FirstRunCase):
         self.assertNotIn("restart #", proc.log())
         self.assertFalse(os.path.exists(os.path.join(var, "dev-secrets")))
         self.assertFalse(os.path.exists(os.path.join(var, "dev-token")))
+        # Nor the demo (its AINBOX_DEMO defaults to true): no fake Google, no demo sessions.
+        self.assertFalse(os.path.exists(os.path.join(var, "fake-providers.log")))
+        self.assertFalse(os.path.exists(os.path.join(var, "demo-tokens")))
+        self.assertNotIn("demo", proc.log())
 
 
 class DevelopmentSignInTest(FirstRunCase):
