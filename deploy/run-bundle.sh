@@ -213,6 +213,10 @@ start_demo() {
         fi
         sleep 0.05
     done
+    if ! grep -q "^ready $FAKE_PORT" "$fake_log"; then
+        say "the fake providers did not say ready within 10 s ($fake_log)"
+        exit 1
+    fi
     local every="no new mail"
     if ((mail_every > 0)); then every="a new message every $(setting AINBOX_DEMO_MAIL_EVERY)"; fi
     say "demo: fake Google on $fake: ${users//,/, } ($n messages each, $every)"
