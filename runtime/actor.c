@@ -54,6 +54,7 @@ typedef struct s_timer_t {
 typedef struct {
     int id; /* 0 = free */
     int fd;
+    void *socket; /* a ZeroMQ socket instead of fd (ain_actor_watch_socket) */
     short events;
     bool urgent; /* polled before each request (ain_actor_watch_urgent) */
     ain_fd_fn *fn;
@@ -483,7 +484,16 @@ int ain_actor_watch(ain_actor_t *self, int fd, int events, ain_fd_fn *fn, void *
     if (self->nwatches >= AIN_ACTOR_MAX_WATCHES)
         return -1;
     s_watch_t *w = &self->watches[self->nwatches++];
-    *w = (s_watch_t){++self->next_watch_id, fd, (short)events, false, fn, arg};
+    *w = (s_watch_t){++self->next_watch_id, fd, NULL, (short)events, false, fn, arg};
+    return w->id;
+}
+
+int ain_actor_watch_socket(ain_actor_t *self, void *socket, ain_fd_fn *fn, void *arg)
+{
+    if (self->nwatches >= AIN_ACTOR_MAX_WATCHES || !socket)
+        return -1;
+    s_watch_t *w = &self->watches[self->nwatches++];
+    *w = (s_watch_t){++self->next_watch_id, -1, socket, ZMQ_POLLIN, false, fn, arg};
     return w->id;
 }
 
@@ -498,7 +508,7 @@ static s_watch_t *s_find_watch(ain_actor_t *self, int id)
 void ain_actor_watch_set(ain_actor_t *self, int id, int fd, int events)
 {
     s_watch_t *w = s_find_watch(self, id);
-    if (w) {
+    if (w && !w->socket) {
         w->fd = fd;
         w->events = (short)events;
     }
@@ -519,9 +529,9 @@ static int s_add_watches(ain_actor_t *self, zmq_pollitem_t *items, int n, int *i
     int added = 0;
     for (int i = 0; i < self->nwatches; i++) {
         s_watch_t *w = &self->watches[i];
-        if (w->fd < 0 || !w->events)
+        if ((w->fd < 0 && !w->socket) || !w->events)
             continue;
-        items[n + added] = (zmq_pollitem_t){NULL, w->fd, w->events, 0};
+        items[n + added] = (zmq_pollitem_t){w->socket, w->socket ? 0 : w->fd, w->events, 0};
         ids[added++] = w->id;
     }
     return added;
@@ -534,7 +544,7 @@ static int s_on_watches(ain_actor_t *self, zmq_pollitem_t *items, int count, con
     int fired = 0;
     for (int i = 0; i < count; i++) {
         s_watch_t *w = items[i].revents ? s_find_watch(self, ids[i]) : NULL;
-        if (!w || w->fd != items[i].fd)
+        if (!w || w->socket != items[i].socket || (!w->socket && w->fd != items[i].fd))
             continue;
         w->fn(self, w->fd, items[i].revents, w->arg);
         fired++;
@@ -672,7 +682,7 @@ static bool s_urgent_ready(const ain_actor_t *self)
     nfds_t n = 0;
     for (int i = 0; i < self->nwatches; i++) {
         const s_watch_t *w = &self->watches[i];
-        if (w->urgent && w->fd >= 0 && w->events)
+        if (w->urgent && !w->socket && w->fd >= 0 && w->events)
             fds[n++] = (struct pollfd){w->fd,
                                        (short)(((w->events & ZMQ_POLLIN) ? POLLIN : 0) |
                                                ((w->events & ZMQ_POLLOUT) ? POLLOUT : 0)),

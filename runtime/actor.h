@@ -104,6 +104,11 @@ void ain_actor_timer_cancel(ain_actor_t *self, int timer_id);
 typedef void(ain_fd_fn)(ain_actor_t *actor, int fd, int revents, void *arg);
 int ain_actor_watch(ain_actor_t *self, int fd, int events, ain_fd_fn *fn, void *arg);
 
+/* Watches a ZeroMQ socket for input (ZMQ_POLLIN) in the actor's loop:
+ * fn(actor, -1, ZMQ_POLLIN, arg) runs while it has messages. Returns a
+ * watch id, or -1. Not for ain_actor_watch_set or urgent watches. */
+int ain_actor_watch_socket(ain_actor_t *self, void *socket, ain_fd_fn *fn, void *arg);
+
 /* Changes what watch `id` looks at (the descriptor may change when a
  * client reconnects). */
 void ain_actor_watch_set(ain_actor_t *self, int id, int fd, int events);

@@ -55,6 +55,4 @@ void ain_call_cancel(ain_calls_t *self, uint64_t id);
 /* Calls in flight. */
 size_t ain_calls_pending(const ain_calls_t *self);
 
-int ain_call_test(bool verbose);
-
 #endif

@@ -7,7 +7,9 @@
  *
  *   ain_actors_test NAME     runs one test (ctest gives each its own)
  */
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,7 @@
 #include "proto/topic.h"
 #include "runtime/alloc.h"
 #include "runtime/bus.h"
+#include "runtime/call.h"
 #include "runtime/client.h"
 #include "runtime/clock.h"
 
@@ -405,6 +408,136 @@ static int test_no_worker_times_out(void)
     return 0;
 }
 
+/* ------------------------------------------------------------ ain_call */
+
+/* What the calling actor saw, read by the test thread once it stopped
+ * (joined). */
+static struct {
+    int echo_status, echo_len, late_status, nobody_status, cancelled_runs;
+    atomic_int done; /* polled by the test thread meanwhile */
+    char echo_body[16];
+} s_seen;
+
+static void s_on_echo(ain_status_t status, const ain_envelope_t *reply, void *arg)
+{
+    (void)arg;
+    s_seen.echo_status = (int)status;
+    if (reply && reply->body_len < sizeof s_seen.echo_body) {
+        memcpy(s_seen.echo_body, reply->body, reply->body_len);
+        s_seen.echo_len = (int)reply->body_len;
+    }
+    s_seen.done++;
+}
+
+static void s_on_late(ain_status_t status, const ain_envelope_t *reply, void *arg)
+{
+    (void)arg;
+    s_seen.late_status = reply ? -1 : (int)status; /* no reply: it timed out */
+    s_seen.done++;
+}
+
+static void s_on_nobody(ain_status_t status, const ain_envelope_t *reply, void *arg)
+{
+    (void)arg;
+    s_seen.nobody_status = (int)status;
+    s_seen.done++;
+}
+
+static void s_on_cancelled(ain_status_t status, const ain_envelope_t *reply, void *arg)
+{
+    (void)status;
+    (void)reply;
+    (void)arg;
+    s_seen.cancelled_runs++;
+}
+
+static int s_caller_start(ain_actor_t *actor)
+{
+    ain_calls_t *calls = ain_calls_new(actor, 0);
+    if (!calls)
+        return -1;
+    ain_actor_set_state(actor, calls);
+    int64_t now = ain_clock_wall_ms();
+    if (!ain_call(calls, "echo", AIN_MSG_ECHO, 0, "hello", 5, 0, s_on_echo, NULL))
+        return -1;
+    /* Answered by the echo after 800 ms, past this call's 200 ms deadline:
+     * the callback says TIMEOUT, and the late reply is dropped as stray. */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    ain_mp_pack_kv_u64(&pk, "delay_ms", 800);
+    ain_mp_pack_str(&pk, "data");
+    msgpack_pack_bin_with_body(&pk, "late", 4);
+    uint64_t late = ain_call(calls, "echo", AIN_MSG_ECHO_DELAY, 0, sb.data, sb.size, now + 200,
+                             s_on_late, NULL);
+    msgpack_sbuffer_destroy(&sb);
+    uint64_t nobody =
+        ain_call(calls, "nobody", AIN_MSG_ECHO, 0, "x", 1, now + 300, s_on_nobody, NULL);
+    uint64_t gone = ain_call(calls, "echo", AIN_MSG_ECHO, 0, "y", 1, 0, s_on_cancelled, NULL);
+    ain_call_cancel(calls, gone);
+    return late && nobody && gone ? 0 : -1;
+}
+
+static void s_caller_stop(ain_actor_t *actor)
+{
+    ain_calls_t *calls = ain_actor_state(actor);
+    ain_calls_destroy(&calls);
+}
+
+static const ain_handler_t s_caller_handlers[] = {{0, NULL}};
+static const ain_actor_def_t s_caller_def = {
+    "calltest", s_caller_handlers, s_caller_start, s_caller_stop, NULL, 0};
+
+static const ain_proc_t *s_caller_proc;
+
+/* A plain thread, joined, rather than a zactor: TSan cannot see the
+ * ordering a ZeroMQ signal gives, and would report the bundle's teardown. */
+static void *s_caller_thread(void *pipe)
+{
+    ain_actor_run(&s_caller_def, s_caller_proc, pipe);
+    return NULL;
+}
+
+/* An actor's asynchronous calls: a reply reaches its callback; a call past
+ * its deadline ends TIMEOUT once, its late reply dropped (counted, never
+ * handed to anyone); an unserved service times out; a cancelled call's
+ * callback never runs. */
+static int test_calls(void)
+{
+    s_fixture_t fx;
+    CHECK(s_start(&fx, "echo", NULL) == 0);
+    memset(&s_seen, 0, sizeof s_seen);
+    atomic_init(&s_seen.done, 0);
+    s_caller_proc = ain_bundle_proc(fx.bundle);
+    zsock_t *back, *front = zsys_create_pipe(&back);
+    pthread_t caller;
+    CHECK(front && pthread_create(&caller, NULL, s_caller_thread, back) == 0);
+    CHECK(zsock_wait(front) == 0); /* registered */
+    int64_t until = ain_clock_mono_ms() + 10000;
+    /* Two strays: the cancelled call's answer and the late echo. */
+    while ((s_seen.done < 3 || s_stat(&fx, "calltest", "calls.stray_replies") < 2) &&
+           ain_clock_mono_ms() < until)
+        usleep(50 * 1000);
+    int64_t strays = s_stat(&fx, "calltest", "calls.stray_replies");
+    zstr_send(front, "$TERM");
+    pthread_join(caller, NULL);
+    zsock_destroy(&front);
+    zsock_destroy(&back);
+    fprintf(stderr, "calls: done %d, echo %d, late %d, nobody %d, strays %lld\n", s_seen.done,
+            s_seen.echo_status, s_seen.late_status, s_seen.nobody_status, (long long)strays);
+    CHECK(strays == 2);
+    CHECK(s_seen.done == 3);
+    CHECK(s_seen.echo_status == AIN_STATUS_OK && s_seen.echo_len == 5 &&
+          memcmp(s_seen.echo_body, "hello", 5) == 0);
+    CHECK(s_seen.late_status == AIN_STATUS_TIMEOUT);
+    CHECK(s_seen.nobody_status != AIN_STATUS_OK); /* the broker's answer, or our deadline */
+    CHECK(s_seen.cancelled_runs == 0);
+    s_stop(&fx);
+    return 0;
+}
+
 static const struct {
     const char *name;
     int (*run)(void);
@@ -412,6 +545,7 @@ static const struct {
     {"echo", test_echo},
     {"skeleton", test_skeleton},
     {"late_reply", test_late_reply},
+    {"calls", test_calls},
     {"events", test_events},
     {"monitor", test_monitor},
     {"two_bundles", test_two_bundles},
