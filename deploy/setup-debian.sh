@@ -16,6 +16,9 @@ PACKAGES=(
     # the benchmarks (tools/bench/edge-bench.sh)
     wrk
 )
+# The test command's browser (e2e.demo drives the built-in page in headless Chromium); the
+# bundle does not need it, so run-bundle.sh does not install it.
+if [[ ${1:-} == --tests ]]; then PACKAGES+=(chromium); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -162,6 +162,11 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.conn_shed = ain_metrics_counter(r, "http.conn_shed");
     self->m.handlers_refused = ain_metrics_counter(r, "http.busy_refused");
     self->m.handlers_max = ain_metrics_gauge(r, "http.handlers_max");
+    self->m.push_accepted = ain_metrics_counter(r, "webhook.gmail.accepted");
+    self->m.push_refused = ain_metrics_counter(r, "webhook.gmail.refused");
+    self->m.push_malformed = ain_metrics_counter(r, "webhook.gmail.malformed");
+    self->m.push_unavailable = ain_metrics_counter(r, "webhook.gmail.unavailable");
+    self->m.web_served = ain_metrics_counter(r, "http.web_served");
 }
 
 /* MAX_CONNECTIONS, lowered to what the descriptor limit allows: a stream
@@ -264,7 +269,8 @@ ain_edge_t *ain_edge_new(const ain_proc_t *proc)
     }
     const char *why = NULL;
     self->cors = ain__cors_new(cfg, &why);
-    if (ain__auth_init(self, cfg) < 0 || ain__oauth_init(self, cfg) < 0) {
+    if (ain__auth_init(self, cfg) < 0 || ain__oauth_init(self, cfg) < 0 ||
+        ain__webhook_init(self, cfg) < 0) {
         ain_edge_destroy(&self);
         return NULL;
     }
@@ -335,6 +341,7 @@ void ain_edge_destroy(ain_edge_t **self_p)
     ain__grants_destroy(&self->grants);
     ain_jwt_destroy(&self->jwt);
     ain__oauth_destroy(self);
+    ain__webhook_destroy(self);
     ain_metrics_destroy(&self->metrics);
     ain_log_destroy(&self->log);
     free(self);

@@ -227,8 +227,14 @@ int ain__health(ain__http_t *http)
     json_decref(known);
     char now[40];
     ain__http_iso_time(ain_clock_wall_ms(), now, sizeof now);
+    /* Features this edge runs without, by configuration: said, but not "degraded" (a
+     * deployment without Gmail push is legitimate; it polls). */
+    json_t *off = json_object();
+    const char *why = ain__webhook_off_reason(http->edge);
+    if (why)
+        json_object_set_new(off, "POST /webhooks/gmail/notifications", json_string(why));
     json_t *body =
-        json_pack("{s:s,s:s,s:o,s:o,s:o}", "status", all_ok ? "ok" : "degraded", "timestamp", now,
-                  "broker", broker, "services", services, "disabled", disabled);
+        json_pack("{s:s,s:s,s:o,s:o,s:o,s:o}", "status", all_ok ? "ok" : "degraded", "timestamp",
+                  now, "broker", broker, "services", services, "disabled", disabled, "off", off);
     return ain__http_json(http, ready ? 200 : 503, body);
 }

@@ -64,7 +64,7 @@ static int s_send_text(ain__http_t *http, int status, const char *text, size_t l
     /* Allocated: the session cookies alone take about a kilobyte. A 304 has no body, and no
      * length (it would have to be the 200's). */
     char length[80] = "";
-    if (status != 304)
+    if (status != 304 && status != 204) /* neither has a body, nor a length (RFC 9110) */
         snprintf(length, sizeof length, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
                  len);
     char *headers = ain_sprintf("%sCache-Control: %s\r\n%s%s%s", length,

@@ -22,6 +22,8 @@
  *   inval.c   follows the cache's invalidations (Redis), so kept answers are served without asking
  *   mail.c    the mail routes' answers: the neutral /api/v1 shapes, and the
  *             original frontend's Gmail and Outlook shapes
+ *   webhook.c POST /webhooks/gmail/notifications: Gmail's push, authenticated, to the sync actor
+ *   web.c     the built-in demo page (development and test only), embedded at build time
  */
 #ifndef AIN_EDGE_INTERNAL_H
 #define AIN_EDGE_INTERNAL_H
@@ -80,6 +82,10 @@ typedef struct {
      * connections shut for their address's cap, and for the bound on all; clients.c: requests
      * refused because no broker client came free in time, and the pool's size (gauge). */
     ain_metric_t *connections, *conn_refused, *conn_shed, *handlers_refused, *handlers_max;
+    /* webhook.c: Gmail pushes handed to the sync service, refused (credentials), malformed,
+     * and answered 503 because the sync service did not take them (Pub/Sub sends them again). */
+    ain_metric_t *push_accepted, *push_refused, *push_malformed, *push_unavailable;
+    ain_metric_t *web_served; /* web.c: the demo page's files served */
 } ain__edge_metrics_t;
 
 struct _ain_edge_t {
@@ -115,6 +121,7 @@ struct _ain_edge_t {
     ain__clients_t *clients;              /* clients.c: AINBOX_EDGE_THREADS broker clients */
     ain__guard_t *guard;                  /* guard.c: connections per client address */
     int64_t body_timeout_ms;              /* AINBOX_EDGE_BODY_TIMEOUT_MS */
+    struct ain__webhook *webhook;         /* webhook.c: the Gmail push credentials */
 };
 
 /* One HTTP request being served. */
@@ -330,6 +337,25 @@ int ain__oauth_callback(ain__http_t *http);
  * logged a malformed setting. Without AINBOX_TOKEN_KEY the routes answer 503. */
 int ain__oauth_init(ain_edge_t *edge, const ain_config_t *cfg);
 void ain__oauth_destroy(ain_edge_t *edge);
+
+/* webhook.c: POST /webhooks/gmail/notifications (Gmail's Pub/Sub push). */
+int ain__webhook_gmail(ain__http_t *http);
+/* webhook.c: the push credentials from the configuration; 0, or -1 having logged a malformed
+ * one. Without AINBOX_GMAIL_PUSH_TOKEN the route is off. */
+int ain__webhook_init(ain_edge_t *edge, const ain_config_t *cfg);
+void ain__webhook_destroy(ain_edge_t *edge);
+/* Why the route is off (static text), or NULL when it is on; for /health. */
+const char *ain__webhook_off_reason(const ain_edge_t *edge);
+/* web.c: the built-in demo page's files (GET /, /app.js, /app.css), outside production only. */
+int ain__web_asset(ain__http_t *http);
+/* The files, made from edge/web/ at build time (cmake/Embed.cmake: web_files.c). */
+typedef struct {
+    const char *path, *type;
+    const unsigned char *data;
+    size_t len;
+} ain__web_file_t;
+extern const ain__web_file_t ain__web_files[];
+extern const size_t ain__web_nfiles;
 
 /* limits.c: takes one unit of the user's API limit, from the user's local grant or from the
  * ratelimit actor (blocking for one round trip, two when a grant is refused). Returns 0 (go on;

@@ -68,6 +68,16 @@ static const ain__route_t s_routes[] = {
     {"GET", "/auth/outlook/callback", ain__oauth_callback, AIN__AUTH_NONE, AIN__LIMIT_NONE, NULL},
     /* Development and test only: answers 404 in production. */
     {"POST", "/api/v1/dev/session", ain__session_dev_open, AIN__AUTH_NONE, AIN__LIMIT_NONE, NULL},
+    /* Gmail's Pub/Sub push (webhook.c): authenticated by the subscription's own secret, not by
+     * a user, and not against a user's API limit (it is nobody's request). */
+    {"POST", "/webhooks/gmail/notifications", ain__webhook_gmail, AIN__AUTH_NONE, AIN__LIMIT_NONE,
+     NULL},
+    /* The built-in demo page (web.c): development and test only, 404 in production. */
+    {"GET", "/", ain__web_asset, AIN__AUTH_NONE, AIN__LIMIT_NONE, NULL},
+    {"GET", "/app.js", ain__web_asset, AIN__AUTH_NONE, AIN__LIMIT_NONE, NULL},
+    {"GET", "/app.css", ain__web_asset, AIN__AUTH_NONE, AIN__LIMIT_NONE, NULL},
+    {"GET", "/dashboard", ain__web_asset, AIN__AUTH_NONE, AIN__LIMIT_NONE, NULL},
+    {"GET", "/terms", ain__web_asset, AIN__AUTH_NONE, AIN__LIMIT_NONE, NULL},
 
     /* The mail store, provider-neutral: the cache actor's data in the /api/v1 envelope. */
     {"GET", "/api/v1/labels",

@@ -529,6 +529,26 @@ static int s_check_curve(const ain_config_t *self, char **error)
     return s_check_curve_next(self, error);
 }
 
+/* In production the providers' endpoints are https: a plain-http one is the fake of tools/fakes
+ * (the demo's provider) or a mistake, and either would carry users' codes and tokens in clear. */
+static int s_check_provider_urls(const ain_config_t *self, char **error)
+{
+    static const ain_cfg_id_t urls[] = {
+        AIN_CFG_AINBOX_GOOGLE_AUTH_URL,     AIN_CFG_AINBOX_GOOGLE_TOKEN_URL,
+        AIN_CFG_AINBOX_GOOGLE_USERINFO_URL, AIN_CFG_AINBOX_MS_AUTH_URL,
+        AIN_CFG_AINBOX_MS_TOKEN_URL,        AIN_CFG_AINBOX_MS_GRAPH_URL};
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        const char *url = self->text[urls[i]];
+        if (url && url[0] && strncmp(url, "https://", 8) != 0) {
+            *error = ain_sprintf("%s: a provider endpoint must be https:// with "
+                                 "NODE_ENV=production (a plain-http one is a fake, or a mistake)",
+                                 s_settings[urls[i]].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int s_cross_check(const ain_config_t *self, char **error)
 {
     bool production = strcmp(self->text[AIN_CFG_NODE_ENV], "production") == 0;
@@ -537,6 +557,8 @@ static int s_cross_check(const ain_config_t *self, char **error)
                              "NODE_ENV=production");
         return -1;
     }
+    if (production && s_check_provider_urls(self, error) < 0)
+        return -1;
     return s_check_secrets_distinct(self, error) < 0 || s_check_token_keys(self, error) < 0 ||
                    s_check_curve(self, error) < 0
                ? -1

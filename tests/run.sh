@@ -21,7 +21,7 @@ HTML_FUZZ_SECONDS=${HTML_FUZZ_SECONDS:-20}
 stage() { echo; echo "=== $* ($(date +%T))"; }
 
 stage "setup"
-./deploy/setup-debian.sh
+./deploy/setup-debian.sh --tests
 
 stage "format"
 files=$(git ls-files '*.c' '*.h' 2>/dev/null || find proto runtime broker edge actors deploy tools tests -name '*.[ch]')

@@ -58,6 +58,8 @@ class FirstRunCase(AinboxTestCase):
     def run_bundle(self, var, name="run-bundle", **settings):
         """Starts deploy/run-bundle.sh with `var` as its var directory."""
         port, = free_ports(1)
+        # The demo (fake Google, demo sessions) is e2e.demo's: these tests are about the rest.
+        settings.setdefault("AINBOX_DEMO", "false")
         self.env = self.base_env(port, NODE_ENV="development", RUN_BUNDLE_SKIP_SETUP="1",
                                  RUN_BUNDLE_NO_STORES="1", RUN_BUNDLE_VAR=var,
                                  RUN_BUNDLE_AINBOX=self.bin, **settings)
@@ -144,6 +146,10 @@ class RestartLoopTest(FirstRunCase):
         self.assertNotIn("restart #", proc.log())
         self.assertFalse(os.path.exists(os.path.join(var, "dev-secrets")))
         self.assertFalse(os.path.exists(os.path.join(var, "dev-token")))
+        # Nor the demo (its AINBOX_DEMO defaults to true): no fake Google, no demo sessions.
+        self.assertFalse(os.path.exists(os.path.join(var, "fake-providers.log")))
+        self.assertFalse(os.path.exists(os.path.join(var, "demo-tokens")))
+        self.assertNotIn("demo", proc.log())
 
 
 class DevelopmentSignInTest(FirstRunCase):

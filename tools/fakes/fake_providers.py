@@ -5,7 +5,7 @@
       --client google:ID:SECRET:http://127.0.0.1:3000/google/callback \
       --client microsoft:ID:SECRET:http://127.0.0.1:3000/auth/outlook/callback \
       --gmail-mailbox alice@gmail.test:5000 --quota new \
-      --push-url http://127.0.0.1:3000/webhooks/gmail --push-token SECRET \
+      --push-url http://127.0.0.1:3000/webhooks/gmail/notifications --push-token SECRET \
       --generate alice@gmail.test:2000
 
 Prints "ready <port>" on stdout once it listens; runs until SIGTERM or SIGINT. See README.md.
@@ -48,6 +48,9 @@ def main():
     ap.add_argument("--push-bearer", help="sent as Authorization: Bearer on each push")
     ap.add_argument("--generate", action="append", default=[],
                     help="EMAIL:MS: deliver new mail to EMAIL every MS milliseconds")
+    ap.add_argument("--gmail-watch", action="append", default=[],
+                    help="EMAIL: the mailbox is watched from the start (INBOX changes pushed), as "
+                    "if users.watch had been called; the demo's, while nothing calls watch")
     ap.add_argument("--gmail-check-scopes", action="store_true",
                     help="messages.delete and friends need https://mail.google.com/")
     ap.add_argument("--verbose", action="store_true", help="log every request on stderr")
@@ -64,6 +67,8 @@ def main():
     for spec in args.gmail_mailbox:
         addr, n, *seed = spec.split(":")
         fakes.gmail.new_mailbox(addr, int(n), int(seed[0]) if seed else 0)
+    for addr in args.gmail_watch:
+        fakes.gmail.pusher.watch(addr, "projects/ainbox-demo/topics/gmail", ["INBOX"], "include")
     for spec in args.generate:
         addr, ms = spec.rsplit(":", 1)
         fakes.gmail.start_generator([addr], int(ms))
