@@ -463,10 +463,11 @@ static void s_list(ain__run_t *r, int page)
     char tok[600] = "";
     if (token && s_token_ok(token))
         snprintf(tok, sizeof tok, "&pageToken=%s", token);
-    /* Inbox first, then everything else (spam and trash included: the store mirrors them). */
-    ain__run_add_url(r, s_url(r, "messages?maxResults=%d%s%s", page,
-                              inbox ? "&labelIds=INBOX" : "&q=-in%3Ainbox&includeSpamTrash=true",
-                              tok));
+    /* Inbox first, then everything else. Spam and trash are included in both: the store
+     * mirrors them, and a message can carry INBOX and TRASH at once (labels, not folders), so
+     * without it in the inbox list such a message would be in neither. */
+    ain__run_add_url(r, s_url(r, "messages?includeSpamTrash=true&maxResults=%d%s%s", page,
+                              inbox ? "&labelIds=INBOX" : "&q=-in%3Ainbox", tok));
     ain__run_batch(r, "messages.list", s_on_list, s_listed);
 }
 

@@ -1,0 +1,389 @@
+"""The sync actor against the fake Gmail (tools/fakes), with real PostgreSQL and Redis.
+
+A user signs in through the real OAuth flow against the fake; the test then plays the jobs
+actor: it sends JOB_RUN for the account through the broker, as the jobs actor would, and
+follows the answers (continue: run again; delay: wait what it says; done/fail: stop). Checked:
+a backfill of a mailbox with every MIME shape equals the fake's mailbox (ids, threads, labels,
+flags, decoded headers, bodies with their charsets decoded, attachments and inline cid: parts);
+new mail, label changes and a permanent delete arrive by history; a history start too old
+(404) resyncs to equality, deleting what the provider no longer has; an access token expiring
+mid-run is refreshed once and the run goes on; invalid_grant flags the account and the user's
+event stream says account_reauth_required; a storm of injected 429s is waited out, and the
+fake never refuses a call of ours on its own quota (every 429 is one we injected); a second
+run of an account while one holds it is told to wait.
+"""
+
+import base64
+import email
+import email.policy
+import http.client
+import json
+import os
+import time
+import unittest
+import urllib.parse
+
+import ainbox_proto as proto
+from ainbox_harness import AinboxTestCase, Proc, free_ports, wait_until
+from ainbox_sse import SseReader
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+FAKE = os.path.join(ROOT, "tools", "fakes", "fake_providers.py")
+ACCESS = "a" * 16 + "-access-secret-for-tests-only"
+REFRESH = "r" * 16 + "-refresh-secret-for-tests-only"
+TOKEN_KEY = "6b1f" * 8 + "0123456789abcdef" * 2
+ALICE = "alice@gmail.test"
+U = "/gmail/v1/users/me"
+
+
+def http_call(port, path, method="GET", body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    h = dict(headers or {})
+    if body is not None:
+        body = json.dumps(body)
+        h["Content-Type"] = "application/json"
+    conn.request(method, path, body=body, headers=h)
+    res = conn.getresponse()
+    data = res.read()
+    conn.close()
+    cookies = {}
+    for line in res.msg.get_all("Set-Cookie") or []:
+        name, _, value = line.partition(";")[0].partition("=")
+        cookies[name] = value
+    try:
+        parsed = json.loads(data) if data else None
+    except ValueError:
+        parsed = data
+    return res.status, res.msg, cookies, parsed
+
+
+def b64d(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def norm(text):
+    return (text or "").replace("\r\n", "\n").strip()
+
+
+class SyncCase(AinboxTestCase):
+
+    MESSAGES = 28
+
+    def setUp(self):
+        super().setUp()
+        self.pg = self.start_migrated_postgres()
+        self.redis = self.start_redis()
+        broker, self.edge_port, self.fport = free_ports(3)
+        self.fake_url = f"http://127.0.0.1:{self.fport}"
+        edge = f"http://127.0.0.1:{self.edge_port}"
+        self.fake_proc = Proc("fakes", ["/usr/bin/python3", FAKE, "--port", str(self.fport),
+                                        "--client", f"google:g-id:g-secret:{edge}/google/callback",
+                                        "--gmail-mailbox", f"{ALICE}:{self.MESSAGES}:7"],
+                              dict(os.environ), self.scratch)
+        self.procs.append(self.fake_proc)
+        wait_until(lambda: f"ready {self.fport}" in self.fake_proc.log(), 10, "the fakes")
+        self.env = self.base_env(
+            broker, self.edge_port,
+            AINBOX_ACTORS="monitor,events,cache,ratelimit,session,accounts,sync",
+            AINBOX_HEALTH_SERVICES="monitor,events,cache,ratelimit,session,accounts,sync",
+            AINBOX_API_RATELIMIT="false", DATABASE_URL=self.pg.url, REDIS_URL=self.redis.url,
+            JWT_ACCESS_SECRET=ACCESS, JWT_REFRESH_SECRET=REFRESH, AINBOX_TOKEN_KEY=TOKEN_KEY,
+            FRONTEND_BASE_URL="http://front.test", GOOGLE_CLIENT_ID="g-id",
+            GOOGLE_CLIENT_SECRET="g-secret", GOOGLE_CALLBACK_URL=f"{edge}/google/callback",
+            AINBOX_GOOGLE_AUTH_URL=f"{self.fake_url}/o/oauth2/v2/auth",
+            AINBOX_GOOGLE_TOKEN_URL=f"{self.fake_url}/token",
+            AINBOX_GOOGLE_USERINFO_URL=f"{self.fake_url}/v1/userinfo",
+            AINBOX_GMAIL_API_URL=self.fake_url, AINBOX_SYNC_PAGE="8",
+            AINBOX_OAUTH_HTTP_TIMEOUT_MS="3000")
+        self.spawn("bundle", ["run"], self.env)
+        self.wait_health(self.env)
+        self.client = proto.Client(self.env["AINBOX_BROKER"])
+        self.addCleanup(self.client.close)
+        self.cookies = self.login(ALICE)
+        rows = self.pg.psql("select a.id, a.user_id from accounts a")
+        self.assertEqual(len(rows), 1, rows)
+        self.account, self.user = int(rows[0][0]), int(rows[0][1])
+        self.job = 0
+
+    # ------------------------------------------------------------- helpers
+
+    def fake(self, method, path, body=None):
+        status, _, _, data = http_call(self.fport, path, method, body)
+        self.assertIn(status, (200, 204), data)
+        return data
+
+    def login(self, address):
+        status, msg, cookies, _ = http_call(self.edge_port, "/google?login_hint=" +
+                                            urllib.parse.quote(address))
+        self.assertEqual(status, 302)
+        verifier = cookies["oauth_google"]
+        location = msg["Location"]
+        status, msg, _, _ = http_call(self.fport, location[len(self.fake_url):])
+        self.assertEqual(status, 302)
+        back = urllib.parse.urlsplit(msg["Location"])
+        status, msg, cookies, body = http_call(self.edge_port, back.path + "?" + back.query,
+                                               headers={"Cookie": f"oauth_google={verifier}"})
+        self.assertEqual(status, 302, body)
+        return cookies
+
+    def provider_token(self):
+        reply = self.client.call("accounts", "ACCOUNT_TOKEN",
+                                 proto.pack({"account": self.account}), user=self.user,
+                                 timeout_ms=8000)
+        self.assertEqual(reply["status"], "OK", reply)
+        return proto.body_map(reply)["access_token"]
+
+    def gmail(self, path, method="GET", body=None, token=None):
+        status, _, _, data = http_call(self.fport, U + path, method, body,
+                                       {"Authorization": f"Bearer {token or self.provider_token()}"})
+        return status, data
+
+    def run_job(self, max_runs=400, lease_ms=20000):
+        """Plays the jobs actor for one job until it ends; returns (result, answers)."""
+        self.job += 1
+        answers = []
+        payload = {}
+        for attempt in range(max_runs):
+            body = {"id": self.job, "kind": "gmail.sync", "user": self.user,
+                    "account": self.account, "payload": payload, "attempt": 1,
+                    "lease_ms": lease_ms}
+            reply = self.client.call("sync", "JOB_RUN", proto.pack(body), user=self.user,
+                                     timeout_ms=lease_ms)
+            self.assertIsNotNone(reply, "JOB_RUN was not answered")
+            self.assertEqual(reply["status"], "OK", reply)
+            answer = proto.body_map(reply)
+            answers.append(answer)
+            result = answer["result"]
+            if result in ("done", "fail"):
+                return result, answers
+            if result == "continue":
+                payload = answer.get("payload", {})
+            elif result in ("delay", "retry"):
+                time.sleep(min(answer.get("delay_ms", 0), 5000) / 1000 + 0.05)
+        self.fail(f"the job did not end in {max_runs} runs: {answers[-5:]}")
+
+    def provider_mailbox(self):
+        """Every message of the fake's mailbox, parsed from format=raw, keyed by id."""
+        self.fake("POST", "/_fake/gmail/quota", {"user_per_min": 0})  # the reads are ours
+        token = self.provider_token()
+        ids, page = [], None
+        while True:
+            q = "?includeSpamTrash=true&maxResults=500" + (f"&pageToken={page}" if page else "")
+            status, data = self.gmail("/messages" + q, token=token)
+            self.assertEqual(status, 200, data)
+            ids += [m["id"] for m in data.get("messages", [])]
+            page = data.get("nextPageToken")
+            if not page:
+                break
+        out = {}
+        for mid in ids:
+            status, m = self.gmail(f"/messages/{mid}?format=raw", token=token)
+            self.assertEqual(status, 200, m)
+            msg = email.message_from_bytes(b64d(m["raw"]), policy=email.policy.default)
+            html = text = None
+            atts = []
+            for part in msg.walk():
+                if part.is_multipart():
+                    continue
+                fn = part.get_filename()
+                ctype = part.get_content_type()
+                disp = part.get_content_disposition()
+                if not fn and disp != "attachment" and ctype == "text/html" and html is None:
+                    html = part.get_content()
+                elif not fn and disp != "attachment" and ctype == "text/plain" and text is None:
+                    text = part.get_content()
+                elif not (not fn and disp != "attachment" and part.get_content_maintype() == "text"):
+                    cid = part.get("Content-ID")
+                    atts.append((fn, ctype, len(part.get_payload(decode=True) or b""),
+                                 cid.strip("<>") if cid else None))
+            labels = sorted(m.get("labelIds", []))
+            out[mid] = {"thread": m["threadId"], "labels": [x for x in labels if x != "UNREAD"],
+                        "unread": "UNREAD" in labels, "starred": "STARRED" in labels,
+                        "subject": str(msg["Subject"] or ""),
+                        "from": msg["From"].addresses[0].addr_spec if msg["From"] else None,
+                        "snippet": m.get("snippet"), "html": norm(html), "text": norm(text),
+                        "atts": sorted(atts, key=repr), "date": int(m["internalDate"])}
+        self.fake("POST", "/_fake/gmail/quota", {"mode": "new"})  # back to the default limits
+        return out
+
+    def stored_mailbox(self):
+        rows = self.pg.psql(
+            "select json_build_object('id', m.provider_id, 'thread', t.provider_id, "
+            "'labels', m.label_ids, 'unread', m.unread, 'starred', m.starred, "
+            "'subject', m.subject, 'from', m.from_addr, 'snippet', m.snippet, "
+            "'html', b.html, 'text', b.text, 'date', "
+            "(extract(epoch from m.sent_at) * 1000)::bigint, 'atts', coalesce((select "
+            "json_agg(json_build_array(a.filename, a.mime_type, a.size_bytes, a.content_id)) "
+            "from attachments a where a.message_id = m.id), '[]')) "
+            f"from messages m join threads t on t.id = m.thread_id "
+            f"left join bodies b on b.message_id = m.id where m.account_id = {self.account}")
+        out = {}
+        for (row,) in rows:
+            r = json.loads(row)
+            out[r["id"]] = {"thread": r["thread"], "labels": sorted(r["labels"]),
+                            "unread": r["unread"], "starred": r["starred"],
+                            "subject": r["subject"] or "", "from": r["from"],
+                            "snippet": r["snippet"], "html": norm(r["html"]),
+                            "text": norm(r["text"]),
+                            "atts": sorted([tuple(a) for a in r["atts"]], key=repr),
+                            "date": r["date"]}
+        return out
+
+    def assert_equal_mailboxes(self):
+        want, got = self.provider_mailbox(), self.stored_mailbox()
+        self.assertEqual(sorted(want), sorted(got), "the same message ids")
+        for mid in want:
+            w, g = dict(want[mid]), dict(got[mid])
+            if w["starred"]:
+                w["labels"] = sorted(w["labels"])
+            self.assertEqual(w, g, f"message {mid}")
+        return want
+
+    def backfill(self):
+        result, answers = self.run_job()
+        self.assertEqual(result, "done", answers[-3:])
+        return answers
+
+    def cursor(self):
+        return self.pg.psql(f"select sync_cursor, sync_state, sync_full is null "
+                            f"from accounts where id = {self.account}")[0]
+
+    # ------------------------------------------------------------- tests
+
+    def test_backfill_equals_the_mailbox_with_every_mime_case(self):
+        answers = self.backfill()
+        self.assertGreater(sum(a["result"] == "continue" for a in answers), 4,
+                           "a backfill runs in bounded slices")
+        want = self.assert_equal_mailboxes()
+        # The mailbox has every MIME shape the fake renders, so the comparison covered them.
+        self.assertTrue(any(m["html"] and m["text"] for m in want.values()), "alternative")
+        self.assertTrue(any(any(a[3] for a in m["atts"]) for m in want.values()), "inline cid")
+        self.assertTrue(any(any(a[1] == "application/pdf" for a in m["atts"])
+                            for m in want.values()), "attachments")
+        self.assertTrue(any(any(ord(c) > 127 for c in m["subject"]) for m in want.values()),
+                        "non-ASCII headers")
+        cursor, state, idle = self.cursor()
+        profile = self.gmail("/profile")[1]
+        self.assertEqual((state, idle), ("idle", "t"))
+        self.assertLessEqual(int(cursor), int(profile["historyId"]))
+        # Progress went to the user's event log (EVENT_REPLAY reads it).
+        reply = self.client.call("events", "EVENT_REPLAY", proto.pack({"after": "0-0", "since": True}),
+                                 user=self.user)
+        events = [json.loads(e["data"]) for e in proto.body_map(reply)["events"]]
+        phases = [e["phase"] for e in events if e["type"] == "sync_progress"]
+        self.assertIn("metadata", phases)
+        self.assertIn("bodies", phases)
+        self.assertEqual(phases[-1], "done")
+        counters = self.fake("GET", "/_fake/gmail/counters")
+        self.assertEqual(counters["sent_429"], 0, counters)
+
+    def test_history_brings_new_mail_label_changes_and_deletes(self):
+        self.backfill()
+        before = self.cursor()[0]
+        delivered = self.fake("POST", "/_fake/gmail/deliver",
+                              {"email": ALICE, "subject": "Ünïcode news", "count": 2})
+        ids = sorted(self.stored_mailbox())
+        self.assertEqual(self.gmail(f"/messages/{ids[0]}/modify", "POST",
+                                    {"addLabelIds": ["STARRED"],
+                                     "removeLabelIds": ["UNREAD"]})[0], 200)
+        self.assertEqual(self.gmail(f"/messages/{ids[1]}", "DELETE")[0], 204)
+        result, answers = self.run_job()
+        self.assertEqual(result, "done", answers)
+        self.assertLessEqual(len(answers), 3, "history, not a new backfill")
+        stored = self.assert_equal_mailboxes()
+        for d in delivered["delivered"]:
+            self.assertIn(d["id"], stored)
+        self.assertNotIn(ids[1], stored)
+        self.assertGreater(int(self.cursor()[0]), int(before))
+
+    def test_history_404_resyncs_to_equality(self):
+        self.backfill()
+        ids = sorted(self.stored_mailbox())
+        self.assertEqual(self.gmail(f"/messages/{ids[2]}", "DELETE")[0], 204)
+        self.assertEqual(self.gmail(f"/messages/{ids[3]}/modify", "POST",
+                                    {"addLabelIds": ["TRASH"]})[0], 200)
+        self.fake("POST", "/_fake/gmail/deliver", {"email": ALICE, "count": 1})
+        self.fake("POST", "/_fake/gmail/expire_history", {"email": ALICE})
+        result, answers = self.run_job()
+        self.assertEqual(result, "done", answers[-3:])
+        self.assertGreater(len(answers), 3, "a full resync ran")
+        stored = self.assert_equal_mailboxes()
+        self.assertNotIn(ids[2], stored)
+        self.assertEqual(self.pg.psql("select count(*) from sync_seen")[0][0], "0")
+
+    def test_token_expiring_mid_run_is_refreshed(self):
+        # One slice first: the sync actor now holds a cached access token.
+        body = {"id": 99, "kind": "gmail.sync", "user": self.user, "account": self.account,
+                "payload": {}, "attempt": 1, "lease_ms": 20000}
+        reply = self.client.call("sync", "JOB_RUN", proto.pack(body), user=self.user,
+                                 timeout_ms=20000)
+        self.assertEqual(proto.body_map(reply)["result"], "continue")
+        before = len(self.fake("GET", "/_fake/google/requests")["token"])
+        self.fake("POST", "/_fake/google/expire", {"email": ALICE})
+        self.fake("POST", "/_fake/gmail/counters/reset")
+        result, answers = self.run_job()
+        self.assertEqual(result, "done", answers[-3:])
+        self.assertTrue(all(a["result"] != "retry" for a in answers), answers)
+        counters = self.fake("GET", "/_fake/gmail/counters")
+        self.assertGreaterEqual(counters["statuses"].get("401", 0), 1, counters)
+        refreshes = self.fake("GET", "/_fake/google/requests")["token"][before:]
+        self.assertTrue(any(r["grant_type"] == "refresh_token" and r["status"] == 200
+                            for r in refreshes), refreshes)
+        self.assert_equal_mailboxes()
+
+    def test_invalid_grant_flags_the_account_and_tells_the_user(self):
+        sse = SseReader(self.edge_port, "/api/v1/emails/stream",
+                        headers={"Cookie": f"access_token={self.cookies['access_token']}"})
+        self.assertEqual(sse.status, 200)
+        self.fake("POST", "/_fake/google/revoke", {"email": ALICE})
+        result, answers = self.run_job()
+        self.assertEqual(result, "done")
+        self.assertIn("sign-in", answers[-1].get("error", ""))
+        self.assertEqual(self.cursor()[1], "revoked")
+        deadline = time.monotonic() + 10
+        while True:
+            ev = json.loads(sse.event(timeout=max(0.1, deadline - time.monotonic()))["data"])
+            if ev["type"] == "account_reauth_required":
+                break
+        self.assertEqual((ev["account"], ev["provider"], ev["address"]),
+                         (self.account, "gmail", ALICE))
+        self.assertIn("timestamp", ev)
+        sse.close()
+        # Later runs do not call the provider for a revoked account.
+        self.fake("POST", "/_fake/gmail/counters/reset")
+        self.assertEqual(self.run_job()[0], "done")
+        self.assertEqual(sum(self.fake("GET", "/_fake/gmail/counters")["requests"].values()), 0)
+
+    def test_429_storm_is_waited_out_without_a_429_of_our_own(self):
+        self.fake("POST", "/_fake/gmail/fault", {"kind": "rate", "count": 6, "reason": "user"})
+        result, answers = self.run_job()
+        self.assertEqual(result, "done", answers[-3:])
+        self.assertGreaterEqual(sum(a["result"] == "delay" for a in answers), 1)
+        self.assertFalse(any(a["result"] == "fail" for a in answers))
+        counters = self.fake("GET", "/_fake/gmail/counters")
+        refusals = counters["quota_refusals"]
+        self.assertEqual(sum(refusals.values()) if isinstance(refusals, dict) else refusals, 0,
+                         counters)
+        self.assertEqual(counters["sent_429"], 6, counters)  # exactly the injected ones
+        self.assert_equal_mailboxes()
+
+    def test_one_run_per_account_at_once(self):
+        body = {"kind": "gmail.sync", "user": self.user, "account": self.account,
+                "payload": {}, "attempt": 1, "lease_ms": 20000}
+        # A slow provider keeps the first run inside its slice while the second arrives.
+        self.fake("POST", "/_fake/gmail/fault", {"kind": "latency", "ms": 1500, "count": 2})
+        first = self.client.send("sync", "JOB_RUN", proto.pack(dict(body, id=501)),
+                                 user=self.user, timeout_ms=20000)
+        time.sleep(0.3)
+        second = self.client.send("sync", "JOB_RUN", proto.pack(dict(body, id=502)),
+                                  user=self.user, timeout_ms=20000)
+        got = self.client.collect([first, second], 25)
+        self.assertEqual(len(got), 2)
+        a, b = proto.body_map(got[first]), proto.body_map(got[second])
+        self.assertEqual(a["result"], "continue", a)
+        self.assertEqual(b["result"], "delay", b)
+        self.assertGreater(b["delay_ms"], 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
