@@ -233,7 +233,16 @@ void ain__gmail_op_upsert(ain__run_t *r, json_t *msg, const char *raw, size_t ra
 /* A format=raw answer: the message with its decoded bytes. */
 static void s_on_raw(ain__run_t *r, int idx, long status, json_t *answer)
 {
-    (void)idx;
+    if (status == 413) { /* too large to read whole: its metadata, after this batch */
+        const char *url = r->urls[idx], *id = strstr(url, "/messages/");
+        if (!r->large)
+            r->large = json_array();
+        if (id) {
+            id += strlen("/messages/");
+            json_array_append_new(r->large, json_stringn(id, strcspn(id, "?")));
+        }
+        return;
+    }
     if (status == 404 || !answer)
         return; /* deleted since it was listed: the sweep or history handles it */
     const char *raw = s_str(answer, "raw");
@@ -253,6 +262,21 @@ static void s_on_meta(ain__run_t *r, int idx, long status, json_t *answer)
     (void)idx;
     if (status == 200 && answer)
         ain__gmail_op_upsert(r, answer, NULL, 0);
+}
+
+/* Messages too large to read raw get their metadata, then the step goes on to `next`. */
+static void s_large_then(ain__run_t *r, ain__step_fn *next)
+{
+    size_t i;
+    json_t *id;
+    json_array_foreach(r->large, i, id) ain__run_add_url(
+        r, s_url(r, "messages/%s?format=metadata" S_META_HEADERS, json_string_value(id)));
+    json_decref(r->large);
+    r->large = NULL;
+    if (r->nurls == 0)
+        next(r);
+    else
+        ain__run_batch(r, "messages.get", s_on_meta, next);
 }
 
 /* ------------------------------------------------------------ full sync */
@@ -380,7 +404,10 @@ static void s_advance(ain__run_t *r)
 
 static void s_fetched(ain__run_t *r)
 {
-    ain__run_apply(r, s_advance);
+    if (r->large)
+        s_large_then(r, s_fetched);
+    else
+        ain__run_apply(r, s_advance);
 }
 
 static void s_on_have_body(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
@@ -595,6 +622,10 @@ static void s_label_ops(ain__run_t *r, json_t *entries, const char *side)
  * and deletes in the records' order, on top of the fetched state. */
 static void s_history_fetched(ain__run_t *r)
 {
+    if (r->large) {
+        s_large_then(r, s_history_fetched);
+        return;
+    }
     size_t i;
     json_t *rec;
     json_array_foreach(json_object_get(r->hist, "history"), i, rec)

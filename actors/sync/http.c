@@ -76,6 +76,7 @@ static void s_drain(ain__http_t *self)
         } else {
             res.error = r->overflow ? "answer too large" : curl_easy_strerror(rc);
             res.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
+            res.too_large = r->overflow;
         }
         res.body = r->data ? r->data : "";
         res.len = r->len;

@@ -29,6 +29,7 @@ typedef struct {
     const char *error;
     int64_t retry_after_ms;
     bool timed_out;
+    bool too_large; /* the answer passed max_body: cut off */
 } ain__http_result_t;
 
 typedef void(ain__http_fn)(const ain__http_result_t *res, void *arg);

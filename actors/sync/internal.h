@@ -105,6 +105,7 @@ struct ain__run {
     int seq;
     /* step scratch */
     json_t *page_ids;  /* the listed ids of this step */
+    json_t *large;     /* ids whose raw form was too large to read: metadata only */
     char *next_page;   /* the list's nextPageToken */
     char *new_cursor;  /* to store at save */
     const char *state; /* sync_state to store */

@@ -104,6 +104,7 @@ static void s_run_free(ain__run_t *r)
     json_decref(r->full);
     json_decref(r->page_ids);
     json_decref(r->hist);
+    json_decref(r->large);
     msgpack_sbuffer_destroy(&r->ops);
     ain_crypto_wipe(r->token, sizeof r->token);
     free(r);
@@ -416,6 +417,11 @@ static void s_on_http(const ain__http_result_t *res, void *arg)
     } else if (s == 404) {
         slot->ok = true;
         r->on_result(r, slot->idx, 404, NULL);
+    } else if (res->too_large) {
+        /* Larger than we read: the step decides (a raw message keeps its metadata). */
+        ain_metric_inc(st->m.too_large);
+        slot->ok = true;
+        r->on_result(r, slot->idx, 413, NULL);
     } else {
         ain_metric_inc(st->m.http_errors);
         long kind = s;
