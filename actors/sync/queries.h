@@ -48,15 +48,17 @@
 /* $1 account. */
 #define AIN__Q_SEEN_CLEAR "delete from sync_seen where account_id = $1"
 
-/* $1 address -> id, user_id of its live Gmail accounts (at most 16). */
+/* $1 address -> id, user_id of its live Gmail accounts (at most 16). Live: not revoked, and
+ * with a stored grant (an account row without one cannot be synced: nothing to ask). */
 #define AIN__Q_BY_ADDRESS                                                                          \
     "select id, user_id from accounts where provider = 'gmail' and lower(address) = lower($1) "    \
-    "and sync_state <> 'revoked' order by id limit 16"
+    "and sync_state <> 'revoked' and token_ciphertext is not null order by id limit 16"
 
 /* $1 seconds, $2 batch -> id, user_id of live Gmail accounts not synced for that long and not
  * being synced now, least recently synced first. */
 #define AIN__Q_STALE                                                                               \
     "select id, user_id from accounts where provider = 'gmail' and sync_state <> 'revoked' "       \
+    "and token_ciphertext is not null "                                                            \
     "and (last_synced_at is null or last_synced_at < now() - make_interval(secs => $1::int)) "     \
     "and (sync_lease_until is null or sync_lease_until < now()) "                                  \
     "order by last_synced_at nulls first limit $2::int"

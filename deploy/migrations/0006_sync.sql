@@ -31,4 +31,4 @@ create table sync_seen (
 
 -- The fallback poll's scan: active accounts by last sync.
 create index accounts_sync_poll_idx on accounts (last_synced_at nulls first)
-    where sync_state <> 'revoked';
+    where sync_state <> 'revoked' and token_ciphertext is not null;

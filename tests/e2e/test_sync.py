@@ -367,6 +367,24 @@ class SyncCase(AinboxTestCase):
         self.assertEqual(counters["sent_429"], 6, counters)  # exactly the injected ones
         self.assert_equal_mailboxes()
 
+    def test_a_provider_slower_than_the_lease_ends_the_slice_and_the_next_run_goes_on(self):
+        self.fake("POST", "/_fake/gmail/fault", {"kind": "latency", "ms": 4000, "count": 1})
+        body = {"id": 77, "kind": "gmail.sync", "user": self.user, "account": self.account,
+                "payload": {}, "attempt": 1, "lease_ms": 2500}
+        reply = self.client.call("sync", "JOB_RUN", proto.pack(body), user=self.user,
+                                 timeout_ms=2500)
+        self.assertIsNotNone(reply, "answered before the job's lease ended")
+        answer = proto.body_map(reply)
+        self.assertEqual(answer["result"], "retry", answer)
+        self.assertIn("out of time", answer["error"])
+        # The lease went with the slice: the next run is not told to wait, and the slow
+        # answer arriving meanwhile (cancelled) changes nothing.
+        time.sleep(2)
+        result, answers = self.run_job()
+        self.assertEqual(result, "done", answers[-3:])
+        self.assertFalse(any("another run" in a.get("error", "") for a in answers), answers)
+        self.assert_equal_mailboxes()
+
     def test_one_run_per_account_at_once(self):
         body = {"kind": "gmail.sync", "user": self.user, "account": self.account,
                 "payload": {}, "attempt": 1, "lease_ms": 20000}
