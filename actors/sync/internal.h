@@ -102,6 +102,7 @@ struct ain__run {
     msgpack_sbuffer ops;
     msgpack_packer pk;
     uint32_t nops;
+    size_t apply_off, apply_end; /* the MAIL_APPLY in flight covers ops[off, end) */
     int seq;
     /* step scratch */
     json_t *page_ids;  /* the listed ids of this step */

@@ -17,9 +17,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AIN__MIME_ATT_MAX   64         /* attachments kept per message; the rest are counted */
-#define AIN__MIME_DEPTH_MAX 16         /* multipart nesting followed */
-#define AIN__MIME_TEXT_MAX  (2u << 20) /* a body longer than this is cut */
+#define AIN__MIME_ATT_MAX   64 /* attachments kept per message; the rest are counted */
+#define AIN__MIME_DEPTH_MAX 16 /* multipart nesting followed */
+#define AIN__MIME_TEXT_MAX                                                                         \
+    (1u << 20) /* a body longer than this is cut: one message's                                    \
+                * change must fit a broker message */
 
 typedef struct {
     char *part;       /* "1.2": the part's path from the top */

@@ -30,7 +30,8 @@
 #define S_TOKEN_SLACK_MS 60000 /* a cached token this close to expiry is renewed */
 #define S_POLL_BATCH     100
 #define S_POLL_TICK_MS   10000
-#define S_PUSH_MAX       16
+#define S_APPLY_BYTES    (1024 * 1024) /* a MAIL_APPLY's changes, at most (then one more) */
+#define S_APPLY_MAX      1000
 
 typedef struct {
     char token[AIN__SYNC_TOKEN_MAX];
@@ -562,6 +563,8 @@ void ain__run_batch(ain__run_t *r, const char *method, ain__result_fn *on_result
 
 /* ------------------------------------------------------------ MAIL_APPLY */
 
+static void s_apply_chunk(ain__run_t *r);
+
 static void s_on_applied(ain_status_t status, const ain_envelope_t *reply, void *arg)
 {
     ain__run_t *r = arg;
@@ -582,38 +585,62 @@ static void s_on_applied(ain_status_t status, const ain_envelope_t *reply, void 
         ain__run_finish(r, AIN__END_RETRY, 0, why);
         return;
     }
-    msgpack_sbuffer_clear(&r->ops);
-    r->nops = 0;
-    r->on_batch(r);
+    r->apply_off = r->apply_end;
+    s_apply_chunk(r);
 }
 
-void ain__run_apply(ain__run_t *r, ain__step_fn *next)
+/* The next MAIL_APPLY of the step's changes: whole changes from apply_off, at most
+ * S_APPLY_BYTES (one message's bodies can be megabytes; a broker message holds
+ * AINBOX_MSG_MAX_BYTES) and 1000 changes (the writer's cap). In order, one after another. */
+static void s_apply_chunk(ain__run_t *r)
 {
-    if (r->nops == 0) {
-        next(r);
+    if (r->apply_off >= r->ops.size) {
+        msgpack_sbuffer_clear(&r->ops);
+        r->nops = 0;
+        r->apply_off = r->apply_end = 0;
+        r->on_batch(r);
         return;
     }
+    msgpack_unpacked one;
+    msgpack_unpacked_init(&one);
+    size_t off = r->apply_off;
+    uint32_t n = 0;
+    while (off < r->ops.size && n < S_APPLY_MAX && (n == 0 || off - r->apply_off < S_APPLY_BYTES)) {
+        size_t at = off;
+        if (msgpack_unpack_next(&one, r->ops.data, r->ops.size, &at) != MSGPACK_UNPACK_SUCCESS)
+            break; /* cannot happen: we packed it */
+        off = at;
+        n++;
+    }
+    msgpack_unpacked_destroy(&one);
+    r->apply_end = off;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 3);
     ain_mp_pack_kv_u64(&pk, "account", r->account);
-    /* The idempotency key: this job, attempt and write. A retried write of the same slice
-     * carries the same key; the changes are idempotent anyway (upserts, deletes). */
+    /* The idempotency key: this job, attempt and write. The changes are idempotent anyway
+     * (upserts, label sets, deletes), so a retried slice converges whatever the key does. */
     char key[96];
     snprintf(key, sizeof key, "sync:%" PRIu64 ":%" PRIu64 ":%d:%d", r->account, r->job, r->attempt,
              ++r->seq);
     ain_mp_pack_kv_str(&pk, "key", key);
     ain_mp_pack_str(&pk, "changes");
-    msgpack_pack_array(&pk, r->nops);
-    msgpack_sbuffer_write(&sb, r->ops.data, r->ops.size);
-    r->on_batch = next;
+    msgpack_pack_array(&pk, n);
+    msgpack_sbuffer_write(&sb, r->ops.data + r->apply_off, off - r->apply_off);
     r->call = ain_call(r->st->calls, "cache", AIN_MSG_MAIL_APPLY, r->user, sb.data, sb.size,
                        r->deadline_ms, s_on_applied, r);
     msgpack_sbuffer_destroy(&sb);
     if (!r->call)
         ain__run_finish(r, AIN__END_RETRY, 0, "too many calls in flight");
+}
+
+void ain__run_apply(ain__run_t *r, ain__step_fn *next)
+{
+    r->on_batch = next;
+    r->apply_off = r->apply_end = 0;
+    s_apply_chunk(r);
 }
 
 void ain__run_progress(ain__run_t *r, const char *phase)
