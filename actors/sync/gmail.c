@@ -279,6 +279,51 @@ static void s_large_then(ain__run_t *r, ain__step_fn *next)
         ain__run_batch(r, "messages.get", s_on_meta, next);
 }
 
+/* ------------------------------------------------------------ the end of a sync */
+
+static void s_on_watch(ain__run_t *r, int idx, long status, json_t *answer)
+{
+    (void)idx;
+    json_t *e = json_object_get(answer, "expiration");
+    int64_t until = json_is_string(e) ? strtoll(json_string_value(e), NULL, 10)
+                                      : (json_is_integer(e) ? json_integer_value(e) : 0);
+    if (status == 200 && until > 0)
+        r->watch_until_ms = until;
+}
+
+static void s_watched(ain__run_t *r)
+{
+    r->lenient = false;
+    r->post = NULL;
+    if (r->batch_failed || !r->watch_until_ms) {
+        /* Gmail would not watch (the topic refuses it, a bad topic): the poll covers the
+         * account; try again in an hour rather than at every run (it costs 100 units). */
+        ain_warn(r->st->log, "sync: account %" PRIu64 ": users.watch failed; polling only",
+                 r->account);
+        r->watch_until_ms = ain_clock_wall_ms() + 86400000 + 3600000; /* due in an hour */
+    }
+    ain__run_save(r, AIN__END_DONE);
+}
+
+/* A sync that is up to date ends here: the account's watch renewed if it ends within a day
+ * (Gmail's watch lasts 7 days; Google advises renewing daily), then saved. */
+static void s_done(ain__run_t *r)
+{
+    if (!r->st->topic[0] || !r->watch_due) {
+        ain__run_save(r, AIN__END_DONE);
+        return;
+    }
+    json_t *body = json_pack("{s:s}", "topicName", r->st->topic);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    free(r->post_body);
+    r->post_body = text;
+    r->post = text;
+    r->lenient = true;
+    ain__run_add_url(r, s_url(r, "watch"));
+    ain__run_batch(r, "watch", s_on_watch, s_watched);
+}
+
 /* ------------------------------------------------------------ full sync */
 
 static json_int_t s_int(json_t *o, const char *key)
@@ -549,7 +594,7 @@ static void s_finished(ain__run_t *r)
     json_decref(r->full);
     r->full = NULL;
     r->state = "idle";
-    ain__run_save(r, AIN__END_DONE);
+    s_done(r);
 }
 
 static void s_full(ain__run_t *r)
@@ -602,7 +647,10 @@ static void s_history_applied(ain__run_t *r)
     if (cursor && s_token_ok(cursor))
         r->new_cursor = ain_strdup(cursor);
     r->state = "idle";
-    ain__run_save(r, next ? AIN__END_CONTINUE : AIN__END_DONE);
+    if (next)
+        ain__run_save(r, AIN__END_CONTINUE);
+    else
+        s_done(r);
 }
 
 static void s_label_ops(ain__run_t *r, json_t *entries, const char *side)

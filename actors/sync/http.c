@@ -206,8 +206,8 @@ void ain__http_destroy(ain__http_t **self_p)
     *self_p = NULL;
 }
 
-uint64_t ain__http_get(ain__http_t *self, const char *url, const char *bearer, int64_t timeout_ms,
-                       size_t max_body, ain__http_fn *cb, void *arg)
+uint64_t ain__http_get(ain__http_t *self, const char *url, const char *bearer, const char *json,
+                       int64_t timeout_ms, size_t max_body, ain__http_fn *cb, void *arg)
 {
     CURL *easy = curl_easy_init();
     if (!easy)
@@ -225,6 +225,10 @@ uint64_t ain__http_get(ain__http_t *self, const char *url, const char *bearer, i
         free(h);
     }
     r->headers = curl_slist_append(r->headers, "Accept: application/json");
+    if (json) {
+        r->headers = curl_slist_append(r->headers, "Content-Type: application/json");
+        curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, json);
+    }
     curl_easy_setopt(easy, CURLOPT_URL, url);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, r->headers);
     curl_easy_setopt(easy, CURLOPT_PRIVATE, r);

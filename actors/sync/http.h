@@ -41,12 +41,13 @@ ain__http_t *ain__http_new(ain_actor_t *actor, int max_conns);
 /* Frees everything; requests in flight end without their callbacks. */
 void ain__http_destroy(ain__http_t **self_p);
 
-/* GET `url` with `Authorization: Bearer <bearer>` (all copied), to end
+/* GET `url` (or, with `json` non-NULL, POST it as application/json) with
+ * `Authorization: Bearer <bearer>` (all copied), to end
  * within `timeout_ms`, reading at most `max_body` bytes. Returns a request
  * id (> 0): `cb` then runs exactly once, later, on the actor's thread,
  * unless ain__http_cancel ends it first. Returns 0 when curl refused it. */
-uint64_t ain__http_get(ain__http_t *self, const char *url, const char *bearer, int64_t timeout_ms,
-                       size_t max_body, ain__http_fn *cb, void *arg);
+uint64_t ain__http_get(ain__http_t *self, const char *url, const char *bearer, const char *json,
+                       int64_t timeout_ms, size_t max_body, ain__http_fn *cb, void *arg);
 
 /* Ends request `id` without its callback. Unknown ids are ignored. */
 void ain__http_cancel(ain__http_t *self, uint64_t id);

@@ -46,6 +46,7 @@ typedef struct {
     int page, parallel;
     int64_t http_timeout_ms, body_max;
     int poll_s;
+    char topic[256];  /* users.watch's Pub/Sub topic; empty: no watch */
     char holder[64];  /* this actor instance, in lease holders */
     zhashx_t *tokens; /* "account" -> s_token_t */
     ain__run_t *runs;
@@ -82,6 +83,11 @@ struct ain__run {
     json_t *full; /* the full sync's progress, or NULL */
     char token[AIN__SYNC_TOKEN_MAX];
     bool refreshed, ended, lease_held;
+    bool lenient, batch_failed; /* a batch whose failure does not end the job */
+    bool watch_due;             /* the account's watch ends within a day (or never began) */
+    int64_t watch_until_ms;     /* to store at save; 0 keeps */
+    const char *post;           /* the batch's calls are POSTs of this JSON (borrowed) */
+    char *post_body;            /* owns what post points to */
     int pg_pending;
     uint64_t call; /* the call in flight (token, rate, apply), 0: none */
     int timer;

@@ -5,7 +5,7 @@
 #define AIN_ACTORS_SYNC_QUERIES_H
 
 /* $1 account, $2 user, $3 holder, $4 lease ms -> provider, address, sync_cursor, sync_full,
- * sync_state, got (the lease), lease_left_ms. No row: no such account of this user. The
+ * sync_state, got (the lease), lease_left_ms, watch_due. No row: no such account of this user. The
  * condition is in the UPDATE itself so that two takers at once cannot both win. */
 #define AIN__Q_TAKE                                                                                \
     "with u as (update accounts c set sync_lease_holder = $3, "                                    \
@@ -14,12 +14,15 @@
     "    or c.sync_lease_until < now() or c.sync_lease_holder = $3) returning c.id) "              \
     "select a.provider, a.address, a.sync_cursor, a.sync_full::text, a.sync_state, "               \
     "  exists (select 1 from u), "                                                                 \
-    "  coalesce((extract(epoch from a.sync_lease_until - now()) * 1000)::bigint, 0) "              \
+    "  coalesce((extract(epoch from a.sync_lease_until - now()) * 1000)::bigint, 0), "             \
+    "  coalesce(a.sync_watch_until < now() + interval '1 day', true) "                             \
     "from accounts a where a.id = $1 and a.user_id = $2"
 
-/* $1 account, $2 holder, $3 sync_full (json text or NULL), $4 cursor (NULL keeps), $5 state. */
+/* $1 account, $2 holder, $3 sync_full (json text or NULL), $4 cursor (NULL keeps), $5 state,
+ * $6 watch end in epoch ms (NULL keeps). */
 #define AIN__Q_SAVE                                                                                \
     "update accounts set sync_full = $3::jsonb, sync_cursor = coalesce($4, sync_cursor), "         \
+    "  sync_watch_until = coalesce(to_timestamp($6::bigint / 1000.0), sync_watch_until), "         \
     "  sync_state = case when sync_state = 'revoked' then sync_state else $5 end, "                \
     "  last_synced_at = now(), sync_lease_holder = null, sync_lease_until = null "                 \
     "where id = $1 and sync_lease_holder = $2"

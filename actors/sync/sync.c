@@ -106,6 +106,7 @@ static void s_run_free(ain__run_t *r)
     json_decref(r->page_ids);
     json_decref(r->hist);
     json_decref(r->large);
+    free(r->post_body);
     msgpack_sbuffer_destroy(&r->ops);
     ain_crypto_wipe(r->token, sizeof r->token);
     free(r);
@@ -234,9 +235,16 @@ void ain__run_save(ain__run_t *r, ain__end_t end)
     char acc[24];
     snprintf(acc, sizeof acc, "%" PRIu64, r->account);
     char *full = r->full ? json_dumps(r->full, JSON_COMPACT) : NULL;
-    const char *params[] = {acc, r->holder, full, r->new_cursor,
-                            r->state ? r->state : (r->full ? "syncing" : "idle")};
-    if (ain__run_query(r, AIN__Q_SAVE, 5, params, s_on_saved) < 0)
+    char watch[24];
+    if (r->watch_until_ms)
+        snprintf(watch, sizeof watch, "%" PRId64, r->watch_until_ms);
+    const char *params[] = {acc,
+                            r->holder,
+                            full,
+                            r->new_cursor,
+                            r->state ? r->state : (r->full ? "syncing" : "idle"),
+                            r->watch_until_ms ? watch : NULL};
+    if (ain__run_query(r, AIN__Q_SAVE, 6, params, s_on_saved) < 0)
         ain__run_finish(r, AIN__END_RETRY, 0, "the database queue is full");
     free(full);
 }
@@ -379,6 +387,15 @@ static void s_batch_end(ain__run_t *r)
         s_token(r, true);
         return;
     }
+    if (r->lenient && r->worst != 429 && r->worst != 401) {
+        /* A call whose failure must not end the job (users.watch): the step goes on. */
+        r->batch_failed = true;
+        for (int i = 0; i < r->nurls; i++)
+            free(r->urls[i]);
+        r->nurls = 0;
+        r->on_batch(r);
+        return;
+    }
     if (r->worst == 429) {
         ain_metric_inc(st->m.rate_delays);
         ain__run_finish(r, AIN__END_DELAY, r->retry_after_ms > 0 ? r->retry_after_ms : 5000,
@@ -468,8 +485,9 @@ static void s_launch(ain__run_t *r)
         int i = r->launch_at++;
         if (r->slots[i].ok)
             continue;
-        r->slots[i].http = ain__http_get(st->http, r->urls[i], r->token, st->http_timeout_ms,
-                                         (size_t)st->body_max, s_on_http, &r->slots[i]);
+        r->slots[i].http =
+            ain__http_get(st->http, r->urls[i], r->token, r->post, st->http_timeout_ms,
+                          (size_t)st->body_max, s_on_http, &r->slots[i]);
         ain_metric_inc(st->m.http_calls);
         if (!r->slots[i].http) {
             ain__run_finish(r, AIN__END_RETRY, 0, "libcurl refused a request");
@@ -558,6 +576,7 @@ void ain__run_batch(ain__run_t *r, const char *method, ain__result_fn *on_result
     r->on_result = on_result;
     r->on_batch = on_batch;
     r->refreshed = false;
+    r->batch_failed = false;
     s_rate_then_call(r);
 }
 
@@ -694,6 +713,7 @@ static void s_on_taken(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
             r->full = NULL;
         }
     }
+    r->watch_due = strcmp(PQgetvalue(res, 0, 7), "t") == 0;
     if (strcmp(PQgetvalue(res, 0, 4), "revoked") == 0) {
         ain__run_finish(r, AIN__END_DONE, 0, "the account needs a new sign-in");
         return;
@@ -1053,6 +1073,8 @@ static int s_start(ain_actor_t *actor)
     st->http_timeout_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SYNC_HTTP_TIMEOUT_MS);
     st->body_max = ain_config_int(cfg, AIN_CFG_AINBOX_SYNC_BODY_MAX);
     st->poll_s = (int)ain_config_int(cfg, AIN_CFG_AINBOX_SYNC_POLL_S);
+    const char *topic = ain_config_str(cfg, AIN_CFG_AINBOX_GMAIL_PUSH_TOPIC);
+    snprintf(st->topic, sizeof st->topic, "%s", topic ? topic : "");
     uint64_t rnd = 0;
     ain_crypto_random(&rnd, sizeof rnd);
     snprintf(st->holder, sizeof st->holder, "%d.%016" PRIx64, (int)getpid(), rnd);

@@ -15,7 +15,11 @@
 -- a session lock needs the same connection for lock and unlock, which the
 -- actor's asynchronous pool does not promise, and a lease frees itself when
 -- its holder is kill -9'd (it expires with the job's own lease).
+-- sync_watch_until: when the Gmail watch (users.watch, push notifications) ends; renewed by a
+-- run that finds it ending within a day. After Gmail refused a watch, a day and an hour from
+-- then: it is tried again in an hour, not at every run (a watch costs 100 units).
 alter table accounts
+    add column sync_watch_until  timestamptz,
     add column sync_full         jsonb,
     add column sync_lease_holder text,
     add column sync_lease_until  timestamptz;

@@ -57,6 +57,34 @@ def http_call(port, path, method="GET", body=None, headers=None):
     return res.status, res.msg, cookies, parsed
 
 
+class Listener:
+    """A push endpoint standing in for the edge's webhook: records each Pub/Sub POST."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.posts = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.posts.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/gmail"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def b64d(text):
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -94,6 +122,7 @@ class SyncCase(AinboxTestCase):
             AINBOX_GOOGLE_TOKEN_URL=f"{self.fake_url}/token",
             AINBOX_GOOGLE_USERINFO_URL=f"{self.fake_url}/v1/userinfo",
             AINBOX_GMAIL_API_URL=self.fake_url, AINBOX_SYNC_PAGE="8",
+            AINBOX_GMAIL_PUSH_TOPIC="projects/ainbox-test/topics/gmail",
             AINBOX_OAUTH_HTTP_TIMEOUT_MS="3000")
         self.spawn("bundle", ["run"], self.env)
         self.wait_health(self.env)
@@ -383,6 +412,33 @@ class SyncCase(AinboxTestCase):
         result, answers = self.run_job()
         self.assertEqual(result, "done", answers[-3:])
         self.assertFalse(any("another run" in a.get("error", "") for a in answers), answers)
+        self.assert_equal_mailboxes()
+
+    def test_a_finished_sync_starts_the_watch_and_gmail_pushes(self):
+        listener = Listener()
+        self.addCleanup(listener.close)
+        self.fake("POST", "/_fake/gmail/push", {"url": listener.url})
+        self.backfill()
+        until = int(self.pg.psql(f"select (extract(epoch from sync_watch_until) * 1000)::bigint "
+                                 f"from accounts where id = {self.account}")[0][0])
+        self.assertGreater(until, time.time() * 1000 + 6 * 86400000, "Gmail's 7 days")
+        self.fake("POST", "/_fake/gmail/deliver", {"email": ALICE, "count": 1})
+        wait_until(lambda: listener.posts, 10, "Gmail's push after new mail")
+        note = json.loads(b64d(listener.posts[0]["message"]["data"]))
+        self.assertEqual(note["emailAddress"], ALICE)
+        # Up to date with a watch of days left: the next sync does not watch again.
+        self.fake("POST", "/_fake/gmail/counters/reset")
+        self.assertEqual(self.run_job()[0], "done")
+        self.assertNotIn("watch", self.fake("GET", "/_fake/gmail/counters")["requests"])
+
+    def test_a_topic_gmail_refuses_does_not_fail_the_sync(self):
+        self.fake("POST", "/_fake/gmail/push", {"publish_denied": True})
+        result, answers = self.run_job()
+        self.assertEqual(result, "done", answers[-3:])
+        self.assertEqual(self.fake("GET", "/_fake/gmail/counters")["requests"].get("watch"), 1)
+        # Tried again in an hour, not at every run.
+        self.assertEqual(self.run_job()[0], "done")
+        self.assertEqual(self.fake("GET", "/_fake/gmail/counters")["requests"].get("watch"), 1)
         self.assert_equal_mailboxes()
 
     def test_one_run_per_account_at_once(self):
