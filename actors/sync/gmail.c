@@ -305,8 +305,10 @@ static void s_watched(ain__run_t *r)
     ain__run_save(r, AIN__END_DONE);
 }
 
-/* A sync that is up to date ends here: the account's watch renewed if it ends within a day
- * (Gmail's watch lasts 7 days; Google advises renewing daily), then saved. */
+/* An incremental sync that is up to date ends here: the account's watch renewed if it ends
+ * within a day (Gmail's watch lasts 7 days; Google advises renewing daily), then saved.
+ * Over quota, the slice is delayed like any other (its changes are applied; the history is
+ * read again from the saved cursor); other refusals do not end the job. */
 static void s_done(ain__run_t *r)
 {
     if (!r->st->topic[0] || !r->watch_due) {
@@ -538,6 +540,7 @@ static void s_list(ain__run_t *r, int page)
     /* Inbox first, then everything else. Spam and trash are included in both: the store
      * mirrors them, and a message can carry INBOX and TRASH at once (labels, not folders), so
      * without it in the inbox list such a message would be in neither. */
+    r->prepay = page;
     ain__run_add_url(r, s_url(r, "messages?includeSpamTrash=true&maxResults=%d%s%s", page,
                               inbox ? "&labelIds=INBOX" : "&q=-in%3Ainbox", tok));
     ain__run_batch(r, "messages.list", s_on_list, s_listed);
@@ -545,26 +548,13 @@ static void s_list(ain__run_t *r, int page)
 
 static void s_finished(ain__run_t *r);
 
-static void s_on_seen_cleared(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
-{
-    (void)pg, (void)o;
-    ain__run_t *r = ain__run_of(arg);
-    if (ain__run_gone(r))
-        return;
-    s_finished(r);
-}
-
 static void s_swept(ain__run_t *r)
 {
     if (r->resync) { /* a full page of deletes: more may follow */
         ain__run_save(r, AIN__END_CONTINUE);
         return;
     }
-    char acc[24];
-    snprintf(acc, sizeof acc, "%" PRIu64, r->account);
-    const char *params[] = {acc};
-    if (ain__run_query(r, AIN__Q_SEEN_CLEAR, 1, params, s_on_seen_cleared) < 0)
-        ain__run_finish(r, AIN__END_RETRY, 0, "the database queue is full");
+    s_finished(r);
 }
 
 static void s_on_unseen(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
@@ -594,7 +584,12 @@ static void s_finished(ain__run_t *r)
     json_decref(r->full);
     r->full = NULL;
     r->state = "idle";
-    s_done(r);
+    /* sync_seen goes only once the end is saved: cleared before, a slice that stopped in
+     * between would sweep again with nothing seen, and delete the whole mailbox. */
+    r->clear_seen = true;
+    /* Saved now, and the next slice (history from the recorded id, then the watch) ends the
+     * job: a watch refused over quota then delays a slice that lost nothing. */
+    ain__run_save(r, AIN__END_CONTINUE);
 }
 
 static void s_full(ain__run_t *r)

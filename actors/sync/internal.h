@@ -46,9 +46,11 @@ typedef struct {
     int page, parallel;
     int64_t http_timeout_ms, body_max;
     int poll_s;
-    char topic[256];  /* users.watch's Pub/Sub topic; empty: no watch */
-    char holder[64];  /* this actor instance, in lease holders */
-    zhashx_t *tokens; /* "account" -> s_token_t */
+    char topic[256];         /* users.watch's Pub/Sub topic; empty: no watch */
+    int cost_list, cost_get; /* Gmail units of messages.list and messages.get */
+    bool units_mode;         /* the per-user policy counts units, not requests */
+    char holder[64];         /* this actor instance, in lease holders */
+    zhashx_t *tokens;        /* "account" -> s_token_t */
     ain__run_t *runs;
     ain__sync_metrics_t m;
 } ain__sync_t;
@@ -80,14 +82,18 @@ struct ain__run {
     int64_t deadline_ms;
     char holder[96];
     char *address, *cursor;
-    json_t *full; /* the full sync's progress, or NULL */
+    char *position; /* job, cursor, full-sync progress as the slice found them */
+    json_t *full;   /* the full sync's progress, or NULL */
     char token[AIN__SYNC_TOKEN_MAX];
     bool refreshed, ended, lease_held;
     bool lenient, batch_failed; /* a batch whose failure does not end the job */
+    bool clear_seen;            /* a full sync ended: drop its sync_seen rows once saved */
     bool watch_due;             /* the account's watch ends within a day (or never began) */
     int64_t watch_until_ms;     /* to store at save; 0 keeps */
     const char *post;           /* the batch's calls are POSTs of this JSON (borrowed) */
-    char *post_body;            /* owns what post points to */
+    int prepay;      /* the next batch (a list) pays for this many gets of what it lists */
+    int prepaid;     /* gets paid for by the list */
+    char *post_body; /* owns what post points to */
     int pg_pending;
     uint64_t call; /* the call in flight (token, rate, apply), 0: none */
     int timer;

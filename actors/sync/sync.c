@@ -107,6 +107,7 @@ static void s_run_free(ain__run_t *r)
     json_decref(r->hist);
     json_decref(r->large);
     free(r->post_body);
+    free(r->position);
     msgpack_sbuffer_destroy(&r->ops);
     ain_crypto_wipe(r->token, sizeof r->token);
     free(r);
@@ -219,13 +220,21 @@ static void s_on_saved(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
     ain__run_t *r = ain__run_of(arg);
     if (ain__run_gone(r))
         return;
-    r->lease_held = false;
     if (!o->result) {
         ain__run_finish(r, AIN__END_RETRY, 0, "the sync state was not saved");
         return;
     }
-    if (PQcmdTuples(o->result)[0] == '0')
+    r->lease_held = false;
+    if (PQcmdTuples(o->result)[0] == '0') {
         ain_warn(r->st->log, "sync: account %" PRIu64 ": lease lost before the save", r->account);
+    } else if (r->clear_seen) {
+        /* The full sync's end is saved: its seen ids can go (after the answer; no deadline). */
+        char acc[24];
+        snprintf(acc, sizeof acc, "%" PRIu64, r->account);
+        const char *params[] = {acc};
+        if (ain_pg_query(r->st->pg, 0, AIN__Q_SEEN_CLEAR, 1, params, s_on_released, r) == 0)
+            r->pg_pending++;
+    }
     s_reply(r, r->end, r->end_delay_ms, r->end_error);
 }
 
@@ -359,6 +368,7 @@ static void s_token(ain__run_t *r, bool fresh)
 
 static void s_launch(ain__run_t *r);
 static void s_rate_then_call(ain__run_t *r);
+static void s_on_rate_ok(ain__run_t *r);
 
 static bool s_rate_reason(const char *body)
 {
@@ -518,9 +528,15 @@ static void s_on_rate(ain_status_t status, const ain_envelope_t *reply, void *ar
     ain_body_release(&body);
     if (!allowed) {
         ain_metric_inc(r->st->m.rate_delays);
+        r->prepaid = 0;
         ain__run_finish(r, AIN__END_DELAY, retry > 0 ? retry : 1000, "over quota");
         return;
     }
+    s_on_rate_ok(r);
+}
+
+static void s_on_rate_ok(ain__run_t *r)
+{
     /* Every slot that is not done yet starts again from the first. */
     r->launch_at = 0;
     r->outstanding = 0;
@@ -542,6 +558,12 @@ static void s_rate_then_call(ain__run_t *r)
         s_batch_end(r);
         return;
     }
+    if (r->prepaid >= count) { /* paid with the list that named these messages */
+        r->prepaid -= count;
+        s_on_rate_ok(r);
+        return;
+    }
+    r->prepaid = 0;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -549,8 +571,20 @@ static void s_rate_then_call(ain__run_t *r)
     msgpack_pack_map(&pk, 4);
     ain_mp_pack_kv_str(&pk, "quota", "gmail");
     ain_mp_pack_kv_str(&pk, "account", r->address);
-    ain_mp_pack_kv_str(&pk, "method", r->method);
-    ain_mp_pack_kv_u64(&pk, "count", (uint64_t)count);
+    if (r->prepay > 0 && r->st->units_mode) {
+        /* A list and the gets of the messages it will name, as one decision: admitted
+         * together or not at all. Asked apart, a refused get batch after an admitted list
+         * makes the next slice list (and pay) again, and under a tight quota that repeated
+         * list can eat what the wait refilled, for ever. */
+        ain_mp_pack_kv_u64(&pk, "units",
+                           (uint64_t)(r->st->cost_list + r->prepay * r->st->cost_get));
+        ain_mp_pack_kv_u64(&pk, "count", 1);
+        r->prepaid = r->prepay;
+    } else {
+        ain_mp_pack_kv_str(&pk, "method", r->method);
+        ain_mp_pack_kv_u64(&pk, "count", (uint64_t)count);
+    }
+    r->prepay = 0;
     r->call = ain_call(r->st->calls, "ratelimit", AIN_MSG_RATE_CHECK, r->user, sb.data, sb.size,
                        r->deadline_ms, s_on_rate, r);
     msgpack_sbuffer_destroy(&sb);
@@ -639,11 +673,27 @@ static void s_apply_chunk(ain__run_t *r)
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 3);
     ain_mp_pack_kv_u64(&pk, "account", r->account);
-    /* The idempotency key: this job, attempt and write. The changes are idempotent anyway
-     * (upserts, label sets, deletes), so a retried slice converges whatever the key does. */
+    /* The idempotency key names this write: the job, where its slice started (cursor and
+     * full-sync progress as read under the lease), the write's number in the slice, and its
+     * changes. A retried slice that writes the same changes from the same place replays the
+     * first write (safe: it is the same write); one whose changes differ (the mailbox moved
+     * meanwhile) gets another key rather than the writer's CONFLICT; a later identical change
+     * from a later place (a label set again) is a new write, not a replay. */
+    char seq[16];
+    snprintf(seq, sizeof seq, "|%d|", ++r->seq);
+    msgpack_sbuffer kb;
+    msgpack_sbuffer_init(&kb);
+    msgpack_sbuffer_write(&kb, r->position ? r->position : "",
+                          r->position ? strlen(r->position) : 0);
+    msgpack_sbuffer_write(&kb, seq, strlen(seq));
+    msgpack_sbuffer_write(&kb, r->ops.data + r->apply_off, off - r->apply_off);
+    uint8_t digest[AIN_CRYPTO_SHA256_LEN];
+    ain_crypto_sha256(kb.data, kb.size, digest);
+    msgpack_sbuffer_destroy(&kb);
     char key[96];
-    snprintf(key, sizeof key, "sync:%" PRIu64 ":%" PRIu64 ":%d:%d", r->account, r->job, r->attempt,
-             ++r->seq);
+    int n0 = snprintf(key, sizeof key, "sync:%" PRIu64 ":", r->account);
+    for (int i = 0; i < 20 && n0 + 2 < (int)sizeof key; i++, n0 += 2)
+        snprintf(key + n0, sizeof key - (size_t)n0, "%02x", digest[i]);
     ain_mp_pack_kv_str(&pk, "key", key);
     ain_mp_pack_str(&pk, "changes");
     msgpack_pack_array(&pk, n);
@@ -714,6 +764,8 @@ static void s_on_taken(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
         }
     }
     r->watch_due = strcmp(PQgetvalue(res, 0, 7), "t") == 0;
+    r->position =
+        ain_sprintf("%" PRIu64 "|%s|%s", r->job, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
     if (strcmp(PQgetvalue(res, 0, 4), "revoked") == 0) {
         ain__run_finish(r, AIN__END_DONE, 0, "the account needs a new sign-in");
         return;
@@ -1073,6 +1125,11 @@ static int s_start(ain_actor_t *actor)
     st->http_timeout_ms = ain_config_int(cfg, AIN_CFG_AINBOX_SYNC_HTTP_TIMEOUT_MS);
     st->body_max = ain_config_int(cfg, AIN_CFG_AINBOX_SYNC_BODY_MAX);
     st->poll_s = (int)ain_config_int(cfg, AIN_CFG_AINBOX_SYNC_POLL_S);
+    /* The rate-limit actor's cost table (provider-apis.md 1.7), for decisions in units. */
+    bool old = strcmp(ain_config_str(cfg, AIN_CFG_AINBOX_GMAIL_QUOTA), "old") == 0;
+    st->cost_get = old ? 5 : 20;
+    st->cost_list = 5;
+    st->units_mode = strcmp(ain_config_str(cfg, AIN_CFG_AINBOX_RATELIMIT_GMAIL_USER), "units") == 0;
     const char *topic = ain_config_str(cfg, AIN_CFG_AINBOX_GMAIL_PUSH_TOPIC);
     snprintf(st->topic, sizeof st->topic, "%s", topic ? topic : "");
     uint64_t rnd = 0;
