@@ -7,6 +7,7 @@
 #include "actors/cache/cache.h"
 #include "actors/echo/echo.h"
 #include "actors/events/events.h"
+#include "actors/jobs/jobs.h"
 #include "actors/loadgen/loadgen.h"
 #include "actors/monitor/monitor.h"
 #include "actors/ratelimit/ratelimit.h"
@@ -31,6 +32,8 @@ static const struct {
      "users and sign-in sessions (PostgreSQL): open, refresh, revoke, profile, terms"},
     {"accounts", &ain_accounts_actor,
      "provider accounts (PostgreSQL): OAuth sign-in completion, sealed refresh tokens"},
+    {"jobs", &ain_jobs_actor,
+     "the durable job queue (PostgreSQL): priorities, leases, retries, dead letters"},
     {"sync", &ain_sync_actor,
      "provider mail into the store: Gmail backfill and history (JOB_RUN), push, poll"},
     {"echo", &ain_echo_actor, "answers with what it is sent (diagnostics, benchmarks)"},

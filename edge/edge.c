@@ -132,6 +132,7 @@ static void s_register_metrics(ain_edge_t *self)
     self->m.refused_user = ain_metrics_counter(r, "sse.refused_user");
     self->m.handoff_failed = ain_metrics_counter(r, "sse.handoff_failed");
     self->m.events_delivered = ain_metrics_counter(r, "sse.events_delivered");
+    self->m.events_unordered = ain_metrics_counter(r, "sse.events_unordered");
     self->m.limited = ain_metrics_counter(r, "ratelimit.refused");
     self->m.limits_unchecked = ain_metrics_counter(r, "ratelimit.unchecked");
     self->m.limits_away = ain_metrics_counter(r, "ratelimit.limiter_away");

@@ -55,6 +55,7 @@ typedef struct {
     /* SSE, counters. */
     ain_metric_t *opened, *closed, *cut_slow, *refused_full, *refused_user, *handoff_failed;
     ain_metric_t *events_delivered, *bytes_written;
+    ain_metric_t *events_unordered; /* sent without their `id:` line: below the stream's top */
     ain_metric_t *limited, *limits_unchecked, *limits_away; /* limits.c */
     /* limits.c: RATE_CHECK round trips, requests admitted from a local grant, units granted,
      * units lost (a grant expired, or a colliding user took its slot), grants refused and
@@ -437,6 +438,11 @@ int ain__pump_attach(ain__pump_t *pump, ain__stream_t *stream, int fd, const cha
 int ain__pump_hello(char *buf, size_t size);
 /* Releases a reserved stream that will get no socket. */
 void ain__pump_abort(ain__pump_t *pump, ain__stream_t *stream);
+
+/* Compares two event ids "<ms>-<seq>" (decimal) numerically: *out is -1,
+ * 0 or 1 as a is below, equal to or above b. Returns 0, or -1 (and *out
+ * untouched) if either is not an id. */
+int ain__event_id_cmp(const char *a, size_t a_len, const char *b, size_t b_len, int *out);
 
 /* streams.c: the pump thread's streams; see the file for the design.
  * Single-threaded: only the pump thread calls these. */

@@ -42,6 +42,17 @@
  * heartbeat shows it, after the last id sent before the last heartbeat
  * that arrived in sequence, since a later delivery may have followed the
  * loss (a duplicate then, never a gap).
+ *
+ * Ids in order per stream: with several events actors, one user's events
+ * may reach the bus in a different order than their ids (each actor
+ * publishes when its own append answers). Each stream keeps the highest id
+ * it was sent with an `id:` line; an event whose id is below it goes out
+ * without its `id:` line (s_send_event). The SSE spec leaves the
+ * browser's lastEventId unchanged by an event without an id, so a
+ * reconnect resumes after the highest id delivered, and every event
+ * delivered live before it is neither replayed (it is below that id) nor
+ * lost. (An event still on its way when the client reconnects, with an id
+ * below one it already got, is not replayed: actors/events/README.md.)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -101,6 +112,8 @@ struct ain__stream {
     char *out; /* unsent bytes: out[off, off + len); NULL when none */
     size_t off, len, cap;
     int64_t last_ms;              /* when it was last sent something */
+    bool top_set;                 /* top_ms/top_seq hold an id */
+    uint64_t top_ms, top_seq;     /* the highest id sent with an `id:` line */
     ain__stream_t *unext, *uprev; /* the user's streams; unext links the dead */
     ain__stream_t *inext, *iprev; /* every open stream, by last_ms */
 };
@@ -147,6 +160,23 @@ static int s_id_parse(const char *id, size_t len, uint64_t *ms, uint64_t *seq)
         return -1;
     *ms = part[0];
     *seq = part[1];
+    return 0;
+}
+
+/* -1, 0, 1 as id a is below, equal to, above id b. */
+static int s_id_cmp(uint64_t ams, uint64_t aseq, uint64_t bms, uint64_t bseq)
+{
+    if (ams != bms)
+        return ams < bms ? -1 : 1;
+    return aseq < bseq ? -1 : aseq > bseq;
+}
+
+int ain__event_id_cmp(const char *a, size_t a_len, const char *b, size_t b_len, int *out)
+{
+    uint64_t ams, aseq, bms, bseq;
+    if (s_id_parse(a, a_len, &ams, &aseq) < 0 || s_id_parse(b, b_len, &bms, &bseq) < 0)
+        return -1;
+    *out = s_id_cmp(ams, aseq, bms, bseq);
     return 0;
 }
 
@@ -388,6 +418,42 @@ static int s_send(ain__streams_t *self, ain__stream_t *s, const char *text, size
     return 0;
 }
 
+/* Sends an event's text ("id: <id>\n..." when it has an id) to `s`: with
+ * its `id:` line if the id is not below the highest this stream was sent
+ * one with, else without it (see the top of the file). `id` NULL or
+ * unparsable, or a text without an id line: as it is. */
+static int s_send_event(ain__streams_t *self, ain__stream_t *s, const char *id, size_t id_len,
+                        const char *text, size_t len, int64_t now)
+{
+    uint64_t ms, seq;
+    if (!id || len < 4 || memcmp(text, "id: ", 4) != 0 || s_id_parse(id, id_len, &ms, &seq) < 0)
+        return s_send(self, s, text, len, now);
+    if (s->top_set && s_id_cmp(ms, seq, s->top_ms, s->top_seq) < 0) {
+        const char *nl = memchr(text, '\n', len);
+        size_t skip = nl ? (size_t)(nl - text) + 1 : 0;
+        ain_metric_inc(self->m->events_unordered);
+        return s_send(self, s, text + skip, len - skip, now);
+    }
+    s->top_set = true;
+    s->top_ms = ms;
+    s->top_seq = seq;
+    return s_send(self, s, text, len, now);
+}
+
+/* Notes that `s` was sent event `id` with its `id:` line by someone else
+ * (the resume handler's replay). */
+static void s_sent_id(ain__stream_t *s, const char *id)
+{
+    uint64_t ms, seq;
+    if (!id || s_id_parse(id, strlen(id), &ms, &seq) < 0)
+        return;
+    if (!s->top_set || s_id_cmp(ms, seq, s->top_ms, s->top_seq) > 0) {
+        s->top_set = true;
+        s->top_ms = ms;
+        s->top_seq = seq;
+    }
+}
+
 ain__streams_t *ain__streams_new(const ain__streams_config_t *config)
 {
     int epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -489,8 +555,11 @@ static void s_release(ain__streams_t *self, ain__stream_t *s, const char *after,
     s->holding = false;
     while (h) {
         s_held_t *next = h->next;
-        if (s->state != S_DEAD && (all || h->ms > ms || (h->ms == ms && h->seq > seq)))
-            s_send(self, s, h->text, h->len, now);
+        if (s->state != S_DEAD && (all || h->ms > ms || (h->ms == ms && h->seq > seq))) {
+            char id[48];
+            int n = snprintf(id, sizeof id, "%" PRIu64 "-%" PRIu64, h->ms, h->seq);
+            s_send_event(self, s, id, (size_t)n, h->text, h->len, now);
+        }
         free(h);
         h = next;
     }
@@ -524,6 +593,7 @@ static void s_hold(ain__stream_t *s, const char *id, size_t id_len, const char *
 int ain__streams_attach(ain__streams_t *self, ain__stream_t *s, int fd, const char *after,
                         int64_t now)
 {
+    s_sent_id(s, after); /* the handler's replay ended with it */
     if (s->holding)
         s_release(self, s, after, now);
     s->fd = fd;
@@ -593,7 +663,7 @@ size_t ain__streams_deliver(ain__streams_t *self, uint64_t user, const char *id,
         next = s->unext;
         if (s->holding)
             s_hold(s, id, id_len, text, len);
-        else if (s_send(self, s, text, len, now) == 0)
+        else if (s_send_event(self, s, id, id_len, text, len, now) == 0)
             delivered++;
     }
     ain_metric_add(self->m->events_delivered, (int64_t)delivered);
@@ -648,7 +718,7 @@ void ain__streams_catchup_event(ain__streams_t *self, uint64_t user, const char 
     for (ain__stream_t *s = u->first, *next; s; s = next) {
         next = s->unext;
         if (s->catching)
-            s_send(self, s, text, len, now);
+            s_send_event(self, s, id, id_len, text, len, now);
     }
 }
 
@@ -768,9 +838,10 @@ int ain_edge_streams_test(bool verbose)
     ain_metrics_t *registry = ain_metrics_new();
     ain__edge_metrics_t m = {0};
     ain_metric_t **slots[] = {
-        &m.streams,      &m.users,          &m.max_streams,      &m.max_per_user,
-        &m.opened,       &m.closed,         &m.cut_slow,         &m.refused_full,
-        &m.refused_user, &m.handoff_failed, &m.events_delivered, &m.bytes_written};
+        &m.streams,         &m.users,          &m.max_streams,      &m.max_per_user,
+        &m.opened,          &m.closed,         &m.cut_slow,         &m.refused_full,
+        &m.refused_user,    &m.handoff_failed, &m.events_delivered, &m.bytes_written,
+        &m.events_unordered};
     for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
         char name[16];
         snprintf(name, sizeof name, "m%zu", i);
@@ -879,6 +950,20 @@ int ain_edge_streams_test(bool verbose)
     S_CHECK(s_test_recv(pr, buf, sizeof buf) == 18 && strcmp(buf, "id: 7-2\n\nid: 8-0\n\n") == 0);
     S_CHECK(ain__streams_deliver(set, 5, "9-0", 3, "id: 9-0\n\n", 9, now) == 1);
     S_CHECK(s_test_recv(pr, buf, sizeof buf) == 9);
+    /* Ids compare as numbers ("10-0" is above "9-0"); an event below the
+     * highest id the stream was sent goes without its id line, so the
+     * client's lastEventId stays at the highest; equal stays as it is. */
+    S_CHECK(ain__streams_deliver(set, 5, "10-0", 4, "id: 10-0\ndata: a\n\n", 18, now) == 1);
+    S_CHECK(s_test_recv(pr, buf, sizeof buf) == 18 && strcmp(buf, "id: 10-0\ndata: a\n\n") == 0);
+    S_CHECK(ain__streams_deliver(set, 5, "9-5", 3, "id: 9-5\ndata: b\n\n", 17, now) == 1);
+    S_CHECK(s_test_recv(pr, buf, sizeof buf) == 9 && strcmp(buf, "data: b\n\n") == 0);
+    S_CHECK(ain__streams_deliver(set, 5, "10-0", 4, "id: 10-0\ndata: c\n\n", 18, now) == 1);
+    S_CHECK(s_test_recv(pr, buf, sizeof buf) == 18);
+    S_CHECK(ain__streams_deliver(set, 5, "10-11", 5, "id: 10-11\ndata: d\n\n", 19, now) == 1);
+    S_CHECK(s_test_recv(pr, buf, sizeof buf) == 19);
+    S_CHECK(ain__streams_deliver(set, 5, "10-2", 4, "id: 10-2\ndata: e\n\n", 18, now) == 1);
+    S_CHECK(s_test_recv(pr, buf, sizeof buf) == 9 && strcmp(buf, "data: e\n\n") == 0);
+    S_CHECK(ain_metric_get(m.events_unordered) == 2);
     close(pr);
     ain__streams_io(set);
     S_CHECK(t.calls == 5 && !t.first[4]);
@@ -889,6 +974,43 @@ int ain_edge_streams_test(bool verbose)
     ain__streams_abort(set, d);
     S_CHECK(t.calls == 7 && t.user[5] == 4 && t.first[5] && t.user[6] == 4 && !t.first[6]);
     S_CHECK(ain_metric_get(m.opened) == 5 && ain_metric_get(m.closed) == 4);
+
+    /* A resumed stream's top starts at the replay's last id: held events
+     * above `after` go out in arrival order, a lower one after a higher
+     * one without its id line, and so does a live one below the top. */
+    S_CHECK(ain__streams_open(set, 6, "", 0, true, now, &r) == AIN__OPEN_OK);
+    S_CHECK(ain__streams_deliver(set, 6, "20-0", 4, "id: 20-0\ndata: g\n\n", 18, now) == 0);
+    S_CHECK(ain__streams_deliver(set, 6, "19-0", 4, "id: 19-0\ndata: h\n\n", 18, now) == 0);
+    s_test_pair(&fr, &pr);
+    S_CHECK(ain__streams_attach(set, r, fr, "18-0", now) == 0);
+    S_CHECK(s_test_recv(pr, buf, sizeof buf) == 27 &&
+            strcmp(buf, "id: 20-0\ndata: g\n\ndata: h\n\n") == 0);
+    S_CHECK(ain__streams_deliver(set, 6, "17-0", 4, "id: 17-0\ndata: f\n\n", 18, now) == 1);
+    S_CHECK(s_test_recv(pr, buf, sizeof buf) == 9 && strcmp(buf, "data: f\n\n") == 0);
+    S_CHECK(ain_metric_get(m.events_unordered) == 4);
+    close(pr);
+    ain__streams_io(set);
+
+    /* The comparison itself: numeric per part, not textual. */
+    static const struct {
+        const char *a, *b;
+        int cmp;
+    } ids[] = {{"9-0", "10-0", -1},
+               {"10-0", "9-0", 1},
+               {"1-9", "1-10", -1},
+               {"1-10", "1-9", 1},
+               {"5-5", "5-5", 0},
+               {"0-1", "0-0", 1},
+               {"1700000000000-0", "1700000000000-4294967296", -1}};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        int cmp = 9;
+        S_CHECK(ain__event_id_cmp(ids[i].a, strlen(ids[i].a), ids[i].b, strlen(ids[i].b), &cmp) ==
+                    0 &&
+                cmp == ids[i].cmp);
+    }
+    int cmp = 9;
+    S_CHECK(ain__event_id_cmp("x-1", 3, "1-1", 3, &cmp) < 0 && cmp == 9);
+    S_CHECK(ain__event_id_cmp("1-1", 3, "11", 2, &cmp) < 0 && cmp == 9);
 
     ain__streams_destroy(&set);
     ain__streams_destroy(&set);

@@ -70,6 +70,9 @@ struct _ain_pg_t {
     bool finish_running; /* ain_pg_finish_running */
     int check_timer;
     bool destroying;
+    char channel[64]; /* ain_pg_listen; "" when not listening */
+    ain_pg_notify_fn *notify_fn;
+    void *notify_arg;
     ain_pg_stats_t stats;
 };
 
@@ -270,6 +273,18 @@ static void s_dispatch(ain_pg_t *self)
     }
 }
 
+/* Hands the notifications libpq has read to the listener. */
+static void s_notifies(s_conn_t *c)
+{
+    ain_pg_t *self = c->pool;
+    PGnotify *n;
+    while (c->conn && (n = PQnotifies(c->conn)) != NULL) {
+        if (self->notify_fn && !self->destroying)
+            self->notify_fn(self, n->extra ? n->extra : "", self->notify_arg);
+        PQfreemem(n);
+    }
+}
+
 /* Reads what arrived; completes the query when libpq has all of it. */
 static void s_on_busy(s_conn_t *c, int revents)
 {
@@ -281,6 +296,7 @@ static void s_on_busy(s_conn_t *c, int revents)
         s_broken(c, PQerrorMessage(c->conn));
         return;
     }
+    s_notifies(c);
     while (!PQisBusy(c->conn)) {
         PGresult *res = PQgetResult(c->conn);
         if (!res && c->preparing) {
@@ -323,13 +339,15 @@ static void s_on_setup(ain_pg_t *pg, const ain_pg_outcome_t *out, void *arg)
 {
     if (out->error)
         ain_warn(pg->log, "postgres: session setup failed: %s", out->error);
+    else if (pg->channel[0] && pg->notify_fn)
+        pg->notify_fn(pg, NULL, pg->notify_arg); /* listening again: look for what was missed */
 }
 
 /* Connected: make the session ours (statement timeout), then serve. */
 static void s_ready(s_conn_t *c)
 {
     ain_pg_t *self = c->pool;
-    char sql[320];
+    char sql[400];
     /* client_connection_check_interval (PostgreSQL 14+) lets the server end
      * a statement whose connection we dropped at its caller's deadline. */
     snprintf(sql, sizeof sql,
@@ -337,6 +355,8 @@ static void s_ready(s_conn_t *c)
              "select set_config('client_connection_check_interval', '%d', false) "
              "where current_setting('server_version_num')::int >= 140000",
              (long)self->timeout_ms, S_CLIENT_CHECK_MS);
+    if (self->channel[0]) /* checked by ain_pg_listen: an identifier */
+        snprintf(sql + strlen(sql), sizeof sql - strlen(sql), "; listen %s", self->channel);
     PQsetnonblocking(c->conn, 1);
     c->backoff_ms = S_BACKOFF_MIN_MS;
     self->stats.reconnects++;
@@ -380,6 +400,8 @@ static void s_on_io(ain_actor_t *actor, int fd, int revents, void *arg)
         s_on_busy(c, revents);
     else if (c->state == S_IDLE && !PQconsumeInput(c->conn))
         s_broken(c, PQerrorMessage(c->conn)); /* the server closed an idle connection */
+    else if (c->state == S_IDLE)
+        s_notifies(c);
 }
 
 static void s_connect(s_conn_t *c)
@@ -499,6 +521,21 @@ void ain_pg_destroy(ain_pg_t **self_p)
 void ain_pg_finish_running(ain_pg_t *self)
 {
     self->finish_running = true;
+}
+
+int ain_pg_listen(ain_pg_t *self, const char *channel, ain_pg_notify_fn *fn, void *arg)
+{
+    size_t n = strlen(channel);
+    if (n == 0 || n >= sizeof self->channel)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!((channel[i] >= 'a' && channel[i] <= 'z') ||
+              (channel[i] >= '0' && channel[i] <= '9') || channel[i] == '_'))
+            return -1;
+    memcpy(self->channel, channel, n + 1);
+    self->notify_fn = fn;
+    self->notify_arg = arg;
+    return 0;
 }
 
 int ain_pg_ready(const ain_pg_t *self)

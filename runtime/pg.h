@@ -72,6 +72,17 @@ int ain_pg_query(ain_pg_t *self, int64_t deadline_ms, const char *sql, int npara
  * ones still fail unsent at their deadline. */
 void ain_pg_finish_running(ain_pg_t *self);
 
+/* Notifications (LISTEN/NOTIFY): every connection of this pool listens
+ * on `channel` (an identifier: [a-z0-9_], at most 63; copied) from its
+ * next (re)connection on, and `fn(pg, payload, arg)` runs for each
+ * notification, payload borrowed for the call. After each (re)connection
+ * it runs once with payload NULL: notifications sent while the connection
+ * was down are lost, so the listener must look again. Meant for a pool
+ * of its own (one connection, no queries) so a long query never delays a
+ * wake-up. Returns 0, or -1 for a bad channel name. */
+typedef void(ain_pg_notify_fn)(ain_pg_t *pg, const char *payload, void *arg);
+int ain_pg_listen(ain_pg_t *self, const char *channel, ain_pg_notify_fn *fn, void *arg);
+
 /* Connections ready for queries right now. */
 int ain_pg_ready(const ain_pg_t *self);
 

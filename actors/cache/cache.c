@@ -292,6 +292,10 @@ static void s_metrics_init(ain__metrics_t *m, ain_metrics_t *reg)
     C(clears, "clears");
     C(outbox_relayed, "outbox.relayed");
     C(outbox_errors, "outbox.errors");
+    C(events_published, "events.published");
+    C(events_failed, "events.failed");
+    C(writes_replayed, "writes_replayed");
+    C(keys_pruned, "write_keys.pruned");
 #undef C
 #undef G
 }
@@ -343,6 +347,7 @@ static void s_stop(ain_actor_t *actor)
     /* Redis first: loads waiting on it fall through to L3, which then
      * fails them as the pool closes. Nobody waits on them any more. */
     ain__l2_stop(st);
+    ain__outbox_stop(st);
     ain_pg_destroy(&st->pg);
     ain_pg_destroy(&st->pg_write);
     ain_l1_destroy(&st->l1);

@@ -20,6 +20,7 @@
 #include "actors/cache/l1.h"
 #include "proto/channels.h"
 #include "runtime/actor.h"
+#include "runtime/call.h"
 #include "runtime/pg.h"
 #include "runtime/redis.h"
 
@@ -118,10 +119,22 @@ int ain__apply(ain__state_t *st, ain_request_t *req);
 void ain__invalidate(ain__state_t *st, uint64_t user, char **prefixes, size_t n,
                      ain__l2_done_fn *done, void *arg);
 
-/* outbox.c: the durable side of invalidation (see apply.c). */
+/* outbox.c: the durable side of a write's announcement (see apply.c). */
 void ain__outbox_start(ain__state_t *st);
-/* Deletes outbox row `id` (decimal) now that its invalidation ran. */
+/* Frees the announcements still waiting (the actor stops). */
+void ain__outbox_stop(ain__state_t *st);
+/* Deletes outbox row `id` (decimal) now that it was announced. */
 void ain__outbox_done(ain__state_t *st, const char *id);
+/* Announces a committed write of `user`: invalidates `prefixes` (taken,
+ * as ain__invalidate; `all` with n 0: every key of the user, else n 0:
+ * nothing to invalidate), calls done(st, caches_ok, arg), then publishes
+ * `events` (a JSON array of event objects, or NULL) through the events
+ * service, each keyed "o<row>.<index>" so that a second announcement of
+ * the row appends nothing twice, and deletes outbox row `outbox` ("" for
+ * none) once both went through. Whatever fails leaves the row to the
+ * relay. `relay`: counted in st->relaying until it ends. */
+void ain__announce(ain__state_t *st, uint64_t user, const char *outbox, char **prefixes, size_t n,
+                   bool all, const char *events, bool relay, ain__l2_done_fn *done, void *arg);
 
 /* cache.c: L1 invalidation with the epoch bookkeeping that keeps a load
  * begun before an invalidation out of L1. */
@@ -143,6 +156,7 @@ typedef struct {
     ain_metric_t *redis_up, *sub_up, *dirty_users, *pg_ready;
     ain_metric_t *l3_queries, *l3_errors, *writes, *write_errors, *clears;
     ain_metric_t *outbox_relayed, *outbox_errors;
+    ain_metric_t *events_published, *events_failed, *writes_replayed, *keys_pruned;
 } ain__metrics_t;
 
 struct ain__state {
@@ -164,9 +178,13 @@ struct ain__state {
     bool dirty_all;
     int64_t l1_ttl_ms, l1_degraded_ttl_ms, l2_ttl_ms;
     uint64_t instance;
-    uint64_t rng;          /* xorshift state for XFetch */
-    int64_t outbox_age_ms; /* AINBOX_CACHE_OUTBOX_AGE_MS */
-    bool outbox_busy;      /* a relay pass is running */
+    uint64_t rng;                     /* xorshift state for XFetch */
+    int64_t outbox_age_ms;            /* AINBOX_CACHE_OUTBOX_AGE_MS */
+    bool outbox_busy;                 /* a relay pass is running */
+    size_t relaying;                  /* relayed rows whose announcement is still running */
+    unsigned relay_ticks;             /* relay timer ticks, for the key pruning's period */
+    ain_calls_t *calls;               /* to the events service */
+    struct ain__announce *announcing; /* announcements waiting on the events service */
     msgpack_sbuffer scratch;
 };
 

@@ -112,14 +112,20 @@ const char *const AIN_Q_COUNTS =
     "and ($2::bigint is null or l.account_id = $2::bigint) "
     "order by l.account_id, l.role nulls last, l.name, l.provider_id ";
 
-const char *const AIN_Q_APPLY =
-    "select kind, ref, outbox_id from ain_mail_apply_outboxed($1::bigint, $2::bigint, $3::jsonb) ";
+const char *const AIN_Q_APPLY = "select changed, outbox_id, events, replayed, n_events "
+                                "from ain_mail_write($1::bigint, $2::bigint, $3::jsonb, $4::text) ";
 
-/* The outbox (deploy/migrations/0003_mail_outbox.sql) is the cache actor's
- * own bookkeeping across users, so these two are not scoped by user. */
+/* The outbox (deploy/migrations/0003_mail_outbox.sql) and the write keys
+ * (0005) are the cache actor's own bookkeeping across users, so these are
+ * not scoped by user. */
 const char *const AIN_Q_OUTBOX_DONE = "delete from mail_outbox where id = $1::bigint ";
 
 const char *const AIN_Q_OUTBOX_DUE =
-    "select id, user_id, changed::text from mail_outbox "
+    "select id, user_id, changed::text, events::text from mail_outbox "
     "where created_at < now() - make_interval(secs => $1::int / 1000.0) "
     "order by id limit 100 ";
+
+const char *const AIN_Q_KEYS_PRUNE =
+    "delete from mail_write_keys where ctid = any(array("
+    "select ctid from mail_write_keys "
+    "where created_at < now() - make_interval(secs => $1::int) limit $2::int)) ";

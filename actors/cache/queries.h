@@ -86,21 +86,31 @@ extern const char *const AIN_Q_MESSAGE_ATTACHMENTS;
  * null), total int, unread int; ordered by account, role, name. */
 extern const char *const AIN_Q_COUNTS;
 
-/* Applies a batch of changes atomically. $1 user, $2 account (required),
- * $3 changes, a JSON array (see ain_mail_apply in the migration).
- * Columns: kind text, ref text: what to invalidate ('message', 'thread',
- * 'label' with provider ids; 'role' with a role; 'counts' and 'archive'
- * with ''), outbox_id bigint: the write's outbox row (null when nothing
- * changed), to delete once the invalidation ran (AIN_Q_OUTBOX_DONE).
- * SQLSTATE 42501: not the user's account; 22023: bad batch. */
+/* Applies a batch of changes atomically, once per key (ain_mail_write,
+ * deploy/migrations/0005_mail_events.sql). $1 user, $2 account
+ * (required), $3 changes, a JSON array (see ain_mail_apply in 0002),
+ * $4 the idempotency key or null. One row: changed text (JSON [[kind,
+ * ref], ...]: what to invalidate, 'message', 'thread', 'label' with
+ * provider ids; 'role' with a role; 'counts' and 'archive' with ''),
+ * outbox_id bigint (the write's outbox row, null when nothing changed or
+ * already announced), events text (JSON array of the row's user events),
+ * replayed bool (the key was written before: nothing applied now),
+ * n_events int (the events the write caused; on a replay, the first
+ * write's).
+ * SQLSTATE 42501: not the user's account; 22023: bad batch or key;
+ * AI409: the key was used for another write. */
 extern const char *const AIN_Q_APPLY;
 
 /* Deletes outbox row $1 (its invalidation ran). */
 extern const char *const AIN_Q_OUTBOX_DONE;
 
 /* Outbox rows older than $1 ms, oldest first, at most 100: writes whose
- * writer never reported their invalidation done. Columns: id bigint,
- * user_id bigint, changed text (JSON [[kind, ref], ...]). */
+ * writer never finished their announcement. Columns: id bigint,
+ * user_id bigint, changed text (JSON [[kind, ref], ...]), events text
+ * (JSON [event, ...]). */
 extern const char *const AIN_Q_OUTBOX_DUE;
+
+/* Deletes at most $2 write keys older than $1 seconds. */
+extern const char *const AIN_Q_KEYS_PRUNE;
 
 #endif

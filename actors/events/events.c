@@ -18,6 +18,12 @@
  * working; a client that resumes from such an id is told `reset` (the id
  * is not in the log), so it refetches instead of silently missing events.
  *
+ * A batch's event may carry a key (the mail writer's "o<outbox row>.<i>"):
+ * the append script appends a key seen for that user within the window
+ * only once and answers the first append's id with "=" in front; such an
+ * event is answered with that id and not published again, so a write
+ * announced twice (its writer, then a relay) reaches the user once.
+ *
  * EVENT_REPLAY answers from the log; with Redis down it answers
  * UNAVAILABLE (the edge then tells the client `reset`).
  */
@@ -58,7 +64,7 @@ typedef struct {
     ain_redis_script_t append_lua, replay_lua;
     bool stopping;
     ain_metric_t *published, *rejected, *dropped, *unlogged, *batches;
-    ain_metric_t *replays, *replay_resets, *replay_failed, *redis_up;
+    ain_metric_t *replays, *replay_resets, *replay_failed, *redis_up, *duplicates;
 } s_state_t;
 
 /* Appends (one event, or a batch) waiting for Redis. users[i], json[i]
@@ -70,6 +76,7 @@ typedef struct {
     size_t n;
     uint64_t *users;
     char **json;
+    char **keys; /* event keys (owned), NULL entries for none */
 } s_append_t;
 
 /* A replay waiting for Redis. */
@@ -97,16 +104,24 @@ static char *s_check_event(const char *text, size_t len, const char **why)
 static s_append_t *s_append_new(s_state_t *st, ain_request_t *req, bool batch, size_t n)
 {
     s_append_t *a = AIN_NEW(s_append_t);
-    *a = (s_append_t){
-        st, req, batch, n, ain_calloc(n, sizeof(uint64_t)), ain_calloc(n, sizeof(char *))};
+    *a = (s_append_t){st,
+                      req,
+                      batch,
+                      n,
+                      ain_calloc(n, sizeof(uint64_t)),
+                      ain_calloc(n, sizeof(char *)),
+                      ain_calloc(n, sizeof(char *))};
     return a;
 }
 
 static void s_append_free(s_append_t *a)
 {
-    for (size_t i = 0; i < a->n; i++)
+    for (size_t i = 0; i < a->n; i++) {
         free(a->json[i]);
+        free(a->keys[i]);
+    }
     free(a->json);
+    free(a->keys);
     free(a->users);
     free(a);
 }
@@ -139,16 +154,19 @@ static void s_local_id(s_state_t *st, char id[AIN_EVENTID_MAX])
     ain_metric_inc(st->unlogged);
 }
 
-/* True if r is an array of n stream ids, the append script's answer. */
+/* True if r is an array of n stream ids, each with a "=" in front when
+ * it was appended before (a key seen again), the append script's answer. */
 static bool s_append_reply_ok(const redisReply *r, size_t n)
 {
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != n)
         return false;
-    for (size_t i = 0; i < n; i++)
-        if (r->element[i]->type != REDIS_REPLY_STRING ||
-            !ain__evlog_id_valid(r->element[i]->str, r->element[i]->len) ||
-            r->element[i]->len >= AIN_EVENTID_MAX)
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *e = r->element[i];
+        size_t skip = e->type == REDIS_REPLY_STRING && e->len > 0 && e->str[0] == '=';
+        if (e->type != REDIS_REPLY_STRING || !ain__evlog_id_valid(e->str + skip, e->len - skip) ||
+            e->len - skip >= AIN_EVENTID_MAX)
             return false;
+    }
     return true;
 }
 
@@ -165,11 +183,16 @@ static void s_append_done(s_append_t *a, const redisReply *r)
         msgpack_pack_array(reply, a->n);
     for (size_t i = 0; i < a->n; i++) {
         char id[AIN_EVENTID_MAX];
+        /* Appended before under its key: published then, not again. */
+        bool again = r && r->element[i]->str[0] == '=';
         if (r)
-            memcpy(id, r->element[i]->str, r->element[i]->len + 1);
+            memcpy(id, r->element[i]->str + again, r->element[i]->len - again + 1);
         else
             s_local_id(st, id);
-        s_publish_event(st, trace, a->users[i], id, a->json[i]);
+        if (again)
+            ain_metric_inc(st->duplicates);
+        else
+            s_publish_event(st, trace, a->users[i], id, a->json[i]);
         ain_mp_pack_str(reply, id);
     }
     ain_mp_pack_str(reply, "logged");
@@ -199,7 +222,7 @@ static void s_on_appended(ain_redis_t *redis, redisReply *r, void *arg)
 static void s_append(s_state_t *st, s_append_t *a)
 {
     size_t n = a->n;
-    int argc = (int)(2 * n + 4);
+    int argc = (int)(3 * n + 4);
     const char **argv = ain_calloc((size_t)argc, sizeof *argv);
     char(*keys)[40] = ain_calloc(n, sizeof *keys);
     char keep[24], window[24], cap[24], idle[24];
@@ -211,6 +234,7 @@ static void s_append(s_state_t *st, s_append_t *a)
         ain__evlog_key(a->users[i], keys[i], sizeof keys[i]);
         argv[i] = keys[i];
         argv[n + 4 + i] = a->json[i];
+        argv[2 * n + 4 + i] = a->keys[i] ? a->keys[i] : "";
     }
     argv[n] = keep;
     argv[n + 1] = window;
@@ -257,12 +281,18 @@ static int s_batch_read(s_append_t *a, const msgpack_object *events, char *why, 
 {
     for (size_t i = 0; i < a->n; i++) {
         const msgpack_object *ev = &events->via.array.ptr[i];
-        const char *data = NULL, *reason = "must be {user >= 1, data: JSON text}";
-        size_t len = 0;
+        const char *data = NULL, *key = NULL,
+                   *reason = "must be {user >= 1, data: JSON text, key?}";
+        size_t len = 0, key_len = 0;
         uint64_t user = 0;
-        if (ain_mp_get_u64(ev, "user", &user) == 1 && user >= 1 &&
-            ain_mp_get_str(ev, "data", &data, &len) == 1)
+        int has_key = ain_mp_get_str(ev, "key", &key, &key_len);
+        if (has_key != 0 && (has_key != 1 || !ain__evlog_event_key_valid(key, key_len)))
+            reason = "key must be 1 to 64 of A-Z a-z 0-9 . - _";
+        else if (ain_mp_get_u64(ev, "user", &user) == 1 && user >= 1 &&
+                 ain_mp_get_str(ev, "data", &data, &len) == 1)
             a->json[i] = s_check_event(data, len, &reason);
+        if (a->json[i] && has_key == 1)
+            a->keys[i] = ain_strndup(key, key_len);
         if (!a->json[i]) {
             snprintf(why, size, "events[%zu]: %s", i, reason);
             return -1;
@@ -448,6 +478,7 @@ static int s_start(ain_actor_t *actor)
     st->dropped = ain_metrics_counter(m, "events.dropped");
     st->unlogged = ain_metrics_counter(m, "events.unlogged");
     st->batches = ain_metrics_counter(m, "events.batches");
+    st->duplicates = ain_metrics_counter(m, "events.duplicates");
     st->replays = ain_metrics_counter(m, "events.replays");
     st->replay_resets = ain_metrics_counter(m, "events.replay_resets");
     st->replay_failed = ain_metrics_counter(m, "events.replay_failed");

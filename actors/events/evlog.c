@@ -19,25 +19,43 @@
 #include <stdio.h>
 #include <string.h>
 
+/* KEYS: the users' streams; ARGV: keep, window, cap, idle, then the N
+ * payloads, then N event keys ("" = none). An event whose key was appended
+ * to the same stream within the window is not appended again: its answer
+ * is "=<the first append's id>". */
 const char ain__evlog_append_lua[] =
     "local keep, win, cap, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4]\n"
+    "local n = #KEYS\n"
     "local out = {}\n"
     "for i, key in ipairs(KEYS) do\n"
-    "  local id = redis.call('XADD', key, 'MAXLEN', '~', cap, '*', 'd', ARGV[4 + i])\n"
-    "  local n = redis.call('XLEN', key)\n"
-    "  if n > keep and n % 64 == 0 then\n"
-    "    local t = redis.call('TIME')\n"
-    "    local cut = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - win\n"
-    "    cut = string.format('%d', cut)\n"
-    "    local inwin = redis.call('XRANGE', key, cut, '+', 'COUNT', keep)\n"
-    "    if #inwin >= keep then\n"
-    "      redis.call('XTRIM', key, 'MINID', cut)\n"
-    "    else\n"
-    "      redis.call('XTRIM', key, 'MAXLEN', keep)\n"
-    "    end\n"
+    "  local ek = ARGV[4 + n + i]\n"
+    "  local prev = false\n"
+    "  if ek and ek ~= '' then\n"
+    "    ek = key .. ':k:' .. ek\n"
+    "    prev = redis.call('GET', ek)\n"
+    "  else\n"
+    "    ek = false\n"
     "  end\n"
-    "  redis.call('PEXPIRE', key, idle)\n"
-    "  out[i] = id\n"
+    "  if prev then\n"
+    "    out[i] = '=' .. prev\n"
+    "  else\n"
+    "    local id = redis.call('XADD', key, 'MAXLEN', '~', cap, '*', 'd', ARGV[4 + i])\n"
+    "    local len = redis.call('XLEN', key)\n"
+    "    if len > keep and len % 64 == 0 then\n"
+    "      local t = redis.call('TIME')\n"
+    "      local cut = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - win\n"
+    "      cut = string.format('%d', cut)\n"
+    "      local inwin = redis.call('XRANGE', key, cut, '+', 'COUNT', keep)\n"
+    "      if #inwin >= keep then\n"
+    "        redis.call('XTRIM', key, 'MINID', cut)\n"
+    "      else\n"
+    "        redis.call('XTRIM', key, 'MAXLEN', keep)\n"
+    "      end\n"
+    "    end\n"
+    "    redis.call('PEXPIRE', key, idle)\n"
+    "    if ek then redis.call('SET', ek, id, 'PX', win) end\n"
+    "    out[i] = id\n"
+    "  end\n"
     "end\n"
     "return out\n";
 
@@ -112,6 +130,19 @@ bool ain__evlog_id_valid(const char *id, size_t len)
     return s_part(id, head) && s_part(dash + 1, len - head - 1);
 }
 
+bool ain__evlog_event_key_valid(const char *key, size_t len)
+{
+    if (len == 0 || len > AIN__EVLOG_EVENT_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = key[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
 int ain_evlog_test(bool verbose)
 {
     static const struct {
@@ -138,6 +169,26 @@ int ain_evlog_test(bool verbose)
         if (ain__evlog_id_valid(cases[i].id, strlen(cases[i].id)) != cases[i].ok) {
             fprintf(stderr, "evlog: id \"%s\" should be %s\n", cases[i].id,
                     cases[i].ok ? "valid" : "invalid");
+            failures++;
+        }
+    }
+    static const struct {
+        const char *key;
+        bool ok;
+    } keys[] = {
+        {"o17.0", true},
+        {"a-b_c.9", true},
+        {"", false},
+        {"o1 2", false},
+        {"o1:2", false},
+        {"o1\n", false},
+        {"0123456789012345678901234567890123456789012345678901234567890123", true},
+        {"01234567890123456789012345678901234567890123456789012345678901234", false},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (ain__evlog_event_key_valid(keys[i].key, strlen(keys[i].key)) != keys[i].ok) {
+            fprintf(stderr, "evlog: event key \"%s\" should be %s\n", keys[i].key,
+                    keys[i].ok ? "valid" : "invalid");
             failures++;
         }
     }

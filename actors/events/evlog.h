@@ -23,11 +23,17 @@
 #define AIN__EVLOG_IDLE_MS   (24 * 60 * 60 * 1000)
 /* Longest id accepted from a client ("<20 digits>-<20 digits>"). */
 #define AIN__EVLOG_ID_MAX 41
+/* Longest event key (EVENT_PUBLISH_BATCH's `key`). */
+#define AIN__EVLOG_EVENT_KEY_MAX 64
 
 /* Appends, for each i in 1..#KEYS in order, ARGV[4 + i] (event JSON) to
  * KEYS[i] (a key may repeat: one user's events in a batch); ARGV[1..4] =
- * keep, window ms, cap, idle ms. Returns the new entries' ids, in KEYS
- * order. One event or a batch: one script, one round trip. */
+ * keep, window ms, cap, idle ms; ARGV[4 + N + i] the event's key, "" for
+ * none. Returns the new entries' ids, in KEYS order; an event whose key
+ * was appended to KEYS[i] within the window (`<stream>:k:<key>`, a string
+ * that expires with the window) is not appended again, and its answer is
+ * "=" followed by the first append's id. One event or a batch: one
+ * script, one round trip. */
 extern const char ain__evlog_append_lua[];
 
 /* Replays KEYS[1] after ARGV[1] (an id that must still be in the stream),
@@ -42,6 +48,9 @@ void ain__evlog_key(uint64_t user, char *buf, size_t size);
 /* True if `id` (len bytes, not NUL-terminated) is a well-formed stream id
  * "<ms>-<seq>", each part decimal, without sign or overflow. */
 bool ain__evlog_id_valid(const char *id, size_t len);
+
+/* True if `key` (len bytes) may be an event key: 1..64 of [A-Za-z0-9._-]. */
+bool ain__evlog_event_key_valid(const char *key, size_t len);
 
 int ain_evlog_test(bool verbose);
 

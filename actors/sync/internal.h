@@ -15,12 +15,6 @@
 #include "runtime/metrics.h"
 #include "runtime/pg.h"
 
-/* JOB_ENQUEUE is the jobs actor's (issue 14's contract, id 160); named here until its
- * declaration reaches this branch's proto/msgtypes.def. */
-#ifndef AIN__SYNC_MSG_JOB_ENQUEUE
-#define AIN__SYNC_MSG_JOB_ENQUEUE 160
-#endif
-
 #define AIN__SYNC_TOKEN_MAX  4096
 #define AIN__SYNC_BATCH_MAX  50    /* provider calls of one step */
 #define AIN__SYNC_TOKENS_MAX 10000 /* cached access tokens */

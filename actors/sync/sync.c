@@ -911,8 +911,8 @@ static void s_enqueue_rows(s_enq_t *e, PGresult *res, const char *priority, uint
     for (int i = 0; i < n; i++)
         s_pack_job(&pk, strtoull(PQgetvalue(res, i, 1), NULL, 10),
                    strtoull(PQgetvalue(res, i, 0), NULL, 10), priority);
-    uint64_t id = ain_call(e->st->calls, "jobs", AIN__SYNC_MSG_JOB_ENQUEUE, as_user, sb.data,
-                           sb.size, 0, s_on_enqueued, e);
+    uint64_t id = ain_call(e->st->calls, "jobs", AIN_MSG_JOB_ENQUEUE, as_user, sb.data, sb.size, 0,
+                           s_on_enqueued, e);
     msgpack_sbuffer_destroy(&sb);
     if (!id) {
         ain_metric_inc(e->st->m.enqueue_errors);
@@ -1002,9 +1002,8 @@ static void s_on_owned(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
         msgpack_packer pk;
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         s_pack_job(&pk, s->user, s->account, "high");
-        uint64_t id =
-            ain_call(s->st->calls, "jobs", AIN__SYNC_MSG_JOB_ENQUEUE, s->user, sb.data, sb.size,
-                     ain_request_envelope(s->req)->deadline_ms, s_on_enqueued, e);
+        uint64_t id = ain_call(s->st->calls, "jobs", AIN_MSG_JOB_ENQUEUE, s->user, sb.data, sb.size,
+                               ain_request_envelope(s->req)->deadline_ms, s_on_enqueued, e);
         msgpack_sbuffer_destroy(&sb);
         if (!id) {
             free(e);

@@ -44,13 +44,16 @@ class CacheCase(AinboxTestCase):
     # ------------------------------------------------------------- processes
 
     def start_cache(self, name="cache", broker=None, **extra):
-        """A broker (unless given) and one cache actor process on it;
-        returns the environment naming that broker."""
+        """A broker (unless given) with an events actor, and one cache actor
+        process on it; returns the environment naming that broker. (A write
+        is done once its events are published: without an events service
+        its outbox row would wait for the relay.)"""
         if broker is None:
             port, = free_ports(1)
             env = self.base_env(port, REDIS_URL=self.redis.url, DATABASE_URL=self.pg.url,
                                 **extra)
             self.spawn(f"broker-{port}", ["broker"], env)
+            self.spawn(f"events-{port}", ["actor", "events"], env)
         else:
             env = dict(broker)
             env.update({k: str(v) for k, v in extra.items()})

@@ -372,7 +372,7 @@ class TestApply(MailStoreCase):
             self.assertEqual(state, "42501", text)
         # AIN_Q_APPLY is the same call.
         state, _ = self.sqlstate(f"prepare q as {self.q['AIN_Q_APPLY']};\n"
-                                 f"execute q({self.a}, {self.gb}, '[]');")
+                                 f"execute q({self.a}, {self.gb}, '[]', null);")
         self.assertEqual(state, "42501")
         cases = [
             ("{}", "JSON array"),
@@ -686,19 +686,23 @@ class TestQueries(MailStoreCase):
         self.assertIn((str(self.oa), "olk-inbox", "Inbox", "inbox", "15", "0"), counts)
         applied = self.rows(f"prepare q as {self.q['AIN_Q_APPLY']};\n"
                             f"execute q({self.a}, {self.ga}, "
-                            f"'[{{\"op\":\"set_flags\",\"id\":\"m2\",\"unread\":true}}]');")
-        self.assertEqual([r[:2] for r in applied],
+                            f"'[{{\"op\":\"set_flags\",\"id\":\"m2\",\"unread\":true}}]', null);")
+        self.assertEqual(len(applied), 1)
+        changed, outbox, events, replayed, n_events = applied[0]
+        self.assertEqual([tuple(c) for c in json.loads(changed)],
                          [("counts", ""), ("label", "INBOX"), ("label", "SENT"),
                           ("message", "m2"), ("role", "inbox"), ("role", "sent"),
                           ("thread", "t2")])
+        self.assertEqual((replayed, n_events), ("f", "2"))
+        self.assertEqual([e["type"] for e in json.loads(events)],
+                         ["email_updated", "unread_count_updated"])
         # The same transaction left its outbox row, naming the same changes
-        # for the same user, until the writer deletes it.
-        outbox = {r[2] for r in applied}
-        self.assertEqual(len(outbox), 1)
-        row = self.rows(f"select user_id, changed::text from mail_outbox "
-                        f"where id = {outbox.pop()};")
+        # and events for the same user, until the writer deletes it.
+        row = self.rows(f"select user_id, changed::text, events::text from mail_outbox "
+                        f"where id = {outbox};")
         self.assertEqual(row[0][0], str(self.a))
         self.assertIn('["thread", "t2"]', row[0][1])
+        self.assertEqual(json.loads(row[0][2]), json.loads(events))
 
 
 class TestPlans(MailStoreCase):

@@ -13,7 +13,8 @@ events are still pushed live (not logged, counted) and a resume gets reset.
 EVENT_PUBLISH_BATCH (envelope user 0 only) appends many users' events in one
 Redis call: each stream gets its events with ids, in order, once, and a
 resume replays them; a user envelope is DENIED, a malformed member refused
-with its index. The scripts run by EVALSHA: after a SCRIPT FLUSH publishing
+with its index; an event whose key was appended before for its user is not
+appended or published again. The scripts run by EVALSHA: after a SCRIPT FLUSH publishing
 still logs, nothing lost or reordered.
 """
 
@@ -277,6 +278,38 @@ class TestSseResume(AinboxTestCase):
         self.assertTrue(body["logged"])
         self.assertEqual(body["ids"], sorted(body["ids"], key=id_key))
         self.assertEqual(len(set(body["ids"])), 1000)
+
+    def test_a_keyed_event_is_appended_and_published_once(self):
+        reader = self.open(35)
+
+        def keyed(n, key, user=35):
+            return {"user": user, "data": json.dumps({"type": "t", "n": n}), "key": key}
+
+        def batch(*events, status="OK"):
+            reply = self.client.call("events", "EVENT_PUBLISH_BATCH",
+                                     proto.pack({"events": list(events)}), user=0)
+            self.assertEqual(reply["status"], status, reply)
+            return proto.body_map(reply)
+
+        first = batch(keyed(1, "o9.0"), keyed(2, "o9.1"))["ids"]
+        # The same keys again (a relay of a row already published): the
+        # first appends' ids, nothing appended or published; a new key in
+        # the same batch is.
+        again = batch(keyed(1, "o9.0"), keyed(2, "o9.1"), keyed(3, "o9.2"))["ids"]
+        self.assertEqual(again[:2], first)
+        # A key is per user: another user's "o9.0" is its own.
+        other = batch(keyed(1, "o9.0", user=36))["ids"]
+        self.assertNotIn(other[0], first)
+        got = [json.loads(reader.event()["data"])["n"] for _ in range(3)]
+        self.assertEqual(got, [1, 2, 3])
+        self.assert_quiet(reader, 0.3)
+        self.assertEqual(self.metric("events.duplicates"), 2)
+        # The log holds each once.
+        r = self.open(35, headers={"Last-Event-ID": first[0]})
+        self.assertEqual([json.loads(r.event()["data"])["n"] for _ in range(2)], [2, 3])
+        self.assert_quiet(r, 0.3)
+        for bad in ("", "a b", "x" * 65, "o1:2", 7):
+            batch(keyed(4, bad), status="INVALID")
 
     def test_batch_refusals(self):
         reader = self.open(34)

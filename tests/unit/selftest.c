@@ -16,6 +16,7 @@
 #include "actors/session/input.h"
 #include "actors/events/eventid.h"
 #include "actors/events/evlog.h"
+#include "actors/jobs/policy.h"
 #include "actors/monitor/reports.h"
 #include "edge/edge.h"
 #include "mail/html.h"
@@ -69,6 +70,7 @@ static const struct {
     {"evlog", ain_evlog_test},
     {"rl_policy", ain_rl_policy_test},
     {"rl_local", ain_rl_local_test},
+    {"jobs_policy", ain_jobs_policy_test},
     {"crypto", ain_crypto_test},
     {"oauth", ain_oauth_test},
     {"jwt", ain_jwt_test},

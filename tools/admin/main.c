@@ -691,6 +691,144 @@ static int s_cmd_limits_policies(s_admin_t *self, char **args, int nargs)
                             &listing);
 }
 
+/* ------------------------------------------------------- jobs, dlq */
+
+/* jobs: the queue's depth per priority, this jobs actor's pools and counters. */
+static int s_cmd_jobs(s_admin_t *self, char **args, int nargs)
+{
+    int rc = s_check_workers(self, "jobs");
+    if (rc != S_EXIT_OK)
+        return rc;
+    json_t *body = s_request(self, "jobs", AIN_MSG_JOBS_STATS);
+    if (!body)
+        return S_EXIT_FAIL;
+    const json_t *pending = json_object_get(body, "pending");
+    json_t *counters = json_object_get(body, "counters");
+    if (self->json) {
+        rc = s_print_json(body);
+    } else if (!json_is_object(pending) || !json_is_object(counters)) {
+        rc = s_fail("malformed reply from jobs: no \"pending\" or \"counters\" map");
+    } else {
+        static const char *const prios[] = {"high", "medium", "low"};
+        ain__table_t *table = ain__table_new("PRIORITY PENDING WORKERS BUSY");
+        for (size_t i = 0; i < 3; i++) {
+            ain__table_row(table);
+            ain__table_cell(table, prios[i]);
+            s_cell(table, json_object_get(pending, prios[i]), false);
+            s_cell(table, json_object_get(json_object_get(body, "workers"), prios[i]), false);
+            s_cell(table, json_object_get(json_object_get(body, "busy"), prios[i]), false);
+        }
+        ain__table_print(table, stdout);
+        ain__table_destroy(&table);
+        char oldest[64];
+        s_duration(json_integer_value(json_object_get(body, "oldest_ms")), oldest, sizeof oldest);
+        printf("running %" JSON_INTEGER_FORMAT ", delayed %" JSON_INTEGER_FORMAT
+               ", oldest pending %s, dead letters %" JSON_INTEGER_FORMAT "\n",
+               json_integer_value(json_object_get(body, "running")),
+               json_integer_value(json_object_get(body, "delayed")), oldest,
+               json_integer_value(json_object_get(body, "dead")));
+        const char *owner = json_string_value(json_object_get(body, "owner"));
+        char *shown = ain__table_printable(owner);
+        printf("counters of the jobs actor %s:", shown);
+        free(shown);
+        const char *key;
+        json_t *value;
+        json_object_foreach(counters, key, value)
+        {
+            char *k = ain__table_printable(key);
+            printf(" %s=%" JSON_INTEGER_FORMAT, k, json_integer_value(value));
+            free(k);
+        }
+        printf("\n");
+    }
+    json_decref(body);
+    return rc;
+}
+
+/* Packs {key: value} or {all: true} (value 0) into `buf` (caller destroys). */
+static void s_pack_one(msgpack_sbuffer *buf, const char *key, long value)
+{
+    msgpack_packer pk;
+    msgpack_sbuffer_init(buf);
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    if (value > 0) {
+        ain_mp_pack_kv_u64(&pk, key, (uint64_t)value);
+    } else {
+        ain_mp_pack_str(&pk, "all");
+        msgpack_pack_true(&pk);
+    }
+}
+
+static int s_dlq_list(s_admin_t *self, char **args, int nargs)
+{
+    static const char *const keys[] = {"id",       "kind",         "user",  "account", "priority",
+                                       "attempts", "max_attempts", "error", NULL};
+    static const s_listing_t listing = {
+        AIN_MSG_DLQ_LIST, "jobs", "ID KIND USER ACCOUNT PRIORITY ATTEMPTS MAX ERROR", keys, 0};
+    long limit = 50;
+    if (nargs > 1 && s_parse_long(args[1], 1, 1000, &limit) < 0)
+        return s_usage_error("dlq list: '%s' is not a limit of 1..1000", args[1]);
+    if (nargs > 2)
+        return s_usage_error("dlq list takes at most a limit");
+    msgpack_sbuffer buf;
+    s_pack_one(&buf, "limit", limit);
+    json_t *body = s_request_body(self, "jobs", AIN_MSG_DLQ_LIST, buf.data, buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    if (!body)
+        return S_EXIT_FAIL;
+    const json_t *rows = json_object_get(body, "jobs");
+    int rc = S_EXIT_OK;
+    if (self->json)
+        rc = s_print_json(body);
+    else if (!json_is_array(rows) || (rc = s_check_rows(&listing, rows)) != S_EXIT_OK)
+        rc = rc != S_EXIT_OK ? rc : s_fail("malformed reply: no \"jobs\" array");
+    else {
+        s_print_listing(&listing, rows);
+        printf("%" JSON_INTEGER_FORMAT " dead letters in all\n",
+               json_integer_value(json_object_get(body, "total")));
+    }
+    json_decref(body);
+    return rc;
+}
+
+/* dlq list [LIMIT] | retry ID|all | purge ID|all */
+static int s_cmd_dlq(s_admin_t *self, char **args, int nargs)
+{
+    bool list = strcmp(args[0], "list") == 0, retry = strcmp(args[0], "retry") == 0,
+         purge = strcmp(args[0], "purge") == 0;
+    if (!list && !retry && !purge)
+        return s_usage_error("dlq: '%s' is not list, retry or purge", args[0]);
+    long id = 0;
+    if (!list && (nargs != 2 ||
+                  (strcmp(args[1], "all") != 0 && s_parse_long(args[1], 1, LONG_MAX, &id) < 0)))
+        return s_usage_error("dlq %s: name one job id, or all", args[0]);
+    int rc = s_check_workers(self, "jobs");
+    if (rc != S_EXIT_OK)
+        return rc;
+    if (list)
+        return s_dlq_list(self, args, nargs);
+    msgpack_sbuffer buf;
+    s_pack_one(&buf, "id", id);
+    json_t *body = s_request_body(self, "jobs", retry ? AIN_MSG_DLQ_RETRY : AIN_MSG_DLQ_PURGE,
+                                  buf.data, buf.size);
+    msgpack_sbuffer_destroy(&buf);
+    if (!body)
+        return S_EXIT_FAIL;
+    if (self->json)
+        rc = s_print_json(body);
+    else if (retry)
+        printf("%" JSON_INTEGER_FORMAT " jobs back in the queue, %" JSON_INTEGER_FORMAT
+               " merged into a pending job with the same unique key\n",
+               json_integer_value(json_object_get(body, "retried")),
+               json_integer_value(json_object_get(body, "merged")));
+    else
+        printf("%" JSON_INTEGER_FORMAT " dead letters purged\n",
+               json_integer_value(json_object_get(body, "purged")));
+    json_decref(body);
+    return rc;
+}
+
 /* ------------------------------------------------------- command table */
 
 typedef int(s_command_fn)(s_admin_t *self, char **args, int nargs);
@@ -720,6 +858,9 @@ static const s_command_t s_commands[] = {
     {"limits-reset", "USER", 1, 1, true, s_cmd_limits_reset,
      "forget a user's rate-limit usage (every policy, every process)"},
     {"limits-policies", "", 0, 0, true, s_cmd_limits_policies, "the rate-limit policies in force"},
+    {"jobs", "", 0, 0, true, s_cmd_jobs, "the job queue: depth per priority, workers, counters"},
+    {"dlq", "list [LIMIT] | retry ID|all | purge ID|all", 1, 3, true, s_cmd_dlq,
+     "the jobs' dead-letter queue: newest first; back to the queue; delete"},
     {"types", "", 0, 0, false, s_cmd_types, "the protocol's message types (needs no broker)"},
 };
 
