@@ -470,3 +470,69 @@ class SyncCase(SyncBase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SyncFlowCase(SyncBase):
+    """The whole flow with the jobs actor: sign-in, a backfill the fallback poll starts, new
+    mail pushed by Gmail (the fake, after the watch the sync started) and handed over as the
+    edge's webhook does (SYNC_PUSH), and new_email on the user's stream."""
+
+    MESSAGES = 12
+    ACTORS = "monitor,events,cache,ratelimit,session,accounts,jobs,sync"
+    EXTRA_ENV = {"AINBOX_SYNC_POLL_S": "5"}
+
+    def wait_synced(self, timeout=60):
+        wait_until(lambda: self.cursor()[0] and self.cursor()[2] == "t", timeout,
+                   "the account's sync to finish")
+
+    def test_sign_in_backfill_new_mail_on_the_stream(self):
+        listener = Listener()
+        self.addCleanup(listener.close)
+        self.fake("POST", "/_fake/gmail/push", {"url": listener.url})
+        # Nobody asks: the poll finds the new account and the jobs actor runs its backfill.
+        self.wait_synced()
+        self.assert_equal_mailboxes()
+        sse = SseReader(self.edge_port, "/api/v1/emails/stream",
+                        headers={"Cookie": f"access_token={self.cookies['access_token']}"})
+        self.addCleanup(sse.close)
+        self.assertEqual(sse.status, 200)
+        wait_until(lambda: self.pg.psql(f"select sync_watch_until is not null from accounts "
+                                        f"where id = {self.account}")[0][0] == "t", 30,
+                   "the watch")
+        delivered = self.fake("POST", "/_fake/gmail/deliver",
+                              {"email": ALICE, "subject": "Live: ça marche"})["delivered"][0]
+        wait_until(lambda: listener.posts, 10, "Gmail's push")
+        note = json.loads(b64d(listener.posts[-1]["message"]["data"]))
+        reply = self.client.call("sync", "SYNC_PUSH", proto.pack(
+            {"email": note["emailAddress"], "history_id": str(note["historyId"])}))
+        self.assertEqual(reply["status"], "OK", reply)
+        self.assertTrue(proto.body_map(reply)["queued"])
+        deadline = time.monotonic() + 15
+        while True:
+            ev = json.loads(sse.event(timeout=max(0.1, deadline - time.monotonic()))["data"])
+            if ev["type"] == "new_email" and ev["email"]["id"] == delivered["id"]:
+                break
+        self.assertEqual(ev["email"]["subject"], "Live: ça marche")
+        self.assertEqual(ev["email"]["threadId"], delivered["threadId"])
+        self.assertIn("INBOX", ev["email"]["labelIds"])
+        self.assertEqual(ev["source"], "gmail")
+        self.assert_equal_mailboxes()
+        # A push for an address nobody has queues nothing.
+        reply = self.client.call("sync", "SYNC_PUSH", proto.pack(
+            {"email": "nobody@gmail.test", "history_id": "1"}))
+        self.assertFalse(proto.body_map(reply)["queued"])
+
+    def test_sync_start_runs_a_sync_now(self):
+        self.wait_synced()
+        self.fake("POST", "/_fake/gmail/deliver", {"email": ALICE, "count": 2})
+        reply = self.client.call("sync", "SYNC_START", proto.pack({"account": self.account}),
+                                 user=self.user)
+        self.assertEqual(reply["status"], "OK", reply)
+        self.assertGreater(proto.body_map(reply)["job"], 0)
+        wait_until(lambda: len(self.stored_mailbox()) == self.MESSAGES + 2, 30,
+                   "the two new messages in the store")
+        self.assert_equal_mailboxes()
+        # Another user's account is not found, and nothing is queued for it.
+        reply = self.client.call("sync", "SYNC_START", proto.pack({"account": self.account}),
+                                 user=self.user + 1000)
+        self.assertEqual(reply["status"], "NOT_FOUND", reply)
