@@ -536,3 +536,31 @@ class SyncFlowCase(SyncBase):
         reply = self.client.call("sync", "SYNC_START", proto.pack({"account": self.account}),
                                  user=self.user + 1000)
         self.assertEqual(reply["status"], "NOT_FOUND", reply)
+
+
+class SyncKillCase(SyncBase):
+    """kill -9 of the sync actor's process in the middle of a backfill, then a new one: the job
+    is not lost (the jobs actor runs it again when its lease ends; the account's own lease
+    ends with it), the backfill continues where the store says it was, and ends equal to the
+    mailbox with nothing stored twice and nothing dead-lettered."""
+
+    MESSAGES = 40
+    ACTORS = "monitor,events,cache,ratelimit,session,accounts,jobs"
+    EXTRA_ENV = {"AINBOX_SYNC_POLL_S": "5", "AINBOX_JOBS_LEASE_MS": "4000"}
+
+    def test_kill_9_mid_backfill_then_a_restart(self):
+        first = self.spawn("sync-1", ["actor", "sync"], self.env)
+        wait_until(lambda: len(self.stored_mailbox()) >= 8, 60, "a backfill under way")
+        self.assertEqual(self.cursor()[0], "", "killed before the end")
+        first.kill9()
+        progress = self.pg.psql(f"select sync_full from accounts where id = {self.account}")
+        self.spawn("sync-2", ["actor", "sync"], self.env)
+        wait_until(lambda: self.cursor()[0] and self.cursor()[2] == "t", 90,
+                   "the backfill to finish in the new process")
+        self.assertTrue(progress[0][0], "the progress was in the store when the first died")
+        self.assert_equal_mailboxes()
+        dup = self.pg.psql("select count(*) - count(distinct (account_id, provider_id)) "
+                           "from messages")
+        self.assertEqual(dup[0][0], "0")
+        reply = self.client.call("jobs", "JOBS_STATS", proto.pack({}))
+        self.assertEqual(proto.body_map(reply)["dead"], 0, proto.body_map(reply))
