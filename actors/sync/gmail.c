@@ -427,7 +427,9 @@ static char *s_ids_array(json_t *ids)
 /* Next page, next list, or next phase; then save and continue. */
 static void s_advance(ain__run_t *r)
 {
-    const char *phase = s_str(r->full, "phase");
+    /* A copy: the "phase" string is replaced (and freed) below. */
+    char phase[16];
+    snprintf(phase, sizeof phase, "%s", s_str(r->full, "phase") ? s_str(r->full, "phase") : "");
     json_object_set_new(
         r->full, "done",
         json_integer(s_int(r->full, "done") + (json_int_t)json_array_size(r->page_ids)));
