@@ -184,7 +184,8 @@ int ain__apply(ain__state_t *st, ain_request_t *req)
     const msgpack_object *changes = NULL;
     const char *why = NULL, *key = NULL;
     size_t key_len = 0;
-    int has_key = 0;
+    int has_key = 0, has_quiet = 0;
+    bool quiet = false;
     char keybuf[S_KEY_MAX + 1] = "";
     char *json = NULL;
     bool parsed = ain_body_parse(&body, env->body, env->body_len) == AIN_STATUS_OK;
@@ -201,6 +202,8 @@ int ain__apply(ain__state_t *st, ain_request_t *req)
     else if ((has_key = ain_mp_get_str(body.root, "key", &key, &key_len)) != 0 &&
              (has_key != 1 || key_len == 0 || key_len > S_KEY_MAX || memchr(key, 0, key_len)))
         why = "key must be a string of 1..128 bytes";
+    else if ((has_quiet = ain_mp_get_bool(body.root, "quiet", &quiet)) < 0)
+        why = "quiet must be true or false";
     if (!why && has_key == 1)
         memcpy(keybuf, key, key_len);
     if (!why) {
@@ -228,8 +231,8 @@ int ain__apply(ain__state_t *st, ain_request_t *req)
     char user[24], acc[24];
     snprintf(user, sizeof user, "%llu", (unsigned long long)env->user);
     snprintf(acc, sizeof acc, "%llu", (unsigned long long)account);
-    const char *params[] = {user, acc, json, keybuf[0] ? keybuf : NULL};
-    if (ain_pg_query(st->pg_write, env->deadline_ms, AIN_Q_APPLY, 4, params, s_on_applied, w) < 0) {
+    const char *params[] = {user, acc, json, keybuf[0] ? keybuf : NULL, quiet ? "t" : "f"};
+    if (ain_pg_query(st->pg_write, env->deadline_ms, AIN_Q_APPLY, 5, params, s_on_applied, w) < 0) {
         s_free(w);
         ain_request_fail(req, AIN_STATUS_BUSY, "the mail store has too many queries waiting");
     }

@@ -112,8 +112,9 @@ const char *const AIN_Q_COUNTS =
     "and ($2::bigint is null or l.account_id = $2::bigint) "
     "order by l.account_id, l.role nulls last, l.name, l.provider_id ";
 
-const char *const AIN_Q_APPLY = "select changed, outbox_id, events, replayed, n_events "
-                                "from ain_mail_write($1::bigint, $2::bigint, $3::jsonb, $4::text) ";
+const char *const AIN_Q_APPLY =
+    "select changed, outbox_id, events, replayed, n_events "
+    "from ain_mail_write($1::bigint, $2::bigint, $3::jsonb, $4::text, $5::bool) ";
 
 /* The outbox (deploy/migrations/0003_mail_outbox.sql) and the write keys
  * (0005) are the cache actor's own bookkeeping across users, so these are

@@ -53,6 +53,7 @@ struct _ain__jobs_t {
     /* Claiming: one claim in flight at a time; `wanted` says there may be work for it. */
     bool claiming, wanted, nexting;
     bool more[AIN_JOBS_PRIOS]; /* the last claim filled this pool: more may be ready */
+    int asked[AIN_JOBS_PRIOS]; /* what the claim in flight asked for, per priority */
     int64_t claim_sent_ms;     /* wall clock when the claim in flight was sent */
     int wake_timer, retry_timer;
     int64_t wake_at;

@@ -9,7 +9,7 @@ const char *const AIN_Q_JOBS_CLAIM =
 
 const char *const AIN_Q_JOBS_FINISH = "select id, outcome from ain_jobs_finish($1::jsonb, $2::int)";
 
-const char *const AIN_Q_JOBS_NEXT = "select ain_jobs_next()";
+const char *const AIN_Q_JOBS_NEXT = "select ain_jobs_next($1::smallint[])";
 
 const char *const AIN_Q_JOBS_STATS =
     "select count(*) filter (where state = 'pending' and priority = 0 and run_at <= now()),"

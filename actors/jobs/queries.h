@@ -14,7 +14,8 @@ extern const char *const AIN_Q_JOBS_ENQUEUE;
 extern const char *const AIN_Q_JOBS_CLAIM;
 /* $1 outcomes (JSON array), $2 fair stride ms -> id, outcome */
 extern const char *const AIN_Q_JOBS_FINISH;
-/* -> epoch ms of the next pending run_at or lease end (NULL: none) */
+/* $1 priorities ("{0,2}") -> epoch ms of their next pending run_at or the next lease end
+ * (NULL: none) */
 extern const char *const AIN_Q_JOBS_NEXT;
 /* -> high, medium, low (ready), running, delayed, oldest_ms, dead */
 extern const char *const AIN_Q_JOBS_STATS;

@@ -337,9 +337,13 @@ static void s_next(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
     st->nexting = false;
     if (st->stopping)
         return;
-    int64_t at = ain_clock_wall_ms() + S_IDLE_MAX_MS;
+    int64_t now = ain_clock_wall_ms(), at = now + S_IDLE_MAX_MS;
     if (o->result && PQntuples(o->result) == 1 && !PQgetisnull(o->result, 0, 0))
         at = strtoll(PQgetvalue(o->result, 0, 0), NULL, 10) + 1;
+    /* Ready already, yet the claim did not get it: another claimer holds it locked, or it just
+     * became ready. Look again soon, not at once (that would be polling). */
+    if (at <= now + S_WAKE_MIN_MS)
+        at = now + S_RETRY_MS;
     s_wake_at(st, at);
 }
 
@@ -365,8 +369,9 @@ static void s_claimed(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
             st->retry_timer = ain_actor_timer(st->actor, S_RETRY_MS, false, s_claim_retry, st);
         return;
     }
-    for (int p = 0; p < AIN_JOBS_PRIOS; p++)
-        want[p] = st->pools[p] - st->busy[p];
+    /* What was asked, not what is free now: slots freed while the claim ran would make a full
+     * answer look short (and send the actor to sleep with work waiting). */
+    memcpy(want, st->asked, sizeof want);
     int rows = PQntuples(o->result);
     for (int i = 0; i < rows; i++) {
         int p = atoi(PQgetvalue(o->result, i, 5));
@@ -374,14 +379,22 @@ static void s_claimed(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
             got[p]++;
         s_dispatch(st, o->result, i);
     }
+    /* A pool not asked (full) keeps what was known of it; one asked knows now. */
     bool any_more = false;
+    char prios[16] = "{", *at = prios + 1;
     for (int p = 0; p < AIN_JOBS_PRIOS; p++) {
-        st->more[p] = want[p] > 0 && got[p] >= want[p];
-        any_more |= st->more[p];
+        if (want[p] > 0) {
+            st->more[p] = got[p] >= want[p];
+            at += sprintf(at, "%s%d", at > prios + 1 ? "," : "", p);
+        }
+        any_more |= st->more[p] && want[p] > 0;
     }
+    strcpy(at, "}");
     if (!any_more && !st->wanted && !st->nexting && st->pg) {
-        /* The queue has nothing ready for us: sleep until the next delayed job or lease end. */
-        if (ain_pg_query(st->pg, 0, AIN_Q_JOBS_NEXT, 0, NULL, s_next, st) == 0)
+        /* Nothing ready for the pools with room: sleep until their next delayed job or a lease
+         * end. (A full pool is claimed for when one of its slots frees.) */
+        const char *params[] = {prios};
+        if (ain_pg_query(st->pg, 0, AIN_Q_JOBS_NEXT, 1, params, s_next, st) == 0)
             st->nexting = true;
         else
             s_wake_at(st, ain_clock_wall_ms() + S_RETRY_MS);
@@ -415,11 +428,16 @@ static void s_claim(ain__jobs_t *st)
     }
     st->claiming = true;
     st->wanted = false;
+    memcpy(st->asked, want, sizeof want);
     ain_metric_inc(st->m.claims);
 }
 
 void ain__jobs_wake(ain__jobs_t *st)
 {
+    /* Work may have come for a full pool too: claim for it when one of its slots frees. */
+    for (int p = 0; p < AIN_JOBS_PRIOS; p++)
+        if (st->busy[p] == st->pools[p])
+            st->more[p] = true;
     st->wanted = true;
     s_claim(st);
 }
@@ -441,6 +459,8 @@ static void s_notified(ain_pg_t *pg, const char *payload, void *arg)
 void ain__jobs_run_start(ain__jobs_t *st)
 {
     st->wake_at = INT64_MAX;
+    for (int p = 0; p < AIN_JOBS_PRIOS; p++)
+        st->more[p] = true; /* unknown yet */
     msgpack_sbuffer_init(&st->runbuf);
     msgpack_packer_init(&st->runpk, &st->runbuf, msgpack_sbuffer_write);
     ain_pg_listen(st->listen, "ain_jobs", s_notified, st);

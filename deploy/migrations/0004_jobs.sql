@@ -281,13 +281,13 @@ begin
     end if;
 end $$;
 
--- When a claimer should look again: the next pending job's run_at or the next lease end
--- (epoch ms; NULL: the queue is empty).
-create function ain_jobs_next() returns bigint
+-- When a claimer should look again: the next run_at of a pending job of the priorities it has
+-- room for, or the next lease end (epoch ms; NULL: nothing).
+create function ain_jobs_next(p_prios smallint[]) returns bigint
 language sql stable set enable_seqscan = off as $$
-    select (extract(epoch from least((select min(run_at) from jobs where state = 'pending'),
-                                     (select min(lease_until) from jobs where state = 'running')))
-            * 1000)::bigint
+    select (extract(epoch from least(
+                (select min(run_at) from jobs where state = 'pending' and priority = any(p_prios)),
+                (select min(lease_until) from jobs where state = 'running'))) * 1000)::bigint
 $$;
 
 -- Moves dead jobs back to the queue (p_id, or all when NULL) with fresh

@@ -101,7 +101,7 @@ language sql stable as $$
       from (select * from msg union all select * from cnt) e
 $$;
 
--- ain_mail_write(user, account, changes, key): ain_mail_apply plus the
+-- ain_mail_write(user, account, changes, key, quiet): ain_mail_apply plus the
 -- write's outbox row (what changed and the events it causes) in one
 -- transaction, once per (user, key). Returns one row:
 --   changed   JSON [[kind, ref], ...], ain_mail_apply's rows in order
@@ -113,12 +113,15 @@ $$;
 --             now, the first write's result is returned
 --   n_events  how many events the write caused (on a replay: the first
 --             write's count, whether or not its row is still there)
+-- quiet (a backfill's writes): only unread_count_updated is announced;
+-- mail that was already in the mailbox is not news for new_email.
 -- Errors: those of ain_mail_apply; 22023 for a key that is not 1..128
 -- bytes; AI409 for a key reused with another account or other changes.
 -- Two writes with one key at once: the second waits on the first's key
 -- row (the primary key), then replays its result (or, if the first rolled
 -- back, writes).
-create function ain_mail_write(p_user bigint, p_account bigint, p_changes jsonb, p_key text)
+create function ain_mail_write(p_user bigint, p_account bigint, p_changes jsonb, p_key text,
+                               p_quiet bool default false)
 returns table(changed text, outbox_id bigint, events text, replayed bool, n_events int)
 language plpgsql as $$
 declare
@@ -167,6 +170,11 @@ begin
       from ain_mail_apply(p_user, p_account, p_changes) with ordinality a(k, r, n);
     if jsonb_array_length(v_changed) > 0 then
         v_events := ain__mail_events(p_user, p_account, v_changed, v_before);
+        if p_quiet then -- a backfill: old mail is not news; the counts are
+            select coalesce(jsonb_agg(e order by n), '[]'::jsonb) into v_events
+              from jsonb_array_elements(v_events) with ordinality x(e, n)
+             where e->>'type' = 'unread_count_updated';
+        end if;
         insert into mail_outbox (user_id, changed, events) values (p_user, v_changed, v_events)
         returning id into v_id;
     end if;

@@ -13,6 +13,7 @@ import sys
 import time
 import unittest
 
+import ainbox_faults as faults
 import ainbox_proto as proto
 from ainbox_harness import AinboxTestCase, free_ports, wait_until
 
@@ -250,6 +251,26 @@ class SchedulingTest(JobsCase):
         self.assertEqual(peak, {"h": 1, "l": 1})
         self.assert_never_twice_at_once()
 
+    def test_no_busy_polling(self):
+        # High's one slot busy for 2.5 s with more high jobs ready, medium idle: the actor must
+        # wait for the slot, not claim over and over (nor poll while the queue is empty).
+        self.start_bundle(AINBOX_JOBS_WORKERS="1/1/0")
+        self.start_worker()
+        self.enqueue({"kind": "h", "user": 1, "priority": "high", "payload": {"sleep_ms": 2500}})
+        wait_until(lambda: self.runs(), 15, "the long job to start")
+        # More arrive while the slot is taken (the enqueue's NOTIFY wakes the actor).
+        self.enqueue(jobs=[{"kind": "h", "user": 1, "priority": "high"} for _ in range(3)])
+
+        def claims():
+            return self.admin(self.e, "--json", "stats", "jobs")["metrics"]["jobs.claims"]
+        before = claims()
+        time.sleep(1.5)
+        self.assertLessEqual(claims() - before, 6, "claims while waiting for a slot")
+        self.wait_empty()
+        before = claims()
+        time.sleep(1.5)
+        self.assertLessEqual(claims() - before, 2, "claims while the queue is empty")
+
     def test_one_users_backlog_does_not_starve_another(self):
         self.start_bundle(AINBOX_JOBS_WORKERS="0/1/0")
         hog = self.enqueue(jobs=[{"kind": "hog", "user": 1, "payload": {"sleep_ms": 20}}
@@ -309,6 +330,40 @@ class KillTest(JobsCase):
         # What the dead actor held ran again, under the other one's lease.
         ends = [r["id"] for r in self.runs() if r["ev"] == "end"]
         self.assertGreater(len(ends), len(set(ends)), "a job of the killed actor ran again")
+
+
+class StoreFaultTest(JobsCase):
+    """PostgreSQL stopped, then SIGSTOPped, under a stream of jobs: the actor neither crashes nor
+    loses a job; they wait and run once the store is back."""
+
+    def enqueue_ok(self):
+        reply = self.client.call("jobs", "JOB_ENQUEUE", proto.pack({"kind": "t", "user": 1}),
+                                 timeout_ms=2000)
+        return reply is not None and reply["status"] == "OK"
+
+    def test_a_stalled_store_delays_jobs_never_loses_them(self):
+        self.start_bundle(AINBOX_PG_TIMEOUT_MS="1000", AINBOX_JOBS_LEASE_MS="4000")
+        bundle = self.procs[-1]
+        self.start_worker()
+        ids = [r["id"] for r in self.enqueue(jobs=[
+            {"kind": "t", "user": i % 5 + 1, "payload": {"sleep_ms": 50}} for i in range(30)])[
+                "results"]]
+        wait_until(lambda: any(r["ev"] == "end" for r in self.runs()), 15, "a first run")
+        for fault in (faults.PgStopped(self.pg), faults.PgFrozen(self.pg)):
+            with fault:
+                # Enqueues fail while the store is away (answered, not hung, not crashed)...
+                reply = self.client.call("jobs", "JOB_ENQUEUE",
+                                         proto.pack({"kind": "t", "user": 1}), timeout_ms=2000)
+                self.assertTrue(reply is None or reply["status"] != "OK", reply)
+                time.sleep(2.5)  # outcomes and claims fail meanwhile
+                self.assertTrue(bundle.alive())
+            # ...and work again once it is back.
+            wait_until(lambda: self.enqueue_ok(), 30, "enqueue after the fault")
+        self.wait_ended(ids, timeout=90)
+        self.wait_empty(timeout=90)
+        self.assertEqual(self.admin(self.e, "--json", "dlq", "list")["total"], 0)
+        self.assert_never_twice_at_once()
+        self.assertTrue(bundle.alive())
 
 
 if __name__ == "__main__":

@@ -103,10 +103,12 @@ class MailEventsCase(AinboxTestCase):
         self.assertIsNotNone(reply, f"no reply to {msg}")
         return reply["status"], proto.body_map(reply)
 
-    def apply(self, user, changes, key=None, status="OK"):
+    def apply(self, user, changes, key=None, status="OK", quiet=None):
         body = {"account": user, "changes": changes}
         if key is not None:
             body["key"] = key
+        if quiet is not None:
+            body["quiet"] = quiet
         got, data = self.call("MAIL_APPLY", body, user)
         self.assertEqual(got, status, data)
         return data
@@ -201,6 +203,24 @@ class MailEventsCase(AinboxTestCase):
         (_, first), = self.events(bob, 1)
         self.assertEqual((first["type"], first["email"]["id"]), ("new_email", "b1"))
         self.assertEqual(self.pg.psql("select count(*) from mail_outbox"), [["0"]])
+
+    def test_a_quiet_write_announces_the_counts_only(self):
+        # A backfill's writes: mail already in the mailbox is not new_email.
+        ann = self.open(1)
+        reply = self.apply(1, [message("q1", "qt1", T0), message("q2", "qt2", T0 + 1)],
+                           quiet=True)
+        self.assertEqual(reply["events"], 1)
+        (_, counts), = self.events(ann, 1)
+        self.assertEqual((counts["type"], counts["unread"], counts["total"]),
+                         ("unread_count_updated", 2, 2))
+        # The next write that is not quiet is announced whole, and is the
+        # next event the stream sees.
+        self.apply(1, [{"op": "set_flags", "id": "q1", "unread": False}])
+        (_, upd), (_, counts) = self.events(ann, 2)
+        self.assertEqual((upd["type"], upd["email"]["id"]), ("email_updated", "q1"))
+        self.assertEqual((counts["unread"], counts["total"]), (1, 2))
+        self.apply(1, [{"op": "set_flags", "id": "q2", "unread": False}], status="INVALID",
+                   quiet="yes")
 
     def test_a_writer_killed_after_its_commit_is_announced_by_the_relay(self):
         ann = self.open(1)

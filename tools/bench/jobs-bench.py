@@ -6,8 +6,8 @@ jobs`, each its own process) and --workers job services (ainbox-bench-jobs-worke
 JOB_RUN "done" after appending the job's id to its log with one write(2)). A producer enqueues
 --jobs jobs in batches of 1,000 (JOB_ENQUEUE {jobs: [...]}, --users users round robin) as fast
 as the queue takes them, while every --kill-every seconds one worker is killed with SIGKILL and
-a new one started. It waits until every enqueued id is in some worker's log and the queue is
-empty, then prints:
+a new one started. It waits until every enqueued id is in some worker's log (the
+throughput's end) and then until the queue is empty, and prints:
 
   enqueue_jobs_s   jobs enqueued per second (the producer's phase alone)
   total_jobs_s     jobs enqueued and completed per second, first enqueue to last completion
@@ -16,6 +16,8 @@ empty, then prints:
                    their completion was not recorded and their lease ran out)
   dead             dead letters at the end (must be 0)
   killed           workers killed during the run
+  runs_lost        runs whose worker died holding them, answered UNAVAILABLE or TIMEOUT and
+                   retried (the first jobs actor's counter, read through JOBS_STATS)
 
 It asserts nothing (exit 0 with figures; 1 if the run could not finish in --timeout; 2 on bad
 usage). Runs as root (PostgreSQL through runuser -u postgres, as the tests do).
@@ -121,13 +123,17 @@ def main():
                               timeout_ms=60000)] = len(jobs)
             if b == 0 and args.kill_every:
                 threading.Thread(target=killer, daemon=True).start()
-            if len(corrs) >= 8:  # a few batches in flight
-                got = client.collect([next(iter(corrs))], 60)
-                for c, reply in got.items():
-                    corrs.pop(c)
-                    enqueued += [x["id"] for x in proto.body_map(reply)["results"]]
-        for c, reply in client.collect(list(corrs), 120).items():
-            enqueued += [x["id"] for x in proto.body_map(reply)["results"]]
+            while len(corrs) >= 8 or (b + 1000 >= args.jobs and corrs):  # 8 batches in flight
+                reply = client.recv(60000)
+                if reply is None:
+                    print("an enqueue went unanswered", file=sys.stderr)
+                    return 1
+                if corrs.pop(reply["corr"], None) is None:
+                    continue
+                if reply["status"] != "OK":
+                    print(f"enqueue answered {reply['status']}", file=sys.stderr)
+                    return 1
+                enqueued += [x["id"] for x in proto.body_map(reply)["results"]]
         t1 = time.time()
         want = set(enqueued)
         while time.time() < t0 + args.timeout:
@@ -137,14 +143,20 @@ def main():
             time.sleep(0.2)
         t2 = time.time()
         stop.set()
+        # Then until the queue is empty: a job whose completion died with its worker runs again.
+        while True:
+            s = proto.body_map(client.call("jobs", "JOBS_STATS", b"", timeout_ms=5000))
+            left = sum(s["pending"].values()) + s["running"] + s["delayed"]
+            if left == 0 or time.time() > t0 + args.timeout:
+                break
+            time.sleep(0.5)
         ids, runs = seen_ids(scratch)
-        s = proto.body_map(client.call("jobs", "JOBS_STATS", b"", timeout_ms=5000))
-        left = sum(s["pending"].values()) + s["running"] + s["delayed"]
         lost = len(want - ids)
         print(f"jobs={len(want)} actors={args.actors} workers={args.workers} pools={args.pools} "
               f"enqueue_jobs_s={len(want) / (t1 - t0):.0f} total_jobs_s={len(want) / (t2 - t0):.0f} "
               f"lost={lost} reruns={runs - len(ids)} dead={s['dead']} left={left} "
-              f"killed={killed[0]} elapsed_s={t2 - t0:.1f} load={os.getloadavg()[0]:.1f}")
+              f"killed={killed[0]} runs_lost={s['counters']['lost']} "
+              f"elapsed_s={t2 - t0:.1f} load={os.getloadavg()[0]:.1f}")
         return 0 if not lost and want <= ids else 1
     finally:
         for p in reversed(procs):
