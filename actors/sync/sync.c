@@ -671,7 +671,15 @@ static void s_apply_chunk(ain__run_t *r)
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
+    /* A first backfill is quiet: mail that was there before sign-in is not news (the writer
+     * then announces counts only; the user follows the backfill by sync_progress). A resync's
+     * changes are news: what it adds or deletes changed while we were not looking. */
+    bool quiet = r->full && !r->cursor;
+    msgpack_pack_map(&pk, quiet ? 4 : 3);
+    if (quiet) {
+        ain_mp_pack_str(&pk, "quiet");
+        msgpack_pack_true(&pk);
+    }
     ain_mp_pack_kv_u64(&pk, "account", r->account);
     /* The idempotency key names this write: the job, where its slice started (cursor and
      * full-sync progress as read under the lease), the write's number in the slice, and its

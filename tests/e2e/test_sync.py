@@ -311,6 +311,9 @@ class SyncCase(SyncBase):
         self.assertIn("metadata", phases)
         self.assertIn("bodies", phases)
         self.assertEqual(phases[-1], "done")
+        # A first backfill is quiet: what was there before sign-in is not news.
+        self.assertNotIn("new_email", [e["type"] for e in events])
+        self.assertIn("unread_count_updated", [e["type"] for e in events])
         counters = self.fake("GET", "/_fake/gmail/counters")
         self.assertEqual(counters["sent_429"], 0, counters)
 
@@ -330,6 +333,15 @@ class SyncCase(SyncBase):
         stored = self.assert_equal_mailboxes()
         for d in delivered["delivered"]:
             self.assertIn(d["id"], stored)
+        # What history brought is news: new_email for each delivered message, one for the
+        # deleted one.
+        reply = self.client.call("events", "EVENT_REPLAY", proto.pack({"after": "0-0",
+                                                                        "since": True}),
+                                 user=self.user)
+        events = [json.loads(e["data"]) for e in proto.body_map(reply)["events"]]
+        news = {e["email"]["id"] for e in events if e["type"] == "new_email"}
+        self.assertEqual(news, {d["id"] for d in delivered["delivered"]})
+        self.assertIn(ids[1], {e["emailId"] for e in events if e["type"] == "email_deleted"})
         self.assertNotIn(ids[1], stored)
         self.assertGreater(int(self.cursor()[0]), int(before))
 
