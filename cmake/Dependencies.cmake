@@ -8,6 +8,7 @@ pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
 pkg_check_modules(PQ REQUIRED IMPORTED_TARGET libpq)
 pkg_check_modules(HIREDIS REQUIRED IMPORTED_TARGET hiredis)
 pkg_check_modules(CURL REQUIRED IMPORTED_TARGET libcurl)
+pkg_check_modules(GMIME REQUIRED IMPORTED_TARGET gmime-3.0)
 # OpenSSL's libcrypto (libssl-dev): random bytes, SHA-256, HMAC, HKDF and
 # AES-256-GCM for tokens and secrets at rest (runtime/crypto.c). Only
 # libcrypto: these are primitives, not TLS.

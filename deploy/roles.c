@@ -12,6 +12,7 @@
 #include "actors/monitor/monitor.h"
 #include "actors/ratelimit/ratelimit.h"
 #include "actors/session/session.h"
+#include "actors/sync/sync.h"
 #include "broker/broker.h"
 #include "edge/edge.h"
 
@@ -33,6 +34,8 @@ static const struct {
      "provider accounts (PostgreSQL): OAuth sign-in completion, sealed refresh tokens"},
     {"jobs", &ain_jobs_actor,
      "the durable job queue (PostgreSQL): priorities, leases, retries, dead letters"},
+    {"sync", &ain_sync_actor,
+     "provider mail into the store: Gmail backfill and history (JOB_RUN), push, poll"},
     {"echo", &ain_echo_actor, "answers with what it is sent (diagnostics, benchmarks)"},
     {"loadgen", &ain_loadgen_actor, "benchmarks only: publishes timed events for N users"},
 };

@@ -8,7 +8,7 @@ PACKAGES=(
     build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
     # libraries (see cmake/Dependencies.cmake)
     libzmq3-dev libczmq-dev libmsgpack-dev libcivetweb-dev libjansson-dev libpq-dev libhiredis-dev
-    libssl-dev libcurl4-openssl-dev libgumbo-dev
+    libssl-dev libcurl4-openssl-dev libgumbo-dev libgmime-3.0-dev
     # services the bundle and the tests start privately
     redis-server postgresql
     # the end-to-end tests

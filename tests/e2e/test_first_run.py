@@ -210,12 +210,14 @@ class HealthTest(FirstRunCase):
         self.assertEqual(status, 200, body)
         self.assertEqual(body["status"], "degraded", body)
         disabled = body["disabled"]
-        self.assertEqual(set(disabled), {"cache", "session", "accounts", "jobs"}, body)
+        self.assertEqual(set(disabled), {"cache", "session", "accounts", "jobs", "sync"}, body)
         self.assertIn("DATABASE_URL", disabled["cache"])
         self.assertIn("DATABASE_URL", disabled["jobs"])
+        self.assertIn("DATABASE_URL", disabled["sync"])
         self.assertIn("JWT_ACCESS_SECRET", disabled["session"])
         self.assertIn("AINBOX_TOKEN_KEY", disabled["accounts"])
-        for name in ("monitor", "events", "cache", "ratelimit", "session", "accounts", "jobs"):
+        for name in ("monitor", "events", "cache", "ratelimit", "session", "accounts", "jobs",
+                     "sync"):
             self.assertTrue(body["services"][name]["up"], body)
         self.assertTrue(body["services"]["monitor"]["required"])
         self.assertEqual(body["services"]["session"]["disabled"], disabled["session"])

@@ -38,6 +38,7 @@
 #include "runtime/mpjson.h"
 #include "runtime/oauth.h"
 #include "runtime/provider.h"
+#include "actors/sync/mime.h"
 #include "runtime/redis.h"
 #include "runtime/sdnotify.h"
 
@@ -76,6 +77,7 @@ static const struct {
     {"session_input", ain_session_input_test},
     {"provider", ain_provider_test},
     {"accounts_parse", ain_accounts_parse_test},
+    {"sync_mime", ain__mime_test},
     {"handoff", ain_edge_handoff_test},
     {"guard", ain_edge_guard_test},
     {"streams", ain_edge_streams_test},
