@@ -36,10 +36,11 @@
 #include "runtime/oauth.h"
 #include "runtime/provider.h"
 
-#define S_LOGIN_TTL_S 600
-#define S_URL_MAX     4096
-#define S_CODE_MAX    4096
-#define S_HINT_MAX    254
+#define S_LOGIN_TTL_S   600
+#define S_URL_MAX       4096
+#define S_CODE_MAX      4096
+#define S_HINT_MAX      254
+#define S_SYNC_START_MS 500 /* SYNC_START after a Gmail sign-in: best effort */
 
 struct ain__oauth {
     bool has_key; /* AINBOX_TOKEN_KEY is set: states can be made */
@@ -234,6 +235,30 @@ static char *s_landing(ain__http_t *http, bool terms_required)
     return ain_sprintf("%.*s%s", (int)n, front, terms_required ? "/terms" : "/dashboard");
 }
 
+/* A Gmail account just linked starts its backfill now, at high priority,
+ * rather than at the sync actor's next poll (within 10 s, at low
+ * priority). Best effort: a short wait, and the poll still covers an
+ * account whose SYNC_START was lost. */
+static void s_start_sync(ain__http_t *http, json_t *r)
+{
+    json_int_t user = json_integer_value(json_object_get(r, "user"));
+    json_int_t account = json_integer_value(json_object_get(r, "account"));
+    const char *provider = json_string_value(json_object_get(r, "provider"));
+    if (user <= 0 || account <= 0 || !provider || strcmp(provider, "google") != 0)
+        return;
+    msgpack_sbuffer buf;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&buf);
+    msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    ain_mp_pack_kv_u64(&pk, "account", (uint64_t)account);
+    json_t *reply = NULL;
+    ain__http_call_reply(http, "sync", AIN_MSG_SYNC_START, (uint64_t)user, buf.data, buf.size,
+                         S_SYNC_START_MS, &reply);
+    json_decref(reply);
+    msgpack_sbuffer_destroy(&buf);
+}
+
 /* The accounts actor answered: cookies and the landing page, or its refusal. */
 static int s_finish(ain__http_t *http, ain_status_t st, json_t *r, char *clear)
 {
@@ -249,6 +274,7 @@ static int s_finish(ain__http_t *http, ain_status_t st, json_t *r, char *clear)
             http, s_http_status(st, code), code ? code : ain_status_name(st),
             message ? message : ain__http_no_answer(http, "accounts", why, sizeof why), clear);
     } else {
+        s_start_sync(http, r);
         char *both = ain_sprintf("%s%s", cookies, clear);
         char *landing = s_landing(http, json_is_true(json_object_get(r, "terms_required")));
         rc = s_redirect(http, landing, both);

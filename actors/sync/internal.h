@@ -24,7 +24,7 @@ typedef struct {
     ain_metric_t *runs, *done, *continued, *delayed, *retried, *failed, *late;
     ain_metric_t *http_calls, *http_errors, *http_401, *http_429, *http_5xx, *rate_delays;
     ain_metric_t *messages, *bodies, *deleted, *resyncs, *reauth, *invalid, *lease_busy;
-    ain_metric_t *pushes, *polled, *enqueue_errors, *mime_errors, *too_large;
+    ain_metric_t *pushes, *starts, *polled, *enqueue_errors, *mime_errors, *too_large;
     ain_metric_t *runs_active, *http_pending;
 } ain__sync_metrics_t;
 

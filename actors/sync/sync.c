@@ -1039,6 +1039,7 @@ static int s_start_sync(ain_actor_t *actor, ain_request_t *req)
         ain_request_fail(req, AIN_STATUS_UNAVAILABLE, "the sync actor is not configured");
         return 0;
     }
+    ain_metric_inc(st->m.starts);
     s_start_t *s = AIN_NEW(s_start_t);
     *s = (s_start_t){st, req, env->user, account};
     char acc[24], usr[24];
@@ -1106,6 +1107,7 @@ static void s_metrics_init(ain__sync_metrics_t *m, ain_metrics_t *reg)
     C(invalid, "invalid");
     C(lease_busy, "lease_busy");
     C(pushes, "pushes");
+    C(starts, "starts");
     C(polled, "polled");
     C(enqueue_errors, "enqueue_errors");
     C(mime_errors, "mime_errors");

@@ -501,7 +501,10 @@ class SyncFlowCase(SyncBase):
         listener = Listener()
         self.addCleanup(listener.close)
         self.fake("POST", "/_fake/gmail/push", {"url": listener.url})
-        # Nobody asks: the poll finds the new account and the jobs actor runs its backfill.
+        # The edge asked for the backfill when the account signed in (SYNC_START; the poll
+        # would find it too, later), and the jobs actor runs it.
+        reply = self.client.call("sync", "STATS", b"", timeout_ms=5000)
+        self.assertEqual(proto.body_map(reply)["metrics"]["sync.starts"], 1)
         self.wait_synced()
         self.assert_equal_mailboxes()
         sse = SseReader(self.edge_port, "/api/v1/emails/stream",
