@@ -269,6 +269,15 @@ begin
             id := r.jid;
             outcome := 'again';
         exception when unique_violation then
+            -- The pending job takes over the work, with the higher of the two priorities, the
+            -- earlier start and the newer payload: a backfill's continuation merged into the
+            -- poll's low-priority job must not drop to low priority, nor lose its cursor.
+            update jobs pj
+               set priority = least(pj.priority, j.priority), run_at = least(pj.run_at, v_run),
+                   payload = coalesce(r.payload, j.payload), updated_at = now()
+              from jobs j
+             where j.id = r.jid and j.lease_gen = r.gen and j.state = 'running'
+               and pj.unique_key = j.unique_key and pj.state = 'pending' and pj.id <> j.id;
             delete from jobs j where j.id = r.jid and j.lease_gen = r.gen and j.state = 'running';
             id := r.jid;
             outcome := 'merged';

@@ -224,6 +224,26 @@ class UniqueTest(JobsCase):
         self.assertNotEqual(d["id"], c["id"])
         self.wait_ended([c["id"], d["id"], batch[0]["id"]])
 
+    def test_a_continuation_merged_into_a_pending_job_keeps_its_start_and_payload(self):
+        # A high-priority job running with its unique key, and a low one of the same key
+        # pending for a minute (the sync actor's poll, beside a running backfill): the running
+        # one's `continue` merges into the pending one, which must run now, with the payload
+        # the continuation gave, not in a minute at low priority.
+        self.start_bundle()
+        self.start_worker()
+        c = self.enqueue({"kind": "sync", "user": 4, "unique": "acct-12", "priority": "high",
+                          "payload": {"act": "continue", "left": 2, "sleep_ms": 1500}})
+        wait_until(lambda: any(r["id"] == c["id"] for r in self.runs()), 15, "the job to start")
+        d = self.enqueue({"kind": "sync", "user": 4, "unique": "acct-12", "priority": "low",
+                          "delay_ms": 60000, "payload": {"act": "done"}})
+        self.assertTrue(d["created"])
+        # c's continuation (left 1) is d's payload now: d answers continue once, then done.
+        wait_until(lambda: [r["result"] for r in self.ended(d["id"])] == ["continue", "done"],
+                   20, "the merged job to run now with the continuation's payload")
+        self.assertFalse(self.ended(c["id"]) and
+                         [r["result"] for r in self.ended(c["id"])] != ["continue"])
+        self.wait_empty()
+
 
 class SchedulingTest(JobsCase):
 
