@@ -372,7 +372,7 @@ class TestApply(MailStoreCase):
             self.assertEqual(state, "42501", text)
         # AIN_Q_APPLY is the same call.
         state, _ = self.sqlstate(f"prepare q as {self.q['AIN_Q_APPLY']};\n"
-                                 f"execute q({self.a}, {self.gb}, '[]', null);")
+                                 f"execute q({self.a}, {self.gb}, '[]', null, false);")
         self.assertEqual(state, "42501")
         cases = [
             ("{}", "JSON array"),
@@ -686,7 +686,7 @@ class TestQueries(MailStoreCase):
         self.assertIn((str(self.oa), "olk-inbox", "Inbox", "inbox", "15", "0"), counts)
         applied = self.rows(f"prepare q as {self.q['AIN_Q_APPLY']};\n"
                             f"execute q({self.a}, {self.ga}, "
-                            f"'[{{\"op\":\"set_flags\",\"id\":\"m2\",\"unread\":true}}]', null);")
+                            f"'[{{\"op\":\"set_flags\",\"id\":\"m2\",\"unread\":true}}]', null, false);")
         self.assertEqual(len(applied), 1)
         changed, outbox, events, replayed, n_events = applied[0]
         self.assertEqual([tuple(c) for c in json.loads(changed)],
