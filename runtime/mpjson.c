@@ -91,6 +91,48 @@ json_t *ain_mpjson_from_body(const void *data, size_t len)
     return out;
 }
 
+void ain_mpjson_pack(msgpack_packer *pk, json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *key;
+        json_t *item;
+        msgpack_pack_map(pk, (uint32_t)json_object_size(v));
+        json_object_foreach(v, key, item)
+        {
+            ain_mp_pack_str(pk, key);
+            ain_mpjson_pack(pk, item);
+        }
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *item;
+        msgpack_pack_array(pk, (uint32_t)json_array_size(v));
+        json_array_foreach(v, i, item) ain_mpjson_pack(pk, item);
+        break;
+    }
+    case JSON_STRING:
+        msgpack_pack_str(pk, json_string_length(v));
+        msgpack_pack_str_body(pk, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        msgpack_pack_int64(pk, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        msgpack_pack_double(pk, json_real_value(v));
+        break;
+    case JSON_TRUE:
+        msgpack_pack_true(pk);
+        break;
+    case JSON_FALSE:
+        msgpack_pack_false(pk);
+        break;
+    default:
+        msgpack_pack_nil(pk);
+    }
+}
+
 int ain_mpjson_test(bool verbose)
 {
     msgpack_sbuffer sb;

@@ -416,7 +416,7 @@ static void s_dlq_listed(ain_pg_t *pg, const ain_pg_outcome_t *o, void *arg)
         ain_mp_pack_str(pk, "payload");
         json_t *payload = json_loads(PQgetvalue(r, i, 8), 0, NULL);
         if (payload)
-            ain_jobs_pack_json(pk, payload);
+            ain_mpjson_pack(pk, payload);
         else
             msgpack_pack_nil(pk);
         json_decref(payload);

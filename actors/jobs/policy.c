@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "proto/body.h"
+#include "runtime/mpjson.h"
 
 static const char *const s_prio_names[AIN_JOBS_PRIOS] = {"high", "medium", "low"};
 
@@ -150,48 +151,6 @@ ain_jobs_decision_t ain_jobs_decide(ain_jobs_result_t result, int attempt, int m
     return d;
 }
 
-void ain_jobs_pack_json(msgpack_packer *pk, json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        const char *key;
-        json_t *item;
-        msgpack_pack_map(pk, (uint32_t)json_object_size(v));
-        json_object_foreach(v, key, item)
-        {
-            ain_mp_pack_str(pk, key);
-            ain_jobs_pack_json(pk, item);
-        }
-        break;
-    }
-    case JSON_ARRAY: {
-        size_t i;
-        json_t *item;
-        msgpack_pack_array(pk, (uint32_t)json_array_size(v));
-        json_array_foreach(v, i, item) ain_jobs_pack_json(pk, item);
-        break;
-    }
-    case JSON_STRING:
-        msgpack_pack_str(pk, json_string_length(v));
-        msgpack_pack_str_body(pk, json_string_value(v), json_string_length(v));
-        break;
-    case JSON_INTEGER:
-        msgpack_pack_int64(pk, json_integer_value(v));
-        break;
-    case JSON_REAL:
-        msgpack_pack_double(pk, json_real_value(v));
-        break;
-    case JSON_TRUE:
-        msgpack_pack_true(pk);
-        break;
-    case JSON_FALSE:
-        msgpack_pack_false(pk);
-        break;
-    default:
-        msgpack_pack_nil(pk);
-    }
-}
-
 /* ------------------------------------------------------------ selftest */
 
 static int s_fail(const char *what)
@@ -276,7 +235,7 @@ int ain_jobs_policy_test(bool verbose)
     json_t *j = json_loads("{\"a\":[1,-2,2.5,\"x\",true,null],\"b\":{}}", 0, NULL);
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    ain_jobs_pack_json(&pk, j);
+    ain_mpjson_pack(&pk, j);
     if (ain_body_parse(&body, sb.data, sb.size) != AIN_STATUS_OK) {
         bad += s_fail("json pack");
     } else {

@@ -70,10 +70,6 @@ typedef struct {
 ain_jobs_decision_t ain_jobs_decide(ain_jobs_result_t result, int attempt, int max_attempts,
                                     int64_t delay_ms, int64_t base_ms, int64_t max_ms, double unit);
 
-/* Packs a JSON value as msgpack (objects as maps, integers as ints, reals as floats). Depth is
- * bounded by the JSON text's own parse (jansson's). */
-void ain_jobs_pack_json(msgpack_packer *pk, json_t *value);
-
 int ain_jobs_policy_test(bool verbose);
 
 #endif

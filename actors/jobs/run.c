@@ -256,7 +256,7 @@ static msgpack_packer *s_run_body(ain__jobs_t *st, PGresult *res, int i, const a
     else
         msgpack_pack_uint64(pk, strtoull(PQgetvalue(res, i, 4), NULL, 10));
     ain_mp_pack_str(pk, "payload");
-    ain_jobs_pack_json(pk, payload);
+    ain_mpjson_pack(pk, payload);
     ain_mp_pack_kv_i64(pk, "attempt", s->attempt);
     ain_mp_pack_kv_i64(pk, "lease_ms", st->lease_ms - st->guard_ms);
     json_decref(payload);

@@ -22,6 +22,7 @@
 #include "actors/sync/mime.h"
 #include "actors/sync/queries.h"
 #include "proto/body.h"
+#include "runtime/mpjson.h"
 #include "runtime/alloc.h"
 #include "runtime/clock.h"
 
@@ -63,52 +64,10 @@ static const char *s_str(json_t *o, const char *key)
     return json_string_value(json_object_get(o, key));
 }
 
-static void s_pack_json(msgpack_packer *pk, json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        msgpack_pack_map(pk, (uint32_t)json_object_size(v));
-        const char *k;
-        json_t *x;
-        json_object_foreach(v, k, x)
-        {
-            ain_mp_pack_str(pk, k);
-            s_pack_json(pk, x);
-        }
-        break;
-    }
-    case JSON_ARRAY: {
-        msgpack_pack_array(pk, (uint32_t)json_array_size(v));
-        size_t i;
-        json_t *x;
-        json_array_foreach(v, i, x) s_pack_json(pk, x);
-        break;
-    }
-    case JSON_STRING:
-        msgpack_pack_str(pk, json_string_length(v));
-        msgpack_pack_str_body(pk, json_string_value(v), json_string_length(v));
-        break;
-    case JSON_INTEGER:
-        msgpack_pack_int64(pk, json_integer_value(v));
-        break;
-    case JSON_REAL:
-        msgpack_pack_double(pk, json_real_value(v));
-        break;
-    case JSON_TRUE:
-        msgpack_pack_true(pk);
-        break;
-    case JSON_FALSE:
-        msgpack_pack_false(pk);
-        break;
-    default:
-        msgpack_pack_nil(pk);
-    }
-}
-
 /* Appends one change (stolen) to the run's MAIL_APPLY batch. */
 static void s_op(ain__run_t *r, json_t *op)
 {
-    s_pack_json(&r->pk, op);
+    ain_mpjson_pack(&r->pk, op);
     r->nops++;
     json_decref(op);
 }
