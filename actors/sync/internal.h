@@ -139,4 +139,10 @@ void ain__run_release(ain__run_t *r);
 void ain__gmail_step(ain__run_t *r);
 void ain__gmail_op_upsert(ain__run_t *r, json_t *msg, const char *raw, size_t raw_len);
 
+/* enqueue.c: SYNC_PUSH, SYNC_START, and the poll's timer (every AIN__SYNC_POLL_TICK_MS). */
+#define AIN__SYNC_POLL_TICK_MS 10000
+int ain__sync_push(ain_actor_t *actor, ain_request_t *req);
+int ain__sync_start(ain_actor_t *actor, ain_request_t *req);
+void ain__sync_poll(ain_actor_t *actor, void *arg);
+
 #endif
